@@ -1,0 +1,105 @@
+"""Django admin for annotation data. Judgments, prompts and responses are evidence: they are
+read-only here, because editing them would silently change what raters said or saw."""
+
+from django.contrib import admin
+
+from annotation.models import (
+    AgreementReport,
+    Assignment,
+    Batch,
+    Judgment,
+    Membership,
+    Pair,
+    Project,
+    Prompt,
+    Response,
+)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "raters_per_pair", "choice_scheme", "created_at", "archived_at"]
+    search_fields = ["name", "slug"]
+    list_filter = ["choice_scheme", "archived_at"]
+    prepopulated_fields = {"slug": ["name"]}
+    readonly_fields = ["stats", "stats_refreshed_at", "created_at"]
+    inlines = [MembershipInline]
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["user", "project", "role", "paused_at", "created_at"]
+    list_filter = ["role", "project"]
+    search_fields = ["user__username", "project__slug"]
+    autocomplete_fields = ["user", "project"]
+
+
+@admin.register(Batch)
+class BatchAdmin(admin.ModelAdmin):
+    list_display = ["filename", "project", "format", "known_answers", "pairs_created", "uploaded_by", "created_at", "retired_at"]
+    list_filter = ["project", "format", "known_answers"]
+    search_fields = ["filename", "sha256"]
+    readonly_fields = [f.name for f in Batch._meta.fields if f.name != "retired_at"]
+
+    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False  # uploads go through the import service, which validates the whole file
+
+
+@admin.register(Prompt)
+class PromptAdmin(ReadOnlyAdmin):
+    list_display = ["id", "project", "external_id", "__str__"]
+    list_filter = ["project"]
+    search_fields = ["external_id", "text", "content_hash"]
+
+
+@admin.register(Response)
+class ResponseAdmin(ReadOnlyAdmin):
+    list_display = ["id", "model_name", "prompt", "__str__"]
+    list_filter = ["model_name"]
+    search_fields = ["model_name", "content_hash"]
+    raw_id_fields = ["prompt"]
+
+
+@admin.register(Pair)
+class PairAdmin(ReadOnlyAdmin):
+    list_display = ["id", "project", "judgments_count", "judgments_needed", "gold_choice", "seed_choice", "is_active"]
+    list_filter = ["project", "is_active", "gold_choice", "seed_choice"]
+    search_fields = ["external_id"]
+    raw_id_fields = ["prompt", "response_a", "response_b", "batch"]
+
+
+@admin.register(Assignment)
+class AssignmentAdmin(ReadOnlyAdmin):
+    list_display = ["id", "pair", "rater", "status", "swapped", "created_at", "expires_at"]
+    list_filter = ["status"]
+    search_fields = ["rater__username"]
+    raw_id_fields = ["pair"]
+
+
+@admin.register(Judgment)
+class JudgmentAdmin(ReadOnlyAdmin):
+    list_display = ["id", "pair", "rater", "choice", "strength", "swapped", "duration_ms", "created_at"]
+    list_filter = ["choice", "strength", "swapped", "pair__project"]
+    search_fields = ["rater__username"]
+    raw_id_fields = ["pair", "assignment"]
+    date_hierarchy = "created_at"
+
+
+@admin.register(AgreementReport)
+class AgreementReportAdmin(ReadOnlyAdmin):
+    list_display = ["project", "created_at", "judgments"]
+    list_filter = ["project"]

@@ -1,0 +1,192 @@
+"""The JSON API (DRF): the stable, documented contract. Same services and selectors as the pages."""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotation.models import Membership, Project
+from annotation.selectors import project_access, project_list_for
+from annotation.services.projects import (
+    membership_remove,
+    membership_set,
+    project_create,
+    token_issue,
+    user_create,
+)
+
+User = get_user_model()
+
+
+class ProjectOutputSerializer(serializers.ModelSerializer):
+    my_role = serializers.CharField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = Project
+        fields = [
+            "slug",
+            "name",
+            "guidelines",
+            "raters_per_pair",
+            "choice_scheme",
+            "use_strength",
+            "criteria",
+            "rationale",
+            "gold_rate",
+            "my_role",
+            "stats",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class ProjectInputSerializer(serializers.Serializer):
+    slug = serializers.SlugField(max_length=64)
+    name = serializers.CharField(max_length=200)
+    guidelines = serializers.CharField(required=False, allow_blank=True, default="")
+    raters_per_pair = serializers.IntegerField(min_value=1, max_value=50, default=3)
+    choice_scheme = serializers.ChoiceField(
+        choices=Project.ChoiceScheme.choices, default=Project.ChoiceScheme.AB_TIE_BAD
+    )
+    use_strength = serializers.BooleanField(default=True)
+    rationale = serializers.ChoiceField(
+        choices=Project.Rationale.choices, default=Project.Rationale.OPTIONAL
+    )
+
+    def validate_slug(self, value: str) -> str:
+        if Project.objects.filter(slug=value).exists():
+            raise serializers.ValidationError("A project with this slug already exists.")
+        return value
+
+    def validate(self, attrs: dict) -> dict:
+        attrs["max_raters_per_pair"] = max(attrs["raters_per_pair"], 5)
+        return attrs
+
+
+class ProjectListCreateApi(APIView):
+    """Projects I belong to; staff create new ones (and become their admin)."""
+
+    @extend_schema(responses=ProjectOutputSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        projects = project_list_for(user=request.user)  # type: ignore[arg-type]
+        return Response(ProjectOutputSerializer(projects, many=True).data)
+
+    @extend_schema(request=ProjectInputSerializer, responses={201: ProjectOutputSerializer})
+    def post(self, request: Request) -> Response:
+        if not request.user.is_staff:
+            return Response(
+                {"detail": "Only staff can create projects."}, status=status.HTTP_403_FORBIDDEN
+            )
+        serializer = ProjectInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        project = project_create(created_by=request.user, **serializer.validated_data)  # type: ignore[arg-type]
+        project.my_role = Membership.Role.ADMIN  # type: ignore[attr-defined]
+        return Response(ProjectOutputSerializer(project).data, status=status.HTTP_201_CREATED)
+
+
+class UserOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = User
+        fields = ["id", "username", "email", "is_staff", "is_active", "date_joined"]
+        read_only_fields = fields
+
+
+class UserInputSerializer(serializers.Serializer):
+    username = serializers.RegexField(r"^[\w.@+-]{1,150}$")
+    email = serializers.EmailField(required=False, allow_blank=True, default="")
+    password = serializers.CharField(
+        required=False, write_only=True, min_length=10, max_length=128, allow_null=True
+    )
+
+    def validate_username(self, value: str) -> str:
+        if User.objects.filter(username=value).exists():
+            raise serializers.ValidationError("A user with this username already exists.")
+        return value
+
+
+class UserListCreateApi(APIView):
+    """Accounts (staff only). There is no open sign-up: staff create every account."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(responses=UserOutputSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        users = User.objects.order_by("username")
+        return Response(UserOutputSerializer(users, many=True).data)
+
+    @extend_schema(request=UserInputSerializer, responses={201: UserOutputSerializer})
+    def post(self, request: Request) -> Response:
+        serializer = UserInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = user_create(**serializer.validated_data)
+        return Response(UserOutputSerializer(user).data, status=status.HTTP_201_CREATED)
+
+
+class TokenOutputSerializer(serializers.Serializer):
+    token = serializers.CharField()
+
+
+class UserTokenIssueApi(APIView):
+    """A new API token for a user (staff only); it replaces the user's previous token."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(request=None, responses={201: TokenOutputSerializer})
+    def post(self, request: Request, user_id: int) -> Response:
+        user = get_object_or_404(User, id=user_id)
+        token = token_issue(user=user)
+        return Response({"token": token.key}, status=status.HTTP_201_CREATED)
+
+
+class MemberSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    role = serializers.ChoiceField(choices=Membership.Role.choices)
+    paused = serializers.BooleanField(read_only=True)
+
+
+def _member_data(membership: Membership) -> dict:
+    return {
+        "username": membership.user.get_username(),
+        "role": membership.role,
+        "paused": membership.paused_at is not None,
+    }
+
+
+class MemberListCreateApi(APIView):
+    """A project's members and their roles (project admins only)."""
+
+    @extend_schema(responses=MemberSerializer(many=True))
+    def get(self, request: Request, slug: str) -> Response:
+        access = project_access(user=request.user, slug=slug, min_role=Membership.Role.ADMIN)
+        members = Membership.objects.filter(project=access.project).select_related("user")
+        return Response([_member_data(m) for m in members.order_by("user__username")])
+
+    @extend_schema(request=MemberSerializer, responses={201: MemberSerializer})
+    def post(self, request: Request, slug: str) -> Response:
+        access = project_access(user=request.user, slug=slug, min_role=Membership.Role.ADMIN)
+        serializer = MemberSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = User.objects.filter(
+            username=serializer.validated_data["username"], is_active=True
+        ).first()
+        if user is None:
+            raise serializers.ValidationError({"username": "No active user with this username."})
+        membership = membership_set(
+            project=access.project, user=user, role=serializer.validated_data["role"]
+        )
+        return Response(_member_data(membership), status=status.HTTP_201_CREATED)
+
+
+class MemberDeleteApi(APIView):
+    @extend_schema(request=None, responses={204: None})
+    def delete(self, request: Request, slug: str, username: str) -> Response:
+        access = project_access(user=request.user, slug=slug, min_role=Membership.Role.ADMIN)
+        user = get_object_or_404(User, username=username, memberships__project=access.project)
+        membership_remove(project=access.project, user=user)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,374 @@
+"""Collecting preferences: projects and their members, uploaded batches, prompts, responses,
+pairs, the leases that hand pairs to raters, and the judgments raters make."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import F, Q
+from django.db.models.functions import Greatest, Least
+from django.utils import timezone
+
+
+class Project(models.Model):
+    class ChoiceScheme(models.TextChoices):
+        AB = "ab", "A or B"
+        AB_TIE = "ab_tie", "A, B or tie"
+        AB_TIE_BAD = "ab_tie_bad", "A, B, tie or both bad"
+
+    class Rationale(models.TextChoices):
+        OFF = "off", "Not asked"
+        OPTIONAL = "optional", "Optional"
+        REQUIRED = "required", "Required"
+
+    class PairingRule(models.TextChoices):
+        ALL = "all", "All pairs of a prompt's responses"
+        K_PER_PROMPT = "k_per_prompt", "k pairs per prompt, preferring different models"
+
+    class AssignmentOrder(models.TextChoices):
+        FILL_FIRST = "fill_first", "Finish partly judged pairs first"
+        RANDOM = "random", "Random"
+
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    guidelines = models.TextField(blank=True, help_text="Markdown, shown to raters beside every pair.")
+    raters_per_pair = models.PositiveSmallIntegerField(
+        default=3, validators=[MinValueValidator(1), MaxValueValidator(50)]
+    )
+    max_raters_per_pair = models.PositiveSmallIntegerField(
+        default=5,
+        validators=[MinValueValidator(1), MaxValueValidator(50)],
+        help_text="Cap for adaptive overlap: disputed pairs get extra judgments up to this many.",
+    )
+    choice_scheme = models.CharField(
+        max_length=16, choices=ChoiceScheme, default=ChoiceScheme.AB_TIE_BAD
+    )
+    use_strength = models.BooleanField(
+        default=True, help_text="Ask how much better: slightly, clearly or much."
+    )
+    criteria = models.JSONField(
+        default=list, blank=True, help_text='Optional criteria names, e.g. ["helpfulness"].'
+    )
+    rationale = models.CharField(max_length=16, choices=Rationale, default=Rationale.OPTIONAL)
+    gold_rate = models.FloatField(
+        default=0.05,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Share of served pairs that are gold pairs, when the project has any.",
+    )
+    pairing_rule = models.CharField(max_length=16, choices=PairingRule, default=PairingRule.ALL)
+    pairs_per_prompt = models.PositiveSmallIntegerField(
+        default=3, help_text="k for the 'k pairs per prompt' pairing rule."
+    )
+    assignment_order = models.CharField(
+        max_length=16, choices=AssignmentOrder, default=AssignmentOrder.FILL_FIRST
+    )
+    lease_minutes = models.PositiveSmallIntegerField(
+        default=30, validators=[MinValueValidator(1)], help_text="How long a rater holds a pair."
+    )
+    # Retraining policy (used by rewardtrain; stored here so one form edits a whole project).
+    base_model = models.CharField(
+        max_length=500, blank=True, help_text="A local Hugging Face directory; blank for MiniLM."
+    )
+    train_config = models.JSONField(default=dict, blank=True)
+    retrain_min_new_judgments = models.PositiveIntegerField(default=200)
+    full_retrain_every = models.PositiveSmallIntegerField(
+        default=5, help_text="Every Nth version trains from the base model instead of warm-starting."
+    )
+    auto_retrain = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    archived_at = models.DateTimeField(null=True, blank=True)
+    # Counts refreshed by a Celery task so that listing projects never counts big tables.
+    stats = models.JSONField(default=dict, blank=True, editable=False)
+    stats_refreshed_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(max_raters_per_pair__gte=F("raters_per_pair")),
+                name="overlap_cap_at_least_raters_per_pair",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def lease_duration(self) -> timedelta:
+        return timedelta(minutes=self.lease_minutes)
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        RATER = "rater", "Rater"
+        LEAD = "lead", "Project lead"
+        ADMIN = "admin", "Project admin"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=8, choices=Role, default=Role.RATER)
+    paused_at = models.DateTimeField(
+        null=True, blank=True, help_text="A paused rater is served no pairs."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user"], name="one_membership_per_user"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.project} as {self.role}"
+
+    @property
+    def can_lead(self) -> bool:
+        return self.role in (self.Role.LEAD, self.Role.ADMIN)
+
+    @property
+    def can_admin(self) -> bool:
+        return self.role == self.Role.ADMIN
+
+
+class Batch(models.Model):
+    """One upload. Pairs keep pointing at the batch that created them."""
+
+    class Format(models.TextChoices):
+        PAIR = "pair", "Pairs"
+        RESPONSES = "responses", "Responses per prompt"
+        PREFERENCE = "preference", "Preferences (TRL / Anthropic HH)"
+
+    class KnownAnswers(models.TextChoices):
+        NONE = "none", "No known answers"
+        GOLD = "gold", "Gold pairs (quality control)"
+        SEED = "seed", "Seed labels (training data)"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="batches")
+    filename = models.CharField(max_length=255)
+    sha256 = models.CharField(max_length=64, db_index=True)
+    format = models.CharField(max_length=16, choices=Format)
+    known_answers = models.CharField(
+        max_length=8, choices=KnownAnswers, default=KnownAnswers.NONE
+    )
+    records = models.PositiveIntegerField(default=0)
+    prompts_created = models.PositiveIntegerField(default=0)
+    responses_created = models.PositiveIntegerField(default=0)
+    pairs_created = models.PositiveIntegerField(default=0)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    retired_at = models.DateTimeField(
+        null=True, blank=True, help_text="A retired batch's pairs are no longer served."
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "batches"
+
+    def __str__(self) -> str:
+        return f"{self.filename} ({self.project.slug})"
+
+
+class Prompt(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="prompts")
+    batch = models.ForeignKey(Batch, on_delete=models.PROTECT, related_name="prompts")
+    content_hash = models.CharField(max_length=64)  # sha256 of the text or the canonical messages
+    text = models.TextField(blank=True)  # the prompt when it is plain text
+    messages = models.JSONField(null=True, blank=True)  # [{"role", "content"}] for chat prompts
+    external_id = models.CharField(max_length=200, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "content_hash"], name="prompt_unique_in_project"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.display_text[:80]
+
+    @property
+    def display_text(self) -> str:
+        if self.messages is None:
+            return self.text
+        return "\n\n".join(f"{m['role']}: {m['content']}" for m in self.messages)
+
+
+class Response(models.Model):
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="responses")
+    batch = models.ForeignKey(Batch, on_delete=models.PROTECT, related_name="responses")
+    content_hash = models.CharField(max_length=64)
+    text = models.TextField()
+    model_name = models.CharField(max_length=200, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["prompt", "content_hash"], name="response_unique_per_prompt"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_name or 'response'}: {self.text[:60]}"
+
+
+class Pair(models.Model):
+    class Known(models.TextChoices):
+        A = "a", "A is better"
+        B = "b", "B is better"
+        TIE = "tie", "About the same"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="pairs")
+    batch = models.ForeignKey(Batch, on_delete=models.PROTECT, related_name="pairs")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="pairs")
+    response_a = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")
+    response_b = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")
+    external_id = models.CharField(max_length=200, blank=True)
+    # A known answer from the import: a gold pair is served and scored, a seed label is training
+    # data attributed to the import and is not served.
+    gold_choice = models.CharField(max_length=4, choices=Known, blank=True)
+    seed_choice = models.CharField(max_length=4, choices=Known, blank=True)
+    judgments_needed = models.PositiveSmallIntegerField()
+    # Kept equal to the pair's judgment count by judgment_record/judgment_undo, under the pair's
+    # row lock; the assignment engine reads it instead of counting judgments.
+    judgments_count = models.PositiveSmallIntegerField(default=0)
+    is_active = models.BooleanField(default=True)  # false once its batch is retired
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(response_a=F("response_b")), name="pair_responses_differ"
+            ),
+            models.UniqueConstraint(
+                Least("response_a", "response_b"),
+                Greatest("response_a", "response_b"),
+                name="pair_unique_per_response_set",
+            ),
+            models.CheckConstraint(
+                condition=Q(gold_choice="") | Q(seed_choice=""), name="pair_gold_or_seed_not_both"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["project", "-judgments_count", "id"],
+                condition=Q(is_active=True),
+                name="pair_open_by_progress",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"pair {self.pk} of {self.project.slug}"
+
+    @property
+    def is_gold(self) -> bool:
+        return bool(self.gold_choice)
+
+
+class Assignment(models.Model):
+    """A lease of a pair to a rater. One per (pair, rater) ever: a rater never sees a pair twice."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Leased"
+        DONE = "done", "Judged"
+        SKIPPED = "skipped", "Skipped"
+
+    pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="assignments")
+    rater = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments"
+    )
+    swapped = models.BooleanField()  # response B is shown on the left
+    status = models.CharField(max_length=8, choices=Status, default=Status.ACTIVE)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["pair", "rater"], name="one_assignment_per_rater"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["pair", "expires_at"],
+                condition=Q(status="active"),
+                name="assignment_live_leases",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pair} to {self.rater}"
+
+    @property
+    def is_live(self) -> bool:
+        return self.status == self.Status.ACTIVE and self.expires_at > timezone.now()
+
+
+class Judgment(models.Model):
+    class Choice(models.TextChoices):
+        A = "a", "A is better"
+        B = "b", "B is better"
+        TIE = "tie", "About the same"
+        BOTH_BAD = "both_bad", "Both are bad"
+
+    pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="judgments")
+    rater = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="judgments"
+    )
+    assignment = models.OneToOneField(
+        Assignment, on_delete=models.PROTECT, related_name="judgment"
+    )
+    choice = models.CharField(max_length=8, choices=Choice)  # in terms of the pair, not the screen
+    strength = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(3)]
+    )
+    criteria = models.JSONField(default=dict, blank=True)  # {"helpfulness": "a", ...}
+    rationale = models.TextField(blank=True)
+    swapped = models.BooleanField()  # B was shown on the left: position bias is measured from this
+    duration_ms = models.PositiveIntegerField()  # server side, from lease to submit
+    active_ms = models.PositiveIntegerField(null=True, blank=True)  # reported by the browser
+    idempotency_key = models.CharField(max_length=128, blank=True)
+    request_fingerprint = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["pair", "rater"], name="one_judgment_per_rater"),
+            models.UniqueConstraint(
+                fields=["rater", "idempotency_key"],
+                condition=~Q(idempotency_key=""),
+                name="one_judgment_per_idempotency_key",
+            ),
+            models.CheckConstraint(
+                condition=Q(strength__isnull=True) | Q(choice__in=["a", "b"]),
+                name="strength_only_on_decisive_choices",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rater} on {self.pair}: {self.choice}"
+
+
+class AgreementReport(models.Model):
+    """Agreement metrics of a project at one moment; their history draws the trend."""
+
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="agreement_reports"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    judgments = models.PositiveIntegerField()
+    last_judgment_id = models.BigIntegerField(null=True)  # the data the report was computed on
+    scope = models.JSONField(default=dict, blank=True)  # filters: batch, dates
+    metrics = models.JSONField()
+
+    class Meta:
+        ordering = ["-created_at"]
+        get_latest_by = "created_at"
+
+    def __str__(self) -> str:
+        return f"agreement of {self.project} at {self.created_at:%Y-%m-%d %H:%M}"

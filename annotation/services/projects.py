@@ -1,0 +1,58 @@
+"""Projects, people and their roles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractUser
+from django.db import transaction
+from rest_framework.authtoken.models import Token
+
+from annotation.models import Membership, Project
+
+User = get_user_model()
+
+
+@transaction.atomic
+def project_create(*, slug: str, name: str, created_by: AbstractUser, **fields: Any) -> Project:
+    """A new project; its creator becomes its admin."""
+    project = Project(slug=slug, name=name, **fields)
+    project.full_clean()
+    project.save()
+    Membership.objects.create(project=project, user=created_by, role=Membership.Role.ADMIN)
+    return project
+
+
+def membership_set(*, project: Project, user: AbstractUser, role: str) -> Membership:
+    """Add `user` to `project` with `role`, or change the role they have."""
+    membership, _ = Membership.objects.update_or_create(
+        project=project, user=user, defaults={"role": role}
+    )
+    return membership
+
+
+def membership_remove(*, project: Project, user: AbstractUser) -> None:
+    """Take `user` out of `project`; their judgments stay (they are data, not access)."""
+    Membership.objects.filter(project=project, user=user).delete()
+
+
+def user_create(
+    *, username: str, password: str | None = None, email: str = "", is_staff: bool = False
+) -> AbstractUser:
+    """A user account. Without a password the account cannot log in until one is set."""
+    user = User(username=username, email=email, is_staff=is_staff)
+    if password is None:
+        user.set_unusable_password()
+    else:
+        user.set_password(password)
+    user.full_clean(exclude=["password"])
+    user.save()
+    return user  # type: ignore[return-value]
+
+
+def token_issue(*, user: AbstractUser) -> Token:
+    """A fresh API token for `user`; any earlier token stops working."""
+    with transaction.atomic():
+        Token.objects.filter(user=user).delete()
+        return Token.objects.create(user=user)

@@ -1,0 +1,17 @@
+"""Celery tasks of the annotation app: thin hand-overs to services, ids in, nothing out."""
+
+from celery import shared_task
+
+from annotation.models import Project
+from annotation.services.stats import project_stats_refresh as _project_stats_refresh
+
+
+@shared_task(acks_late=True, time_limit=300)
+def project_stats_refresh(project_id: int) -> None:
+    _project_stats_refresh(project_id=project_id)
+
+
+@shared_task(acks_late=True, time_limit=60)
+def project_stats_refresh_all() -> None:
+    for project_id in Project.objects.filter(archived_at__isnull=True).values_list("id", flat=True):
+        project_stats_refresh.delay(project_id)

@@ -1,0 +1,99 @@
+import pytest
+
+from annotation.models import Membership
+from tests.factories import UserFactory
+
+
+@pytest.fixture
+def api(client):
+    from rest_framework.test import APIClient
+
+    return APIClient()
+
+
+def test_staff_create_a_user_and_issue_a_token_that_authenticates(api, staff, project):
+    api.force_authenticate(staff)
+    created = api.post("/api/v1/users/", {"username": "newbie", "password": "a-long-password"})
+    assert created.status_code == 201
+    token = api.post(f"/api/v1/users/{created.data['id']}/token/").data["token"]
+
+    api.force_authenticate(None)
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert api.get("/api/v1/projects/").status_code == 200
+
+
+def test_a_new_token_revokes_the_previous_one(api, staff, rater):
+    api.force_authenticate(staff)
+    first = api.post(f"/api/v1/users/{rater.id}/token/").data["token"]
+    api.post(f"/api/v1/users/{rater.id}/token/")
+    api.force_authenticate(None)
+    api.credentials(HTTP_AUTHORIZATION=f"Token {first}")
+    assert api.get("/api/v1/projects/").status_code == 401
+
+
+def test_non_staff_cannot_list_or_create_users(api, admin_member):
+    api.force_authenticate(admin_member)
+    assert api.get("/api/v1/users/").status_code == 403
+    assert api.post("/api/v1/users/", {"username": "x"}).status_code == 403
+
+
+def test_mass_assignment_of_is_staff_is_ignored(api, staff):
+    api.force_authenticate(staff)
+    created = api.post("/api/v1/users/", {"username": "sneaky", "is_staff": True})
+    assert created.status_code == 201
+    assert created.data["is_staff"] is False
+
+
+def test_a_project_admin_adds_changes_and_removes_members(api, project, admin_member):
+    UserFactory(username="newcomer")
+    api.force_authenticate(admin_member)
+    url = f"/api/v1/projects/{project.slug}/members/"
+    assert api.post(url, {"username": "newcomer", "role": "rater"}).status_code == 201
+    assert api.post(url, {"username": "newcomer", "role": "lead"}).data["role"] == "lead"
+    assert {m["username"] for m in api.get(url).data} == {"ada", "newcomer"}
+    assert api.delete(url + "newcomer/").status_code == 204
+    assert not Membership.objects.filter(user__username="newcomer").exists()
+
+
+def test_adding_an_unknown_user_says_which_field_is_wrong(api, project, admin_member):
+    api.force_authenticate(admin_member)
+    response = api.post(f"/api/v1/projects/{project.slug}/members/", {"username": "ghost", "role": "rater"})
+    assert response.status_code == 400
+    assert "username" in response.data
+
+
+@pytest.mark.parametrize("role", ["rater", "lead"])
+def test_members_below_admin_cannot_manage_members(api, project, role):
+    user = UserFactory()
+    Membership.objects.create(project=project, user=user, role=role)
+    api.force_authenticate(user)
+    url = f"/api/v1/projects/{project.slug}/members/"
+    assert api.get(url).status_code == 403
+    assert api.post(url, {"username": user.username, "role": "admin"}).status_code == 403
+    assert Membership.objects.get(user=user).role == role
+
+
+def test_an_admin_of_another_project_gets_404_and_changes_nothing(api, project, rater, outsider):
+    api.force_authenticate(outsider)
+    url = f"/api/v1/projects/{project.slug}/members/"
+    assert api.get(url).status_code == 404
+    assert api.post(url, {"username": "otto", "role": "admin"}).status_code == 404
+    assert api.delete(url + "rita/").status_code == 404
+    assert Membership.objects.filter(project=project, user=rater).exists()
+    assert not Membership.objects.filter(project=project, user=outsider).exists()
+
+
+def test_staff_create_a_project_and_become_its_admin(api, staff):
+    api.force_authenticate(staff)
+    response = api.post("/api/v1/projects/", {"slug": "gamma", "name": "Gamma", "raters_per_pair": 2})
+    assert response.status_code == 201
+    assert Membership.objects.get(project__slug="gamma", user=staff).role == "admin"
+
+
+def test_non_staff_cannot_create_projects(api, rater):
+    api.force_authenticate(rater)
+    assert api.post("/api/v1/projects/", {"slug": "gamma", "name": "G"}).status_code == 403
+
+
+def test_anonymous_api_calls_are_refused(api, project):
+    assert api.get("/api/v1/projects/").status_code == 401

@@ -1,0 +1,71 @@
+"""Fixtures shared by the whole suite: users in roles around a project, and a second project
+with disjoint members, because a project is the boundary that must never leak."""
+
+import pytest
+from django.test import Client
+
+from annotation.models import Membership
+from tests.factories import PASSWORD, MembershipFactory, ProjectFactory, UserFactory
+
+
+@pytest.fixture
+def project(db):
+    return ProjectFactory(slug="alpha", name="Alpha")
+
+
+@pytest.fixture
+def other_project(db):
+    return ProjectFactory(slug="beta", name="Beta")
+
+
+def _member(project, role, username):
+    return MembershipFactory(project=project, user=UserFactory(username=username), role=role).user
+
+
+@pytest.fixture
+def rater(project):
+    return _member(project, Membership.Role.RATER, "rita")
+
+
+@pytest.fixture
+def lead(project):
+    return _member(project, Membership.Role.LEAD, "leo")
+
+
+@pytest.fixture
+def admin_member(project):
+    return _member(project, Membership.Role.ADMIN, "ada")
+
+
+@pytest.fixture
+def outsider(other_project):
+    """An admin of the other project: powerful, but not here."""
+    return _member(other_project, Membership.Role.ADMIN, "otto")
+
+
+@pytest.fixture
+def staff(db):
+    return UserFactory(username="stella", is_staff=True)
+
+
+def login(client: Client, user) -> Client:
+    assert client.login(username=user.username, password=PASSWORD)
+    return client
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _collected_static(tmp_path_factory):
+    """The suite runs with production settings, where pages link to hashed static files."""
+    from django.conf import settings
+    from django.core.management import call_command
+
+    settings.STATIC_ROOT = str(tmp_path_factory.mktemp("static"))
+    call_command("collectstatic", "--noinput", verbosity=0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fast_password_hashing():
+    """PBKDF2 at production strength costs ~0.3 s per user; the suite makes hundreds of users."""
+    from django.conf import settings
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
