@@ -1,0 +1,1 @@
+"""Inter-rater agreement and rater quality, computed from judgment arrays without Django."""
