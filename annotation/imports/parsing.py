@@ -1,0 +1,260 @@
+"""The API the batch import service calls: validate a whole upload, then stream its records.
+
+The service calls `scan` on the upload; when the result is `ok` it rewinds the file and writes
+what `iter_records` yields (an invalid file imports nothing). Both stream: memory is bounded by
+one line (max_line_bytes), plus the id set for duplicate detection and, for the CSV long form of
+the responses format, the grouping by prompt_id (see `csvfile`).
+
+A file is JSONL when its first non-blank character is "{", CSV otherwise; gzip is recognised by
+its magic bytes whatever the file is called. The record format is named by the caller or
+detected from the first record, and every other record must be of the same format.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, Literal
+
+from annotation.imports.csvfile import csv_events
+from annotation.imports.fields import RecordChecker, detect_format, unknown_keys
+from annotation.imports.jsonl import LineInvalid, parse_object
+from annotation.imports.pairing import PairingRule, pairs_from_responses
+from annotation.imports.reader import UTF8_BOM, FileRefused, Line, Upload, human_bytes
+from annotation.imports.records import (
+    ChatMessage,
+    ImportFormat,
+    ImportIssue,
+    ImportLimits,
+    PairRecord,
+    PreferenceRecord,
+    Prompt,
+    Record,
+    ResponseItem,
+    ResponsesRecord,
+    transcript_messages,
+)
+from annotation.imports.state import FileState
+
+__all__ = [
+    "ChatMessage",
+    "ImportFileInvalid",
+    "ImportFormat",
+    "ImportIssue",
+    "ImportLimits",
+    "PairRecord",
+    "PairingRule",
+    "PreferenceRecord",
+    "Prompt",
+    "Record",
+    "ResponseItem",
+    "ResponsesRecord",
+    "ScanResult",
+    "iter_records",
+    "pairs_from_responses",
+    "scan",
+    "transcript_messages",
+]
+
+DEFAULT_LIMITS = ImportLimits()
+
+
+class ImportFileInvalid(ValueError):
+    """`iter_records` met a problem: the file is not the one that scanned clean."""
+
+    def __init__(self, issue: ImportIssue) -> None:
+        super().__init__(str(issue))
+        self.issue = issue
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    filename: str
+    sha256: str | None  # of the bytes as uploaded; None if the file was too large to read whole
+    size_bytes: int  # bytes read of the upload
+    compressed: bool  # gzip
+    container: Literal["jsonl", "csv"] | None  # None when the file could not be opened
+    format: ImportFormat | None
+    record_count: int  # valid records (for the CSV long form, prompts)
+    response_count: int  # responses in the valid records
+    errors: tuple[ImportIssue, ...]  # the first max_errors, in file order
+    error_count: int  # all of them
+    samples: tuple[Record, ...]  # the first max_samples valid records, for the preview
+    extra_keys: tuple[str, ...]  # unknown fields and columns, kept as metadata
+
+    @property
+    def ok(self) -> bool:
+        return self.error_count == 0
+
+
+def _format_arg(value: str | None) -> ImportFormat | None:
+    if not value:
+        return None
+    try:
+        return ImportFormat(value)
+    except ValueError:
+        choices = ", ".join(f.value for f in ImportFormat)
+        raise ValueError(f"unknown import format {value!r}; expected one of {choices}") from None
+
+
+def _response_count(record: Record) -> int:
+    return len(record.responses) if isinstance(record, ResponsesRecord) else 2
+
+
+def _jsonl_events(lines: Iterable[Line], state: FileState) -> Iterator[Record | ImportIssue]:
+    limits = state.limits
+    for line in lines:
+        number = line.number
+        if line.too_long:
+            state.count_record(number, "line")
+            yield ImportIssue(
+                number, None, f"longer than the limit of {human_bytes(limits.max_line_bytes)}"
+            )
+            continue
+        data = line.data.removeprefix(UTF8_BOM) if number == 1 else line.data
+        if not data or data.isspace():
+            continue
+        state.count_record(number, "line")
+        if b"\x00" in data:
+            yield ImportIssue(number, None, "contains a NUL byte; is this a binary or UTF-16 file?")
+            continue
+        try:
+            obj = parse_object(data.decode("utf-8"), max_depth=limits.max_depth)
+        except UnicodeDecodeError as exc:
+            yield ImportIssue(
+                number,
+                None,
+                f"not valid UTF-8: byte 0x{data[exc.start]:02x} at byte {exc.start + 1} of "
+                "the line",
+            )
+            continue
+        except LineInvalid as exc:
+            yield ImportIssue(number, None, str(exc))
+            continue
+        detected = detect_format(set(obj))
+        if detected == "ambiguous":
+            yield ImportIssue(
+                number,
+                None,
+                "has fields of more than one format (response_a/response_b, "
+                "responses, chosen/rejected); one record is one format",
+            )
+            continue
+        if detected is None:
+            if state.format is None:
+                yield ImportIssue(
+                    number,
+                    None,
+                    'not a known record: expected "response_a" and "response_b" '
+                    '(pair), "responses" (responses) or "chosen" and "rejected" (preference)',
+                )
+                continue
+            detected = state.format
+        if mismatch := state.match_format(detected, number, "line"):
+            yield mismatch
+            continue
+        checker = RecordChecker(obj, line=number, limits=limits)
+        record = checker.record(detected)
+        yield from checker.issues
+        if record is None:
+            continue
+        state.note_extra_keys(unknown_keys(detected, set(obj)))
+        if duplicate := state.claim_id(record.external_id, number, "line"):
+            yield duplicate
+        else:
+            yield record
+
+
+def _events(upload: Upload, state: FileState) -> Iterator[Record | ImportIssue | str]:
+    """Records and issues in file order, preceded by the container name once it is known."""
+    try:
+        upload.open()
+        lines = upload.lines()
+        head = []
+        for line in lines:
+            head.append(line)
+            if line.too_long or not line.data.removeprefix(UTF8_BOM).isspace():
+                break
+        first = head[-1].data.removeprefix(UTF8_BOM).lstrip()[:1] if head else b""
+        if not first:
+            yield ImportIssue(None, None, "the file holds no records")
+            return
+        if first == b"[":
+            raise FileRefused(
+                ImportIssue(
+                    None, None, "the file is a JSON array; upload JSON Lines, one object per line"
+                )
+            )
+        body = itertools.chain(head, lines)
+        if first == b"{":
+            yield "jsonl"
+            yield from _jsonl_events(body, state)
+            if state.records == 0:
+                yield ImportIssue(None, None, "the file holds no records")
+        else:
+            yield "csv"
+            yield from csv_events(body, state)
+    except FileRefused as exc:
+        yield exc.issue
+
+
+def scan(
+    fileobj: BinaryIO,
+    *,
+    filename: str,
+    format: str | None = None,
+    limits: ImportLimits = DEFAULT_LIMITS,
+) -> ScanResult:
+    """Read the whole upload once and report everything wrong with it, capped at max_errors."""
+    state = FileState(_format_arg(format), limits=limits)
+    upload = Upload(fileobj, limits=limits)
+    container: Literal["jsonl", "csv"] | None = None
+    errors: list[ImportIssue] = []
+    error_count = record_count = response_count = 0
+    samples: list[Record] = []
+    for event in _events(upload, state):
+        if event == "jsonl":
+            container = "jsonl"
+        elif event == "csv":
+            container = "csv"
+        elif isinstance(event, ImportIssue):
+            error_count += 1
+            if len(errors) < limits.max_errors:
+                errors.append(event)
+        elif not isinstance(event, str):
+            record_count += 1
+            response_count += _response_count(event)
+            if len(samples) < limits.max_samples:
+                samples.append(event)
+    sha256 = upload.finish()
+    return ScanResult(
+        filename=filename,
+        sha256=sha256,
+        size_bytes=upload.size,
+        compressed=upload.compressed,
+        container=container,
+        format=state.format,
+        record_count=record_count,
+        response_count=response_count,
+        errors=tuple(errors),
+        error_count=error_count,
+        samples=tuple(samples),
+        extra_keys=tuple(sorted(state.extra_keys)),
+    )
+
+
+def iter_records(
+    fileobj: BinaryIO, *, format: str | None, limits: ImportLimits = DEFAULT_LIMITS
+) -> Iterator[Record]:
+    """Stream the records of a file that `scan` found valid; pass the format it detected.
+
+    Raises ImportFileInvalid at the first problem, so a file that changed between the passes
+    cannot be half imported silently; the caller's transaction rolls back.
+    """
+    state = FileState(_format_arg(format), limits=limits)
+    for event in _events(Upload(fileobj, limits=limits), state):
+        if isinstance(event, ImportIssue):
+            raise ImportFileInvalid(event)
+        if not isinstance(event, str):
+            yield event

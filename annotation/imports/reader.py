@@ -1,0 +1,174 @@
+"""From uploaded bytes to bounded lines: hashing, gzip detection, size caps, line length caps.
+
+Memory stays bounded whatever the upload: bytes are read in 64 KiB blocks, gzip output is
+decompressed in blocks and counted against a cap (a gzip bomb stops at the cap, not at the end),
+and a line longer than the limit is skipped in blocks without ever being held whole.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from annotation.imports.records import ImportIssue, ImportLimits
+
+_BLOCK = 64 * 1024
+_GZIP_MAGIC = b"\x1f\x8b"
+_UNSUPPORTED_MAGIC = {
+    b"PK\x03\x04": "a zip archive (or an Excel file)",
+    b"BZh": "bzip2-compressed",
+    b"\xfd7zXZ": "xz-compressed",
+    b"\x28\xb5\x2f\xfd": "zstd-compressed",
+}
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+class FileRefused(Exception):
+    """A problem after which the rest of the file cannot be read meaningfully."""
+
+    def __init__(self, issue: ImportIssue) -> None:
+        super().__init__(str(issue))
+        self.issue = issue
+
+
+def human_bytes(n: int) -> str:
+    for unit, size in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
+        if n >= size:
+            return f"{n / size:g} {unit}"
+    return f"{n} bytes"
+
+
+class _HashingReader(io.RawIOBase):
+    """Reads the upload, hashing and counting every byte, refusing past the upload cap."""
+
+    def __init__(self, fileobj: BinaryIO, max_bytes: int) -> None:
+        self._fileobj = fileobj
+        self._max_bytes = max_bytes
+        self._sha256 = hashlib.sha256()
+        self.size = 0
+        self.too_large = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self._fileobj.read(len(buffer))
+        if not data:
+            return 0
+        self.size += len(data)
+        if self.size > self._max_bytes:
+            self.too_large = True
+            raise FileRefused(
+                ImportIssue(
+                    None,
+                    None,
+                    f"the file is larger than the limit of {human_bytes(self._max_bytes)}",
+                )
+            )
+        self._sha256.update(data)
+        buffer[: len(data)] = data
+        return len(data)
+
+    def hexdigest(self) -> str:
+        return self._sha256.hexdigest()
+
+
+class _CappedReader(io.RawIOBase):
+    """Counts decompressed bytes and refuses past the cap."""
+
+    def __init__(self, source: gzip.GzipFile, max_bytes: int) -> None:
+        self._source = source
+        self._max_bytes = max_bytes
+        self._total = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        try:
+            n = self._source.readinto(buffer)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise FileRefused(
+                ImportIssue(None, None, f"the gzip data is corrupt or truncated ({exc})")
+            ) from exc
+        self._total += n
+        if self._total > self._max_bytes:
+            raise FileRefused(
+                ImportIssue(
+                    None,
+                    None,
+                    "the file decompresses to more than the limit of "
+                    f"{human_bytes(self._max_bytes)}",
+                )
+            )
+        return n
+
+
+@dataclass(frozen=True)
+class Line:
+    number: int  # 1-based physical line
+    data: bytes  # the line with its ending; for a line over the limit, only its start
+    too_long: bool
+
+
+class Upload:
+    """One pass over an uploaded file: `lines()` yields its decompressed lines, then `finish()`
+    reads whatever is left so that `sha256` covers every byte of the upload."""
+
+    def __init__(self, fileobj: BinaryIO, *, limits: ImportLimits) -> None:
+        self._limits = limits
+        self._raw = _HashingReader(fileobj, limits.max_upload_bytes)
+        self._buffered = io.BufferedReader(self._raw, _BLOCK)
+        self.compressed = False
+        self._stream: io.BufferedIOBase = self._buffered
+
+    @property
+    def size(self) -> int:
+        return self._raw.size
+
+    def open(self) -> None:
+        """Sniff the first bytes: gzip is recognised by its magic number, never by the name."""
+        head = self._buffered.peek(4)[:4]
+        for magic, what in _UNSUPPORTED_MAGIC.items():
+            if head.startswith(magic):
+                raise FileRefused(
+                    ImportIssue(None, None, f"the file is {what}; upload .jsonl, .csv or .gz")
+                )
+        if head.startswith(_UTF16_BOMS):
+            raise FileRefused(ImportIssue(None, None, "the file is UTF-16; save it as UTF-8"))
+        if head.startswith(_GZIP_MAGIC):
+            self.compressed = True
+            unzipped = gzip.GzipFile(fileobj=self._buffered, mode="rb")
+            capped = _CappedReader(unzipped, self._limits.max_decompressed_bytes)
+            self._stream = io.BufferedReader(capped, _BLOCK)
+
+    def lines(self) -> Iterator[Line]:
+        limit = self._limits.max_line_bytes
+        number = 0
+        while line := self._stream.readline(limit + 1):
+            number += 1
+            if len(line) <= limit or line.endswith(b"\n"):
+                yield Line(number, line, too_long=False)
+                continue
+            start = line[:64]
+            del line
+            while (rest := self._stream.readline(_BLOCK)) and not rest.endswith(b"\n"):
+                pass
+            yield Line(number, start, too_long=True)
+
+    def finish(self) -> str | None:
+        """The sha256 of the raw upload, or None when it was too large to read to the end."""
+        if self._raw.too_large:
+            return None
+        try:
+            while self._buffered.read(_BLOCK):
+                pass
+        except FileRefused:
+            return None
+        return self._raw.hexdigest()

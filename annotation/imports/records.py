@@ -1,0 +1,137 @@
+"""The records an import file holds, the limits it is read under, and the problems found in it.
+
+Plain frozen dataclasses. Text is kept exactly as uploaded (whitespace, Unicode, line breaks), so
+what goes in comes back out byte for byte. `metadata` holds JSON values; the dataclasses are frozen
+but the dicts inside are not, so treat them as read-only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Literal
+
+
+class ImportFormat(StrEnum):
+    PAIR = "pair"
+    RESPONSES = "responses"
+    PREFERENCE = "preference"
+
+
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImportLimits:
+    max_upload_bytes: int = 200 * MB  # the file as uploaded, compressed or not
+    max_decompressed_bytes: int = 1024 * MB  # after gunzip: a 1 MB gzip bomb can expand to 1 GB
+    max_line_bytes: int = 32 * MB  # one JSONL line or one CSV row; the memory one record may take
+    max_depth: int = 20  # JSON nesting; the record object itself is level 1
+    max_records: int = 2_000_000  # JSONL lines or CSV rows holding data
+    max_field_chars: int = 10_000_000  # one prompt, response or message content
+    max_name_chars: int = 200  # an id or a model name
+    max_responses: int = 100  # per prompt in the responses format; "all" pairs grows as n^2
+    max_errors: int = 1000  # errors kept for the report; all of them are counted
+    max_samples: int = 5  # valid records returned by a scan for the dry-run preview
+
+
+@dataclass(frozen=True)
+class ImportIssue:
+    """One problem, located by its 1-based line (JSONL) or row (CSV, the header being row 1).
+
+    `line` is None for a problem with the whole file (too large, not gzip, no records).
+    """
+
+    line: int | None
+    field: str | None
+    message: str
+    unit: Literal["line", "row"] = "line"
+
+    def __str__(self) -> str:
+        where = []
+        if self.line is not None:
+            where.append(f"{self.unit} {self.line}")
+        if self.field is not None:
+            where.append(f'{"column" if self.unit == "row" else "field"} "{self.field}"')
+        return f"{', '.join(where)}: {self.message}" if where else self.message
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+Prompt = str | tuple[ChatMessage, ...]
+
+
+@dataclass(frozen=True)
+class ResponseItem:
+    text: str
+    model: str | None
+    metadata: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class PairRecord:
+    line: int
+    prompt: Prompt
+    response_a: str
+    response_b: str
+    model_a: str | None
+    model_b: str | None
+    external_id: str | None
+    metadata: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ResponsesRecord:
+    line: int  # for the CSV long form, the first row of the prompt_id
+    prompt: Prompt
+    responses: tuple[ResponseItem, ...]
+    external_id: str | None
+    metadata: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class PreferenceRecord:
+    """A pair with a known answer. `from_transcript` marks an HH record split by us: then `prompt`
+    is the raw transcript up to and including the last "\\n\\nAssistant:", and `chosen`/`rejected`
+    are the rest, so `prompt + chosen` is the uploaded "chosen" string byte for byte.
+    `transcript_messages(prompt)` gives the same prompt as chat messages.
+    """
+
+    line: int
+    prompt: Prompt
+    chosen: str
+    rejected: str
+    external_id: str | None
+    metadata: Mapping[str, Any]
+    from_transcript: bool = False
+
+
+Record = PairRecord | ResponsesRecord | PreferenceRecord
+
+ASSISTANT_MARKER = "\n\nAssistant:"
+_TURN = re.compile(r"\n\n(Human|Assistant):")
+
+
+def transcript_messages(transcript: str) -> tuple[ChatMessage, ...]:
+    """The turns of an HH transcript ("\\n\\nHuman: ...\\n\\nAssistant: ...") as chat messages.
+
+    A lossy view for display and for chat templates: turn text is stripped of surrounding
+    whitespace, and a final empty "Assistant:" (the cue to answer) is dropped. Keep the
+    transcript itself when bytes matter. Raises ValueError for text that is not a transcript.
+    """
+    parts = _TURN.split(transcript)
+    if parts[0].strip() or len(parts) < 3:
+        raise ValueError('an HH transcript starts with "\\n\\nHuman:" and alternates turns')
+    messages = [
+        ChatMessage(role="user" if speaker == "Human" else "assistant", content=text.strip())
+        for speaker, text in zip(parts[1::2], parts[2::2], strict=True)
+    ]
+    if messages[-1].role == "assistant" and not messages[-1].content:
+        messages.pop()
+    return tuple(messages)
