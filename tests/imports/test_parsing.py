@@ -8,7 +8,7 @@ import io
 import json
 import tracemalloc
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -90,7 +90,7 @@ class ChunkStream:
         return out
 
 
-def peak_memory_of(fn):  # type: ignore[no-untyped-def]
+def peak_memory_of(fn: Callable[[], ScanResult]) -> tuple[ScanResult, int]:
     tracemalloc.start()
     try:
         result = fn()
