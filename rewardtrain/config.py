@@ -1,0 +1,58 @@
+"""How a reward model is trained: one frozen, JSON-storable config per training run.
+
+The Django side stores `TrainConfig.to_dict()` on the run, so a run can be replayed exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    base_model: str  # a local Hugging Face directory; never a hub id (nothing is downloaded)
+    max_length: int = 256  # tokens of prompt + response; the prompt is cut from the left
+    batch_size: int = 16  # pairs per optimizer step (2 x this many sequences per forward)
+    learning_rate: float = 5e-5  # peak AdamW rate, reached at the end of warm-up
+    epochs: int = 1  # passes over the training pairs
+    warmup_ratio: float = 0.1  # share of all steps spent ramping the rate up from 0
+    weight_decay: float = 0.0  # AdamW decoupled decay; biases and LayerNorms are never decayed
+    grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
+    bf16: bool = True  # autocast where the hardware has bf16 (AVX-512 BF16/AMX CPUs, CUDA)
+    use_margin: bool = False  # subtract each pair's margin inside the loss (Llama 2 style)
+    disable_dropout: bool = True  # dropout gives chosen and rejected different noise (TRL too)
+    seed: int = 0  # same pairs + same config => same checkpoint on the same hardware
+    device: Device = "auto"  # "auto" takes CUDA when present, else the CPU
+    num_threads: int = 0  # CPU threads for torch; 0 means one per core this process may use
+    eval_batch_size: int = 64  # sequences per forward pass when scoring; no gradients kept
+    length_bucket_batches: int = 64  # batches sorted together by length, then shuffled: less pad
+
+    def __post_init__(self) -> None:
+        # MODEL_DIR-style Path objects are welcome, but the stored config must be plain JSON.
+        object.__setattr__(self, "base_model", str(self.base_model))
+        if self.max_length < 8:
+            raise ValueError("max_length must be at least 8 tokens")
+        if self.batch_size < 1 or self.eval_batch_size < 1 or self.epochs < 1:
+            raise ValueError("batch sizes and epochs must be positive")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError("warmup_ratio must be in [0, 1)")
+        if self.learning_rate <= 0:
+            raise ValueError("learning_rate must be positive")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"unknown device {self.device!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Rebuild a stored config; unknown keys are refused rather than silently dropped."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields: {', '.join(unknown)}")
+        return cls(**data)
