@@ -50,7 +50,16 @@ class MembershipAdmin(admin.ModelAdmin):
 
 @admin.register(Batch)
 class BatchAdmin(admin.ModelAdmin):
-    list_display = ["filename", "project", "format", "known_answers", "pairs_created", "uploaded_by", "created_at", "retired_at"]
+    list_display = [
+        "filename",
+        "project",
+        "format",
+        "known_answers",
+        "pairs_created",
+        "uploaded_by",
+        "created_at",
+        "retired_at",
+    ]
     list_filter = ["project", "format", "known_answers"]
     search_fields = ["filename", "sha256"]
     readonly_fields = [f.name for f in Batch._meta.fields if f.name != "retired_at"]
@@ -76,7 +85,15 @@ class ResponseAdmin(ReadOnlyAdmin):
 
 @admin.register(Pair)
 class PairAdmin(ReadOnlyAdmin):
-    list_display = ["id", "project", "judgments_count", "judgments_needed", "gold_choice", "seed_choice", "is_active"]
+    list_display = [
+        "id",
+        "project",
+        "judgments_count",
+        "judgments_needed",
+        "gold_choice",
+        "seed_choice",
+        "is_active",
+    ]
     list_filter = ["project", "is_active", "gold_choice", "seed_choice"]
     search_fields = ["external_id"]
     raw_id_fields = ["prompt", "response_a", "response_b", "batch"]
@@ -92,7 +109,16 @@ class AssignmentAdmin(ReadOnlyAdmin):
 
 @admin.register(Judgment)
 class JudgmentAdmin(ReadOnlyAdmin):
-    list_display = ["id", "pair", "rater", "choice", "strength", "swapped", "duration_ms", "created_at"]
+    list_display = [
+        "id",
+        "pair",
+        "rater",
+        "choice",
+        "strength",
+        "swapped",
+        "duration_ms",
+        "created_at",
+    ]
     list_filter = ["choice", "strength", "swapped", "pair__project"]
     search_fields = ["rater__username"]
     raw_id_fields = ["pair", "assignment"]

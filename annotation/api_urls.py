@@ -1,19 +1,17 @@
 from django.urls import path
 
-from annotation import apis
+from annotation.apis import people
 
 app_name = "api"
 
 urlpatterns = [
-    path("projects/", apis.ProjectListCreateApi.as_view(), name="project-list"),
-    path("users/", apis.UserListCreateApi.as_view(), name="user-list"),
-    path("users/<int:user_id>/token/", apis.UserTokenIssueApi.as_view(), name="user-token"),
-    path(
-        "projects/<slug:slug>/members/", apis.MemberListCreateApi.as_view(), name="member-list"
-    ),
+    path("projects/", people.ProjectListCreateApi.as_view(), name="project-list"),
+    path("users/", people.UserListCreateApi.as_view(), name="user-list"),
+    path("users/<int:user_id>/token/", people.UserTokenIssueApi.as_view(), name="user-token"),
+    path("projects/<slug:slug>/members/", people.MemberListCreateApi.as_view(), name="member-list"),
     path(
         "projects/<slug:slug>/members/<str:username>/",
-        apis.MemberDeleteApi.as_view(),
+        people.MemberDeleteApi.as_view(),
         name="member-detail",
     ),
 ]

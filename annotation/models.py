@@ -34,7 +34,9 @@ class Project(models.Model):
 
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
-    guidelines = models.TextField(blank=True, help_text="Markdown, shown to raters beside every pair.")
+    guidelines = models.TextField(
+        blank=True, help_text="Markdown, shown to raters beside every pair."
+    )
     raters_per_pair = models.PositiveSmallIntegerField(
         default=3, validators=[MinValueValidator(1), MaxValueValidator(50)]
     )
@@ -75,7 +77,8 @@ class Project(models.Model):
     train_config = models.JSONField(default=dict, blank=True)
     retrain_min_new_judgments = models.PositiveIntegerField(default=200)
     full_retrain_every = models.PositiveSmallIntegerField(
-        default=5, help_text="Every Nth version trains from the base model instead of warm-starting."
+        default=5,
+        help_text="Every Nth version trains from the base model instead of warm-starting.",
     )
     auto_retrain = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -151,9 +154,7 @@ class Batch(models.Model):
     filename = models.CharField(max_length=255)
     sha256 = models.CharField(max_length=64, db_index=True)
     format = models.CharField(max_length=16, choices=Format)
-    known_answers = models.CharField(
-        max_length=8, choices=KnownAnswers, default=KnownAnswers.NONE
-    )
+    known_answers = models.CharField(max_length=8, choices=KnownAnswers, default=KnownAnswers.NONE)
     records = models.PositiveIntegerField(default=0)
     prompts_created = models.PositiveIntegerField(default=0)
     responses_created = models.PositiveIntegerField(default=0)
@@ -320,9 +321,7 @@ class Judgment(models.Model):
     rater = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="judgments"
     )
-    assignment = models.OneToOneField(
-        Assignment, on_delete=models.PROTECT, related_name="judgment"
-    )
+    assignment = models.OneToOneField(Assignment, on_delete=models.PROTECT, related_name="judgment")
     choice = models.CharField(max_length=8, choices=Choice)  # in terms of the pair, not the screen
     strength = models.PositiveSmallIntegerField(
         null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(3)]
@@ -357,9 +356,7 @@ class Judgment(models.Model):
 class AgreementReport(models.Model):
     """Agreement metrics of a project at one moment; their history draws the trend."""
 
-    project = models.ForeignKey(
-        Project, on_delete=models.CASCADE, related_name="agreement_reports"
-    )
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="agreement_reports")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     judgments = models.PositiveIntegerField()
     last_judgment_id = models.BigIntegerField(null=True)  # the data the report was computed on

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
 from django.http import Http404
@@ -46,7 +46,7 @@ class ProjectAccess:
 
 
 def project_access(
-    *, user: AbstractBaseUser | AnonymousUser, slug: str, min_role: str = Role.RATER
+    *, user: User | AnonymousUser, slug: str, min_role: str = Role.RATER
 ) -> ProjectAccess:
     """The project `slug` as `user` may use it: 404 for non-members, 403 for too small a role."""
     if not user.is_authenticated:
@@ -72,7 +72,7 @@ def project_access(
     return access
 
 
-def project_list_for(*, user: AbstractBaseUser) -> QuerySet[Project]:
+def project_list_for(*, user: User) -> QuerySet[Project]:
     """The projects `user` belongs to, each annotated with `my_role`."""
     role = Membership.objects.filter(project=OuterRef("pk"), user=user).values("role")[:1]
     projects = Project.objects.filter(archived_at__isnull=True)
@@ -92,7 +92,7 @@ class ProjectOverview:
     members: list[Membership]
 
 
-def project_overview(*, access: ProjectAccess, user: AbstractBaseUser) -> ProjectOverview:
+def project_overview(*, access: ProjectAccess, user: User) -> ProjectOverview:
     """Counts for the overview page; members and batches only for those who may manage them."""
     project = access.project
     pairs = Pair.objects.filter(project=project, is_active=True)
@@ -109,18 +109,13 @@ def project_overview(*, access: ProjectAccess, user: AbstractBaseUser) -> Projec
             .order_by("role", "user__username")
         )
     if access.can_lead:
-        batches = list(
-            Batch.objects.filter(project=project).select_related("uploaded_by")[:10]
-        )
+        batches = list(Batch.objects.filter(project=project).select_related("uploaded_by")[:10])
     return ProjectOverview(
         prompts=Prompt.objects.filter(project=project).count(),
         pairs=pair_counts["total"],
         pairs_complete=pair_counts["complete"],
-        judgments=Judgment.objects.filter(pair__project=project).count()
-        if access.can_lead
-        else 0,
+        judgments=Judgment.objects.filter(pair__project=project).count() if access.can_lead else 0,
         my_judgments=Judgment.objects.filter(pair__project=project, rater=user).count(),
         batches=batches,
         members=members,
     )
-

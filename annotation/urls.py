@@ -1,10 +1,10 @@
 from django.urls import path
 
-from annotation import views
+from annotation.views import projects
 
 app_name = "annotation"
 
 urlpatterns = [
-    path("", views.home, name="home"),
-    path("p/<slug:slug>/", views.overview, name="overview"),
+    path("", projects.home, name="home"),
+    path("p/<slug:slug>/", projects.overview, name="overview"),
 ]

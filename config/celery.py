@@ -36,6 +36,8 @@ def enqueue_on_commit(task: Any, *args: Any) -> None:
         try:
             task.apply_async(args=args, retry=False)
         except Exception:  # kombu raises several unrelated types for "broker unreachable"
-            logger.warning("could not enqueue %s%r; beat will catch up", task.name, args)
+            logger.warning(
+                "could not enqueue %s%r; beat will catch up", task.name, args, exc_info=True
+            )
 
     transaction.on_commit(send)

@@ -84,6 +84,7 @@ DATABASES = {
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # reconnect by itself after a PostgreSQL restart
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     DATABASES["default"]["OPTIONS"] = {
         # WAL and a busy timeout let web, worker and beat share the file without "locked" errors.
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
@@ -163,9 +164,10 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
-# Celery: JSON only, results not kept (state lives in PostgreSQL), fail fast when the broker is down.
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
-if CELERY_BROKER_URL == "filesystem://":
+# Celery: JSON only, no results kept (state lives in PostgreSQL), fail fast with the broker down.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost/")
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object]
+if CELERY_BROKER_URL.startswith("filesystem://"):
     _queue_dir = VAR_DIR / "celery-broker"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_queue_dir),
@@ -192,7 +194,6 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {"rewardtrain.tasks.*": {"queue": "training"}}
 CELERY_TASK_TIME_LIMIT = 60 * 60
-CELERY_TASK_SOFT_TIME_LIMIT = 55 * 60
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "refresh-project-stats": {
@@ -200,6 +201,9 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env.float("STATS_REFRESH_SECONDS", default=300.0),
     },
 }
+
+# Upload limits (annotation.imports.records.ImportLimits); anything not named keeps its default.
+IMPORT_LIMITS = env.json("IMPORT_LIMITS", default={})
 
 CHECKPOINT_ROOT = Path(env.str("CHECKPOINT_ROOT", default=str(VAR_DIR / "checkpoints")))
 DEMO_DATA_DIR = BASE_DIR / "annotation" / "demo_data"

@@ -7,7 +7,16 @@ import factory
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from annotation.models import Assignment, Batch, Judgment, Membership, Pair, Project, Prompt, Response
+from annotation.models import (
+    Assignment,
+    Batch,
+    Judgment,
+    Membership,
+    Pair,
+    Project,
+    Prompt,
+    Response,
+)
 
 PASSWORD = "correct-horse-battery-staple"
 
@@ -25,7 +34,7 @@ class UserFactory(factory.django.DjangoModelFactory):
     password = factory.PostGenerationMethodCall("set_password", PASSWORD)
 
     @factory.post_generation
-    def _save(obj, create, extracted, **kwargs):  # noqa: N805 - factory_boy passes the object
+    def _save(obj, create, extracted, **kwargs):
         if create:
             obj.save()
 

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
 from annotation.models import Membership, Project
 
-User = get_user_model()
-
 
 @transaction.atomic
-def project_create(*, slug: str, name: str, created_by: AbstractUser, **fields: Any) -> Project:
+def project_create(*, slug: str, name: str, created_by: User, **fields: Any) -> Project:
     """A new project; its creator becomes its admin."""
     project = Project(slug=slug, name=name, **fields)
     project.full_clean()
@@ -24,7 +21,7 @@ def project_create(*, slug: str, name: str, created_by: AbstractUser, **fields: 
     return project
 
 
-def membership_set(*, project: Project, user: AbstractUser, role: str) -> Membership:
+def membership_set(*, project: Project, user: User, role: str) -> Membership:
     """Add `user` to `project` with `role`, or change the role they have."""
     membership, _ = Membership.objects.update_or_create(
         project=project, user=user, defaults={"role": role}
@@ -32,14 +29,14 @@ def membership_set(*, project: Project, user: AbstractUser, role: str) -> Member
     return membership
 
 
-def membership_remove(*, project: Project, user: AbstractUser) -> None:
+def membership_remove(*, project: Project, user: User) -> None:
     """Take `user` out of `project`; their judgments stay (they are data, not access)."""
     Membership.objects.filter(project=project, user=user).delete()
 
 
 def user_create(
     *, username: str, password: str | None = None, email: str = "", is_staff: bool = False
-) -> AbstractUser:
+) -> User:
     """A user account. Without a password the account cannot log in until one is set."""
     user = User(username=username, email=email, is_staff=is_staff)
     if password is None:
@@ -48,10 +45,10 @@ def user_create(
         user.set_password(password)
     user.full_clean(exclude=["password"])
     user.save()
-    return user  # type: ignore[return-value]
+    return user
 
 
-def token_issue(*, user: AbstractUser) -> Token:
+def token_issue(*, user: User) -> Token:
     """A fresh API token for `user`; any earlier token stops working."""
     with transaction.atomic():
         Token.objects.filter(user=user).delete()

@@ -57,7 +57,9 @@ def test_a_project_admin_adds_changes_and_removes_members(api, project, admin_me
 
 def test_adding_an_unknown_user_says_which_field_is_wrong(api, project, admin_member):
     api.force_authenticate(admin_member)
-    response = api.post(f"/api/v1/projects/{project.slug}/members/", {"username": "ghost", "role": "rater"})
+    response = api.post(
+        f"/api/v1/projects/{project.slug}/members/", {"username": "ghost", "role": "rater"}
+    )
     assert response.status_code == 400
     assert "username" in response.data
 
@@ -85,7 +87,9 @@ def test_an_admin_of_another_project_gets_404_and_changes_nothing(api, project, 
 
 def test_staff_create_a_project_and_become_its_admin(api, staff):
     api.force_authenticate(staff)
-    response = api.post("/api/v1/projects/", {"slug": "gamma", "name": "Gamma", "raters_per_pair": 2})
+    response = api.post(
+        "/api/v1/projects/", {"slug": "gamma", "name": "Gamma", "raters_per_pair": 2}
+    )
     assert response.status_code == 201
     assert Membership.objects.get(project__slug="gamma", user=staff).role == "admin"
 

@@ -10,8 +10,12 @@ def test_a_second_judgment_of_the_same_pair_by_the_same_rater_is_refused(db):
     second = AssignmentFactory(pair=PairFactory())
     with pytest.raises(IntegrityError), transaction.atomic():
         Judgment.objects.create(
-            pair=judgment.pair, rater=judgment.rater, assignment=second,
-            choice="b", swapped=False, duration_ms=1,
+            pair=judgment.pair,
+            rater=judgment.rater,
+            assignment=second,
+            choice="b",
+            swapped=False,
+            duration_ms=1,
         )
 
 
@@ -19,8 +23,12 @@ def test_a_pair_of_a_response_with_itself_is_refused(db):
     response = ResponseFactory()
     with pytest.raises(IntegrityError), transaction.atomic():
         Pair.objects.create(
-            project=response.prompt.project, batch=response.batch, prompt=response.prompt,
-            response_a=response, response_b=response, judgments_needed=3,
+            project=response.prompt.project,
+            batch=response.batch,
+            prompt=response.prompt,
+            response_a=response,
+            response_b=response,
+            judgments_needed=3,
         )
 
 
@@ -28,8 +36,12 @@ def test_the_same_two_responses_make_one_pair_whichever_way_round(db):
     pair = PairFactory()
     with pytest.raises(IntegrityError), transaction.atomic():
         Pair.objects.create(
-            project=pair.project, batch=pair.batch, prompt=pair.prompt,
-            response_a=pair.response_b, response_b=pair.response_a, judgments_needed=3,
+            project=pair.project,
+            batch=pair.batch,
+            prompt=pair.prompt,
+            response_a=pair.response_b,
+            response_b=pair.response_a,
+            judgments_needed=3,
         )
 
 

@@ -1,4 +1,4 @@
-"""The JSON API (DRF): the stable, documented contract. Same services and selectors as the pages."""
+"""Projects, users, tokens and memberships in the JSON API."""
 
 from __future__ import annotations
 

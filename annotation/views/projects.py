@@ -1,4 +1,4 @@
-"""htmx pages of the annotation app. Each view: parse, call one selector or service, render."""
+"""My projects and the project overview. Each view: parse, call one selector or service, render."""
 
 from __future__ import annotations
 

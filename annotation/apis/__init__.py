@@ -1,0 +1,1 @@
+"""The JSON API (DRF): the stable, documented contract, one module per area."""

@@ -1,0 +1,1 @@
+"""htmx pages of the annotation app, one module per screen."""

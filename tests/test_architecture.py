@@ -1,0 +1,49 @@
+"""Layering rules: the web side never imports torch; annotation never imports rewardtrain; the ML
+core of rewardtrain never imports Django."""
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ML_CORE = ["config", "data", "model", "train", "checkpoints"]
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_the_web_side_does_not_import_torch():
+    code = (
+        "import sys, django; django.setup(); "
+        "import config.urls, config.wsgi; "
+        "from django.urls import get_resolver; get_resolver().url_patterns; "
+        "bad = sorted(m for m in ('torch', 'transformers', 'safetensors') if m in sys.modules); "
+        "assert not bad, bad"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "annotation").rglob("*.py")), ids=str)
+def test_annotation_never_imports_rewardtrain(path):
+    assert not any(name.split(".")[0] == "rewardtrain" for name in _imports(path))
+
+
+@pytest.mark.parametrize("module", ML_CORE)
+def test_the_ml_core_never_imports_django(module):
+    path = ROOT / "rewardtrain" / f"{module}.py"
+    if not path.exists():
+        pytest.fail(f"rewardtrain/{module}.py is part of the ML core and must exist")
+    assert not any(name.split(".")[0] == "django" for name in _imports(path))
