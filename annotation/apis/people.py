@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.models import Membership, Project
-from annotation.selectors import project_access, project_list_for
+from annotation.selectors.access import project_access, project_list_for
 from annotation.services.projects import (
     membership_remove,
     membership_set,

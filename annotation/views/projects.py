@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from annotation.selectors import project_access, project_list_for, project_overview
+from annotation.selectors.access import project_access, project_list_for, project_overview
 
 
 @login_required

@@ -1,4 +1,4 @@
-"""Reads: who may see which project, and what the project pages show.
+"""Who may see which project, and what the project overview shows.
 
 A project is the boundary that must never leak: every page and API call starts with
 `project_access`, which answers 404 to anybody who is not a member (superusers are treated as

@@ -1,0 +1,1 @@
+"""Reads: one module per area; every page and API call starts with `access.project_access`."""
