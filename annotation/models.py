@@ -81,6 +81,26 @@ class Project(models.Model):
         help_text="Every Nth version trains from the base model instead of warm-starting.",
     )
     auto_retrain = models.BooleanField(default=True)
+    # Quality control: the agreement report flags raters against these (and may pause them).
+    too_fast_ms = models.PositiveIntegerField(
+        default=4000, help_text="Flag a rater whose median time on a pair is below this (ms)."
+    )
+    min_gold_accuracy = models.FloatField(
+        default=0.7,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Flag a rater whose share of gold pairs answered right is below this.",
+    )
+    min_agreement = models.FloatField(
+        default=0.5,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Flag a rater who matches the other raters' majority less often than this.",
+    )
+    quality_min_judgments = models.PositiveIntegerField(
+        default=30, help_text="Raters with fewer judgments are never flagged or paused."
+    )
+    auto_pause = models.BooleanField(
+        default=False, help_text="Pause flagged raters automatically; a lead can unpause them."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     archived_at = models.DateTimeField(null=True, blank=True)
     # Counts refreshed by a Celery task so that listing projects never counts big tables.
@@ -118,6 +138,8 @@ class Membership(models.Model):
     paused_at = models.DateTimeField(
         null=True, blank=True, help_text="A paused rater is served no pairs."
     )
+    # Set when a lead lifts a pause: auto-pause then waits for fresh evidence before pausing again.
+    unpaused_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
