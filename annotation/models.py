@@ -391,3 +391,58 @@ class AgreementReport(models.Model):
 
     def __str__(self) -> str:
         return f"agreement of {self.project} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class Invitation(models.Model):
+    """A one-time link that lets a new person choose a username and password and join a project.
+
+    Only the sha256 of the token is stored: the link is shown once, to the admin who made it.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="invitations")
+    role = models.CharField(max_length=8, choices=Membership.Role, default=Membership.Role.RATER)
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    used_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"invitation to {self.project} as {self.role}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.used_at is None and self.expires_at > timezone.now()
+
+
+class LoginFailure(models.Model):
+    """One failed login, counted per username and per client address to slow password guessing.
+
+    Kept in PostgreSQL rather than a cache: raters must be able to log in with Redis down, and
+    every web process must see the same counts. Rows older than the window are swept on write.
+    """
+
+    username = models.CharField(max_length=150)  # lower-cased as typed; need not exist
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["username", "created_at"], name="login_failure_by_username"),
+            models.Index(fields=["ip", "created_at"], name="login_failure_by_ip"),
+        ]
+
+    def __str__(self) -> str:
+        return f"failed login for {self.username} from {self.ip}"
