@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
+SIMULATE ?= 300
 # make run is for a laptop: DEBUG on, and the embedded default unless DATABASE_URL /
 # CELERY_BROKER_URL are set (see .env.example).
 RUN_ENV := DEBUG=true
@@ -24,12 +25,13 @@ install: $(STAMP)
 run: $(STAMP)
 	@mkdir -p var
 	$(RUN_ENV) $(PY) manage.py migrate --noinput
-	$(RUN_ENV) $(PY) manage.py demo
-	@echo "Starting web, worker and beat. Open http://$(HOST):$(PORT)/  (Ctrl-C stops everything)"
+	$(RUN_ENV) $(PY) manage.py demo --simulate $(SIMULATE) > var/demo.txt
 	@trap 'kill 0' INT TERM EXIT; \
-	$(RUN_ENV) $(VENV)/bin/celery -A config worker -Q default,training --concurrency 2 --loglevel WARNING & \
-	$(RUN_ENV) $(VENV)/bin/celery -A config beat --loglevel WARNING & \
+	$(RUN_ENV) $(VENV)/bin/celery --quiet -A config worker -Q default,training --concurrency 2 --loglevel WARNING & \
+	$(RUN_ENV) $(VENV)/bin/celery --quiet -A config beat --loglevel WARNING & \
 	$(RUN_ENV) $(PY) manage.py runserver --noreload $(HOST):$(PORT) & \
+	sleep 3; echo; cat var/demo.txt; \
+	echo; echo "Pairwise is running: open http://$(HOST):$(PORT)/ and log in. Ctrl-C stops everything."; \
 	wait
 
 test: $(STAMP) lint typecheck migrations-check pytest

@@ -56,6 +56,8 @@ def test_demo_simulate_adds_plausible_judgments_through_the_engine(db, var_dir):
     assert per_rater == {"demo-rater1": 30, "demo-rater2": 30, "demo-rater3": 30}
     assert all(p.judgments_count <= p.judgments_needed for p in Pair.objects.all())
     assert set(judgments.values_list("choice", flat=True)) >= {"a", "b"}
+    call_command("demo", "--simulate", "90")
+    assert judgments.count() == 90  # a second run tops up to N, it does not add N more
 
 
 PAIRS = [

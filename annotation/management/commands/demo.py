@@ -1,6 +1,6 @@
 """manage.py demo: a demo project from the Arena sample with demo accounts, and optionally
 simulated judgments so that the dashboards have something to show. Running it twice changes
-nothing (apart from adding the simulated judgments asked for)."""
+nothing: --simulate N tops the project up to N judgments."""
 
 import json
 import os
@@ -14,7 +14,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
-from annotation.models import Batch, Membership, Project
+from annotation.models import Batch, Judgment, Membership, Project
 from annotation.services.imports import ImportRejected, batch_import
 from annotation.services.projects import membership_set, project_create, user_create
 from annotation.services.rating import Submission, assignment_next, judgment_record
@@ -54,19 +54,26 @@ LEFT_BIAS = {"demo-rater3": 0.4}  # one rater favours the left side: position bi
 
 
 class Command(BaseCommand):
-    help = "Create the demo project and accounts; --simulate N adds N judgments by demo raters."
+    help = "Create the demo project and accounts; --simulate N tops it up to N judgments."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--simulate", type=int, default=0, metavar="N")
+        parser.add_argument(
+            "--simulate",
+            type=int,
+            default=0,
+            metavar="N",
+            help="make sure the demo project has at least N judgments, simulating the missing ones",
+        )
         parser.add_argument("--seed", type=int, default=0)
 
     def handle(self, *args: Any, **options: Any) -> None:
         passwords = self._accounts()
         project = self._project()
         self._import(project)
-        if options["simulate"]:
+        missing = options["simulate"] - Judgment.objects.filter(pair__project=project).count()
+        if missing > 0:
             rng = random.Random(options["seed"])  # noqa: S311 - simulated opinions, not secrets
-            made = self._simulate(project, options["simulate"], rng)
+            made = self._simulate(project, missing, rng)
             self.stdout.write(f"Simulated {made} judgments.")
         self.stdout.write(f"Demo project: /p/{SLUG}/ ({project.pairs.count()} pairs)")
         self.stdout.write("Demo logins (username / password):")
