@@ -81,6 +81,12 @@ class Project(models.Model):
         help_text="Every Nth version trains from the base model instead of warm-starting.",
     )
     auto_retrain = models.BooleanField(default=True)
+    promote_min_gain = models.FloatField(
+        default=0.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(100.0)],
+        help_text="Accuracy points on held-out pairs by which a new version must beat the "
+        "published one to be published automatically (it must always be strictly better).",
+    )
     # Quality control: the agreement report flags raters against these (and may pause them).
     too_fast_ms = models.PositiveIntegerField(
         default=4000, help_text="Flag a rater whose median time on a pair is below this (ms)."
