@@ -178,6 +178,12 @@ class Batch(models.Model):
         GOLD = "gold", "Gold pairs (quality control)"
         SEED = "seed", "Seed labels (training data)"
 
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting for a worker"
+        RUNNING = "running", "Importing"
+        DONE = "done", "Imported"
+        FAILED = "failed", "Failed"
+
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="batches")
     filename = models.CharField(max_length=255)
     sha256 = models.CharField(max_length=64, db_index=True)
@@ -194,13 +200,31 @@ class Batch(models.Model):
     retired_at = models.DateTimeField(
         null=True, blank=True, help_text="A retired batch's pairs are no longer served."
     )
+    # A large file is imported by a worker: the batch is listed as pending/running meanwhile, and
+    # `progress` (0 to 1) is written from a separate connection, since the import itself is one
+    # transaction that nobody else sees until it commits.
+    status = models.CharField(max_length=8, choices=Status, default=Status.DONE)
+    progress = models.FloatField(default=0.0)
+    error = models.TextField(blank=True)  # why a background import failed; nothing was imported
+    # The random name of the uploaded file under VAR_DIR/uploads while a worker imports it.
+    staged_upload = models.CharField(max_length=64, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "batches"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(progress__gte=0.0) & Q(progress__lte=1.0),
+                name="batch_progress_between_0_and_1",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.filename} ({self.project.slug})"
+
+    @property
+    def is_in_progress(self) -> bool:
+        return self.status in (self.Status.PENDING, self.Status.RUNNING)
 
 
 class Prompt(models.Model):
