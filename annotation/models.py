@@ -310,9 +310,16 @@ class Pair(models.Model):
             ),
         ]
         indexes = [
+            # The engine's candidate scan in fill-first order. Only pairs that may still be
+            # served are in it, so finished pairs cost nothing however many there are.
             models.Index(
                 fields=["project", "-judgments_count", "id"],
-                condition=Q(is_active=True),
+                condition=Q(
+                    is_active=True,
+                    gold_choice="",
+                    seed_choice="",
+                    judgments_count__lt=F("judgments_needed"),
+                ),
                 name="pair_open_by_progress",
             ),
         ]
@@ -351,6 +358,12 @@ class Assignment(models.Model):
                 fields=["pair", "expires_at"],
                 condition=Q(status="active"),
                 name="assignment_live_leases",
+            ),
+            # A rater's current lease, without reading every pair the rater ever judged.
+            models.Index(
+                fields=["rater", "expires_at"],
+                condition=Q(status="active"),
+                name="assignment_live_by_rater",
             ),
         ]
 
