@@ -1,0 +1,123 @@
+"""The export in the JSON API: `GET /api/v1/projects/{slug}/export/?format=trl&...`, streamed.
+
+GET, as the API contract says: an export changes nothing, and API clients (scripts with a token)
+are not exposed to CSRF, which only concerns cookies a browser sends by itself. A browser that
+carries a session cookie could be made to start a GET download from another site, but it would
+only start a download into that user's own browser, which the other site cannot read (the API
+sends no CORS headers), so GET leaks nothing; the page, which browsers use, starts exports only by
+POST under CSRF protection all the same (reliability item 7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.http import HttpResponseBase
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from annotation.exports.aggregation import TIE_POLICIES
+from annotation.models import Batch, Membership
+from annotation.selectors.access import project_access
+from annotation.selectors.exports import EXPORT_FORMATS, ExportOptions, export_stream
+from annotation.views.exports import export_response
+
+
+class ExportQuerySerializer(serializers.Serializer):
+    format = serializers.ChoiceField(choices=EXPORT_FORMATS, default="trl")
+    table = serializers.ChoiceField(
+        choices=["trl", "judgments"], default="trl", help_text="What a Parquet export holds."
+    )
+    batch = serializers.ListField(
+        child=serializers.IntegerField(min_value=1),
+        required=False,
+        default=list,
+        help_text="Batch ids of this project (repeat the parameter); none: every batch.",
+    )
+    since = serializers.DateTimeField(
+        required=False, default=None, help_text="Judgments made at or after (ISO 8601)."
+    )
+    until = serializers.DateTimeField(
+        required=False, default=None, help_text="Judgments made before (ISO 8601)."
+    )
+    min_agreement = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.0)
+    include_gold = serializers.BooleanField(default=False)
+    include_seed = serializers.BooleanField(default=False)
+    ties = serializers.ChoiceField(choices=TIE_POLICIES, default="exclude")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        since, until = attrs.get("since"), attrs.get("until")
+        if since and until and until <= since:
+            raise serializers.ValidationError({"until": "must be after since"})
+        return attrs
+
+
+class _IgnoreFormatParameter(DefaultContentNegotiation):
+    """`format` names the export here, not DRF's response renderer; errors are always JSON."""
+
+    def select_renderer(
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
+
+
+_FILE = OpenApiResponse(
+    response=OpenApiTypes.BINARY,
+    description="The export as an attachment: JSONL for trl and judgments, CSV, or Parquet.",
+)
+
+
+class ProjectExportApi(APIView):
+    """Stream an export of the project (leads and admins)."""
+
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = _IgnoreFormatParameter
+
+    @extend_schema(
+        operation_id="projects_export",
+        parameters=[
+            ExportQuerySerializer,
+            OpenApiParameter("batch", OpenApiTypes.INT, many=True, explode=True),
+        ],
+        responses={
+            (200, "application/jsonl"): _FILE,
+            (200, "text/csv"): _FILE,
+            (200, "application/vnd.apache.parquet"): _FILE,
+        },
+    )
+    def get(self, request: Request, slug: str) -> HttpResponseBase:
+        access = project_access(user=request.user, slug=slug, min_role=Membership.Role.LEAD)
+        query = ExportQuerySerializer(
+            data={**request.query_params.dict(), "batch": request.query_params.getlist("batch")}
+        )
+        query.is_valid(raise_exception=True)
+        data = query.validated_data
+        batch_ids = tuple(dict.fromkeys(data["batch"]))
+        known = set(
+            Batch.objects.filter(project=access.project, id__in=batch_ids).values_list(
+                "id", flat=True
+            )
+        )
+        if unknown := [b for b in batch_ids if b not in known]:
+            raise serializers.ValidationError(
+                {"batch": [f"batch {b} is not a batch of this project" for b in unknown]}
+            )
+        options = ExportOptions(
+            format=data["format"],
+            table=data["table"],
+            batch_ids=batch_ids,
+            since=data["since"],
+            until=data["until"],
+            min_agreement=data["min_agreement"],
+            include_gold=data["include_gold"],
+            include_seed=data["include_seed"],
+            ties=data["ties"],
+        )
+        return export_response(export_stream(project=access.project, options=options))

@@ -1,0 +1,76 @@
+"""The rule that turns the judgments of one pair into one preference, or into none.
+
+Votes: every judgment is one vote for `a`, `b`, `tie` or `both_bad`. Under the default tie policy
+(`exclude`) every vote counts, so a pair that raters mostly called a tie or both bad is left out;
+under `abstain`, tie and both-bad votes are set aside and the decisive votes alone decide.
+
+Winner: the side with a strict majority (more than half) of the counted votes; a pair without
+one (a split, a draw, a plurality of ties) is not exported.
+
+Agreement: the winner's share of the counted votes, in (0.5, 1].
+
+Margin: the strength-weighted net agreement, in [0, 1]. Each counted vote weighs its strength
+divided by 3 ("slightly" 1/3, "clearly" 2/3, "much" 1), or 1 when the project does not ask for
+strength; ties and both-bad weigh 0. The margin is (winner's weight - loser's weight) / counted
+votes, floored at 0. Three raters who all say "much better" give 1; two of three "clearly" for
+the winner and one "slightly" against give (4/3 - 1/3) / 3 = 1/3; without strength it is simply
+(winner votes - loser votes) / counted votes. TRL's RewardTrainer subtracts it inside the loss
+(-log sigmoid(r_chosen - r_rejected - margin)), so confident, unanimous pairs push harder.
+
+A known answer (a gold pair's or a seed label's) is one decisive vote without strength: agreement
+1, margin 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+TiePolicy = Literal["exclude", "abstain"]
+TIE_POLICIES: tuple[TiePolicy, ...] = ("exclude", "abstain")
+FULL_STRENGTH = 3  # the top of the 1-3 strength scale; a vote without strength counts as this
+
+
+@dataclass(frozen=True, kw_only=True)
+class Votes:
+    """One pair's counted judgments; strength sums count a missing strength as FULL_STRENGTH."""
+
+    a: int = 0
+    b: int = 0
+    tie: int = 0
+    both_bad: int = 0
+    strength_a: int = 0
+    strength_b: int = 0
+
+
+@dataclass(frozen=True)
+class Decision:
+    winner: Literal["a", "b"]
+    agreement: float  # the winner's share of the counted votes
+    margin: float  # strength-weighted net agreement, 0 to 1
+
+
+def decide(votes: Votes, *, ties: TiePolicy = "exclude") -> Decision | None:
+    """The pair's preference under the majority rule above, or None when there is none."""
+    counted = votes.a + votes.b
+    if ties == "exclude":
+        counted += votes.tie + votes.both_bad
+    if votes.a == votes.b or counted == 0:
+        return None
+    if votes.a > votes.b:
+        winner: Literal["a", "b"] = "a"
+        top, weight_for, weight_against = votes.a, votes.strength_a, votes.strength_b
+    else:
+        winner = "b"
+        top, weight_for, weight_against = votes.b, votes.strength_b, votes.strength_a
+    if 2 * top <= counted:
+        return None
+    margin = max(0.0, (weight_for - weight_against) / (FULL_STRENGTH * counted))
+    return Decision(winner, round(top / counted, 6), round(margin, 6))
+
+
+def known(choice: str) -> Decision | None:
+    """A gold pair's or seed label's answer; a known tie has no winner to export."""
+    if choice in ("a", "b"):
+        return Decision(choice, 1.0, 1.0)  # type: ignore[arg-type]
+    return None

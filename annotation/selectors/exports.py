@@ -1,0 +1,483 @@
+"""Datasets out: the rows of an export, read in one consistent snapshot and streamed.
+
+Snapshot: the export holds exactly what was committed when its first row was read. On
+PostgreSQL every query of an export runs in one REPEATABLE READ, READ ONLY transaction opened by
+the stream itself, so judgments recorded, undone or re-leased while it streams (from the same or
+any other process) are invisible, including a transaction that took a lower id and committed
+late. That is exact where an id cut-off alone is not, and it costs nothing for a read-only
+export. Elsewhere (the embedded SQLite default, or an export started inside a transaction that
+is already open) the stream cannot choose its isolation, so it also freezes a cut-off (the
+highest judgment and pair ids at its start) and filters on it: on SQLite, whose single writer
+hands out ids in commit order, that excludes everything committed later.
+
+Memory: rows come from server-side cursors (`.iterator(chunk_size=...)`) and leave as chunks of
+bytes; the `trl` stream aggregates votes per pair in SQL and fetches texts a chunk of pairs at a
+time, so nothing grows with the size of the project.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import islice
+from typing import Any, Literal
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, F, Max, Q, QuerySet, Sum, Value
+from django.db.models.functions import Coalesce, Greatest
+from django.utils import timezone
+
+from annotation.exports import formats
+from annotation.exports.aggregation import FULL_STRENGTH, Decision, TiePolicy, Votes, decide, known
+from annotation.models import Judgment, Pair, Project
+
+ExportFormat = Literal["trl", "judgments", "csv", "parquet"]
+EXPORT_FORMATS: tuple[ExportFormat, ...] = ("trl", "judgments", "csv", "parquet")
+ParquetTable = Literal["trl", "judgments"]
+CHUNK_ROWS = 2000  # rows per server-side cursor fetch
+
+_CONTENT_TYPES = {
+    "trl": "application/jsonl; charset=utf-8",
+    "judgments": "application/jsonl; charset=utf-8",
+    "csv": "text/csv; charset=utf-8",
+    "parquet": "application/vnd.apache.parquet",
+}
+_EXTENSIONS = {"trl": "jsonl", "judgments": "jsonl", "csv": "csv", "parquet": "parquet"}
+
+JUDGMENT_COLUMNS = (
+    "judgment_id",
+    "source",
+    "batch_id",
+    "pair_id",
+    "pair_external_id",
+    "prompt",
+    "response_a",
+    "response_b",
+    "model_a",
+    "model_b",
+    "rater",
+    "choice",
+    "strength",
+    "criteria",
+    "rationale",
+    "swapped",
+    "duration_ms",
+    "active_ms",
+    "created_at",
+    "gold_choice",
+)
+TRL_COLUMNS = ("prompt", "chosen", "rejected", "margin")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportOptions:
+    format: ExportFormat = "trl"
+    table: ParquetTable = "trl"  # what a Parquet export holds
+    batch_ids: tuple[int, ...] = ()  # empty: every batch
+    since: datetime | None = None  # judgments made at or after
+    until: datetime | None = None  # judgments made before
+    min_agreement: float = 0.0  # the winner's share of counted votes, 0 to 1
+    include_gold: bool = False  # gold pairs (with their known answer in `trl`)
+    include_seed: bool = False  # seed labels from imports
+    ties: TiePolicy = "exclude"
+
+    @property
+    def rows(self) -> Literal["trl", "judgments"]:
+        if self.format == "trl" or (self.format == "parquet" and self.table == "trl"):
+            return "trl"
+        return "judgments"
+
+
+@dataclass(frozen=True)
+class ExportFile:
+    filename: str
+    content_type: str
+    chunks: Iterator[bytes] = field(repr=False)
+
+
+def export_stream(*, project: Project, options: ExportOptions) -> ExportFile:
+    """The export of `project` as a named, typed stream of bytes.
+
+    Nothing is read until the first chunk is asked for; the snapshot is taken then and held
+    until the stream is exhausted or closed.
+    """
+    stamp = timezone.now().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    name = options.rows if options.format == "parquet" else options.format
+    return ExportFile(
+        filename=f"{project.slug}-{name}-{stamp}.{_EXTENSIONS[options.format]}",
+        content_type=_CONTENT_TYPES[options.format],
+        chunks=_chunks(project, options),
+    )
+
+
+def rater_pseudonym(user_id: int) -> str:
+    """A stable id for a rater that does not reveal who they are: HMAC-SHA256 of the user id
+    under SECRET_KEY, truncated to 64 bits. The same rater has the same id in every export."""
+    key = settings.SECRET_KEY.encode()
+    digest = hmac.new(key, f"pairwise-rater:{user_id}".encode(), hashlib.sha256).hexdigest()
+    return "r-" + digest[:16]
+
+
+def _chunks(project: Project, options: ExportOptions) -> Iterator[bytes]:
+    with _snapshot() as frozen:
+        cut = _Cutoff.take(project) if frozen else _Cutoff(None, None)
+        conversational = _has_chat_prompts(project, options, cut)
+        if options.rows == "trl":
+            rows = _trl_rows(project, options, cut, conversational=conversational)
+        else:
+            # CSV cells hold text, so there the prompts keep their own form (chats as JSON).
+            uniform = conversational and options.format != "csv"
+            rows = _judgment_rows(project, options, cut, conversational=uniform)
+        if options.format == "csv":
+            yield from formats.csv_rows(JUDGMENT_COLUMNS, rows)
+        elif options.format == "parquet":
+            yield from formats.parquet(_schema(options.rows, conversational=conversational), rows)
+        else:
+            yield from formats.jsonl(rows)
+
+
+@contextmanager
+def _snapshot() -> Iterator[bool]:
+    """Yields True when the caller must add an id cut-off because isolation was not available."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        yield True
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield False
+
+
+@dataclass(frozen=True)
+class _Cutoff:
+    judgment_id: int | None
+    pair_id: int | None
+
+    @classmethod
+    def take(cls, project: Project) -> _Cutoff:
+        return cls(
+            Judgment.objects.filter(pair__project=project).aggregate(m=Max("id"))["m"] or 0,
+            Pair.objects.filter(project=project).aggregate(m=Max("id"))["m"] or 0,
+        )
+
+
+def _has_chat_prompts(project: Project, options: ExportOptions, cut: _Cutoff) -> bool:
+    """One file uses one prompt form: conversational as soon as any prompt in it is a chat, so
+    that every line has the same column types (datasets and Parquet need that)."""
+    return _pairs_in_scope(project, options, cut).filter(prompt__messages__isnull=False).exists()
+
+
+def _pairs_in_scope(project: Project, options: ExportOptions, cut: _Cutoff) -> QuerySet[Pair]:
+    pairs = Pair.objects.filter(project=project)
+    if cut.pair_id is not None:
+        pairs = pairs.filter(id__lte=cut.pair_id)
+    if options.batch_ids:
+        pairs = pairs.filter(batch_id__in=options.batch_ids)
+    if not options.include_gold:
+        pairs = pairs.filter(gold_choice="")
+    if not options.include_seed:
+        pairs = pairs.filter(seed_choice="")
+    return pairs
+
+
+def _judgment_filter(options: ExportOptions, cut: _Cutoff, prefix: str = "") -> Q:
+    q = Q()
+    if cut.judgment_id is not None:
+        q &= Q(**{f"{prefix}id__lte": cut.judgment_id})
+    if options.since is not None:
+        q &= Q(**{f"{prefix}created_at__gte": options.since})
+    if options.until is not None:
+        q &= Q(**{f"{prefix}created_at__lt": options.until})
+    return q
+
+
+def _voted_pairs(
+    project: Project, options: ExportOptions, cut: _Cutoff
+) -> QuerySet[Any, Any]:  # annotated values() rows
+    """Pairs in scope with their votes counted (one row per pair, grouped in SQL)."""
+    counted = _judgment_filter(options, cut, "judgments__")
+    strength = Coalesce("judgments__strength", Value(FULL_STRENGTH))
+    return (
+        _pairs_in_scope(project, options, cut)
+        .values("id", "gold_choice", "seed_choice")
+        .annotate(
+            n_a=Count("judgments", filter=counted & Q(judgments__choice="a")),
+            n_b=Count("judgments", filter=counted & Q(judgments__choice="b")),
+            n_tie=Count("judgments", filter=counted & Q(judgments__choice="tie")),
+            n_bad=Count("judgments", filter=counted & Q(judgments__choice="both_bad")),
+            s_a=Coalesce(Sum(strength, filter=counted & Q(judgments__choice="a")), 0),
+            s_b=Coalesce(Sum(strength, filter=counted & Q(judgments__choice="b")), 0),
+        )
+        .order_by("id")
+    )
+
+
+def _decision(row: dict[str, Any], options: ExportOptions) -> Decision | None:
+    if row["seed_choice"]:
+        return known(row["seed_choice"])
+    if row["gold_choice"]:
+        return known(row["gold_choice"])
+    votes = Votes(
+        a=row["n_a"],
+        b=row["n_b"],
+        tie=row["n_tie"],
+        both_bad=row["n_bad"],
+        strength_a=row["s_a"],
+        strength_b=row["s_b"],
+    )
+    return decide(votes, ties=options.ties)
+
+
+def _decided(
+    project: Project, options: ExportOptions, cut: _Cutoff
+) -> Iterator[tuple[int, Decision]]:
+    for row in _voted_pairs(project, options, cut).iterator(chunk_size=CHUNK_ROWS):
+        decision = _decision(row, options)
+        if decision is not None and decision.agreement >= options.min_agreement:
+            yield row["id"], decision
+
+
+def _trl_rows(
+    project: Project, options: ExportOptions, cut: _Cutoff, *, conversational: bool
+) -> Iterator[dict[str, Any]]:
+    decided = _decided(project, options, cut)
+    while chunk := list(islice(decided, CHUNK_ROWS)):
+        texts: dict[int, list[Any]] = {
+            pair_id: rest
+            for pair_id, *rest in Pair.objects.filter(id__in=[p for p, _ in chunk]).values_list(
+                "id", "prompt__text", "prompt__messages", "response_a__text", "response_b__text"
+            )
+        }
+        for pair_id, decision in chunk:
+            text, messages, text_a, text_b = texts[pair_id]
+            chosen, rejected = (text_a, text_b) if decision.winner == "a" else (text_b, text_a)
+            yield {
+                "prompt": _prompt(text, messages, conversational=conversational),
+                "chosen": _answer(chosen, conversational=conversational),
+                "rejected": _answer(rejected, conversational=conversational),
+                "margin": decision.margin,
+            }
+
+
+def _prompt(text: str, messages: list[dict[str, str]] | None, *, conversational: bool) -> Any:
+    if not conversational:
+        return text
+    if messages is None:
+        return [{"role": "user", "content": text}]
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def _answer(text: str, *, conversational: bool) -> Any:
+    return [{"role": "assistant", "content": text}] if conversational else text
+
+
+def _agreeing_pairs(
+    project: Project, options: ExportOptions, cut: _Cutoff
+) -> QuerySet[Any, Any]:  # annotated values() rows
+    """Ids of pairs whose winner holds at least `min_agreement` of the counted votes."""
+    counted = F("n_a") + F("n_b")
+    if options.ties == "exclude":
+        counted = counted + F("n_tie") + F("n_bad")
+    return (
+        _voted_pairs(project, options, cut)
+        .alias(top=Greatest("n_a", "n_b"))
+        .filter(top__gte=counted * Value(options.min_agreement))
+        .values("id")
+    )
+
+
+def _judgment_prompt(text: str, messages: Any, *, conversational: bool) -> Any:
+    if messages is not None:
+        return messages
+    return [{"role": "user", "content": text}] if conversational else text
+
+
+def _judgment_rows(
+    project: Project, options: ExportOptions, cut: _Cutoff, *, conversational: bool
+) -> Iterator[dict[str, Any]]:
+    judgments = Judgment.objects.filter(
+        _judgment_filter(options, cut),
+        pair__in=_pairs_in_scope(project, options, cut).filter(seed_choice=""),
+    )
+    if options.min_agreement > 0:
+        judgments = judgments.filter(pair__in=_agreeing_pairs(project, options, cut))
+    pseudonyms: dict[int, str] = {}
+    rows = judgments.order_by("id").values_list(
+        "id",
+        "pair__batch_id",
+        "pair_id",
+        "pair__external_id",
+        "pair__prompt__text",
+        "pair__prompt__messages",
+        "pair__response_a__text",
+        "pair__response_b__text",
+        "pair__response_a__model_name",
+        "pair__response_b__model_name",
+        "rater_id",
+        "choice",
+        "strength",
+        "criteria",
+        "rationale",
+        "swapped",
+        "duration_ms",
+        "active_ms",
+        "created_at",
+        "pair__gold_choice",
+    )
+    for (
+        judgment_id,
+        batch_id,
+        pair_id,
+        external_id,
+        text,
+        messages,
+        text_a,
+        text_b,
+        model_a,
+        model_b,
+        rater_id,
+        choice,
+        strength,
+        criteria,
+        rationale,
+        swapped,
+        duration_ms,
+        active_ms,
+        created_at,
+        gold_choice,
+    ) in rows.iterator(chunk_size=CHUNK_ROWS):
+        if rater_id not in pseudonyms:
+            pseudonyms[rater_id] = rater_pseudonym(rater_id)
+        yield {
+            "judgment_id": judgment_id,
+            "source": "rater",
+            "batch_id": batch_id,
+            "pair_id": pair_id,
+            "pair_external_id": external_id,
+            "prompt": _judgment_prompt(text, messages, conversational=conversational),
+            "response_a": text_a,
+            "response_b": text_b,
+            "model_a": model_a,
+            "model_b": model_b,
+            "rater": pseudonyms[rater_id],
+            "choice": choice,
+            "strength": strength,
+            "criteria": criteria,
+            "rationale": rationale,
+            "swapped": swapped,
+            "duration_ms": duration_ms,
+            "active_ms": active_ms,
+            "created_at": _iso(created_at),
+            "gold_choice": gold_choice or None,
+        }
+    if options.include_seed:
+        yield from _seed_rows(project, options, cut, conversational=conversational)
+
+
+def _seed_rows(
+    project: Project, options: ExportOptions, cut: _Cutoff, *, conversational: bool
+) -> Iterator[dict[str, Any]]:
+    """Seed labels as judgment lines of their own (`source` "seed", no rater), dated by upload."""
+    seeds = _pairs_in_scope(project, options, cut).exclude(seed_choice="")
+    if options.since is not None:
+        seeds = seeds.filter(batch__created_at__gte=options.since)
+    if options.until is not None:
+        seeds = seeds.filter(batch__created_at__lt=options.until)
+    rows = seeds.order_by("id").values_list(
+        "id",
+        "batch_id",
+        "external_id",
+        "prompt__text",
+        "prompt__messages",
+        "response_a__text",
+        "response_b__text",
+        "response_a__model_name",
+        "response_b__model_name",
+        "seed_choice",
+        "batch__created_at",
+    )
+    for (
+        pair_id,
+        batch_id,
+        external_id,
+        text,
+        messages,
+        a,
+        b,
+        model_a,
+        model_b,
+        choice,
+        at,
+    ) in rows.iterator(chunk_size=CHUNK_ROWS):
+        yield {
+            "judgment_id": None,
+            "source": "seed",
+            "batch_id": batch_id,
+            "pair_id": pair_id,
+            "pair_external_id": external_id,
+            "prompt": _judgment_prompt(text, messages, conversational=conversational),
+            "response_a": a,
+            "response_b": b,
+            "model_a": model_a,
+            "model_b": model_b,
+            "rater": None,
+            "choice": choice,
+            "strength": None,
+            "criteria": {},
+            "rationale": "",
+            "swapped": None,
+            "duration_ms": None,
+            "active_ms": None,
+            "created_at": _iso(at),
+            "gold_choice": None,
+        }
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _schema(rows: Literal["trl", "judgments"], *, conversational: bool) -> Any:
+    import pyarrow as pa  # only Parquet exports load pyarrow
+
+    message_list = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+    prompt_type = message_list if conversational else pa.string()
+    if rows == "trl":
+        answer_type = message_list if conversational else pa.string()
+        return pa.schema(
+            [
+                ("prompt", prompt_type),
+                ("chosen", answer_type),
+                ("rejected", answer_type),
+                ("margin", pa.float64()),
+            ]
+        )
+    return pa.schema(
+        [
+            ("judgment_id", pa.int64()),
+            ("source", pa.string()),
+            ("batch_id", pa.int64()),
+            ("pair_id", pa.int64()),
+            ("pair_external_id", pa.string()),
+            ("prompt", prompt_type),
+            ("response_a", pa.string()),
+            ("response_b", pa.string()),
+            ("model_a", pa.string()),
+            ("model_b", pa.string()),
+            ("rater", pa.string()),
+            ("choice", pa.string()),
+            ("strength", pa.int8()),
+            ("criteria", pa.map_(pa.string(), pa.string())),
+            ("rationale", pa.string()),
+            ("swapped", pa.bool_()),
+            ("duration_ms", pa.int64()),
+            ("active_ms", pa.int64()),
+            ("created_at", pa.string()),
+            ("gold_choice", pa.string()),
+        ]
+    )

@@ -1,0 +1,122 @@
+"""The export page: a form that starts a streamed download by POST (a GET only shows the form,
+so a link or a prefetch can never start an export)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from django import forms
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_http_methods
+
+from annotation.exports.aggregation import TIE_POLICIES
+from annotation.models import Batch, Membership, Project
+from annotation.selectors.access import project_access
+from annotation.selectors.exports import EXPORT_FORMATS, ExportFile, ExportOptions, export_stream
+
+_FORMAT_LABELS = {
+    "trl": "TRL preferences (JSONL: prompt, chosen, rejected, margin)",
+    "judgments": "Judgments (JSONL, one line per judgment)",
+    "csv": "Judgments (CSV, for spreadsheets)",
+    "parquet": "Parquet",
+}
+_TIE_LABELS = {
+    "exclude": "Count them: a pair needs a majority of all votes",
+    "abstain": "Set them aside: the decisive votes alone decide",
+}
+
+_DATE = forms.DateInput(attrs={"type": "date"})
+
+
+def export_response(file: ExportFile) -> StreamingHttpResponse:
+    """A download that a browser saves and never renders: attachment, server-chosen name and
+    type, nosniff, not cached. Shared by the page and the API."""
+    response = StreamingHttpResponse(file.chunks, content_type=file.content_type)
+    response["Content-Disposition"] = f'attachment; filename="{file.filename}"'
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+class ExportForm(forms.Form):
+    format = forms.ChoiceField(choices=[(f, _FORMAT_LABELS[f]) for f in EXPORT_FORMATS])
+    table = forms.ChoiceField(
+        label="Parquet holds",
+        choices=[("trl", "TRL preferences"), ("judgments", "Judgments")],
+        initial="trl",
+        required=False,
+    )
+    batches = forms.ModelMultipleChoiceField(
+        queryset=Batch.objects.none(),
+        required=False,
+        help_text="None selected: every batch.",
+        widget=forms.CheckboxSelectMultiple,
+    )
+    since = forms.DateField(label="Judged from (UTC, inclusive)", required=False, widget=_DATE)
+    until = forms.DateField(label="Judged until (UTC, inclusive)", required=False, widget=_DATE)
+    min_agreement = forms.FloatField(
+        label="Minimum agreement",
+        min_value=0.0,
+        max_value=1.0,
+        initial=0.0,
+        required=False,
+        help_text="The winner's share of a pair's counted votes, 0 to 1.",
+    )
+    ties = forms.ChoiceField(
+        label="Tie and both-bad votes",
+        choices=[(t, _TIE_LABELS[t]) for t in TIE_POLICIES],
+        initial="exclude",
+        required=False,
+    )
+    include_gold = forms.BooleanField(label="Include gold pairs", required=False)
+    include_seed = forms.BooleanField(label="Include seed labels from imports", required=False)
+
+    def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["batches"]
+        assert isinstance(field, forms.ModelMultipleChoiceField)
+        # Only this project's batches are choices: another project's batch id is refused.
+        field.queryset = Batch.objects.filter(project=project).order_by("-created_at")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        since, until = data.get("since"), data.get("until")
+        if since and until and until < since:
+            self.add_error("until", "The end date is before the start date.")
+        return data
+
+    def options(self) -> ExportOptions:
+        data = self.cleaned_data
+        return ExportOptions(
+            format=data["format"],
+            table=data.get("table") or "trl",
+            batch_ids=tuple(batch.id for batch in data["batches"]),
+            since=_midnight(data["since"]),
+            until=_midnight(data["until"] + timedelta(days=1)) if data["until"] else None,
+            min_agreement=data["min_agreement"] or 0.0,
+            include_gold=data["include_gold"],
+            include_seed=data["include_seed"],
+            ties=data.get("ties") or "exclude",
+        )
+
+
+def _midnight(day: date | None) -> datetime | None:
+    return datetime.combine(day, time.min, tzinfo=UTC) if day else None
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def export(request: HttpRequest, slug: str) -> HttpResponseBase:
+    access = project_access(user=request.user, slug=slug, min_role=Membership.Role.LEAD)
+    form = ExportForm(request.POST or None, project=access.project)
+    if request.method == "POST" and form.is_valid():
+        return export_response(export_stream(project=access.project, options=form.options()))
+    return render(
+        request,
+        "annotation/export.html",
+        {"access": access, "project": access.project, "form": form, "current": "export"},
+        status=400 if request.method == "POST" else 200,
+    )
