@@ -200,7 +200,8 @@ def test_the_rater_pseudonym_is_stable_distinct_and_keyed(settings):
     first = rater_pseudonym(1)
     assert first == rater_pseudonym(1)
     assert first != rater_pseudonym(2)
-    assert len(first) == 18 and first.startswith("r-")
+    assert len(first) == 18
+    assert first.startswith("r-")
     settings.SECRET_KEY = "another-" + "k" * 60
     assert rater_pseudonym(1) != first
 
@@ -314,14 +315,16 @@ def test_gold_pairs_and_seed_labels_are_in_only_when_asked(data, raters):
     seed_batch = BatchFactory(project=project, known_answers=Batch.KnownAnswers.SEED)
     seed = _pair(seed_batch, "Seed?", "worse", "better", seed_choice="b", judgments_needed=0)
     prompts = [line["prompt"] for line in _lines(_export(project, format="trl"))]
-    assert "Gold?" not in prompts and "Seed?" not in prompts
+    assert "Gold?" not in prompts
+    assert "Seed?" not in prompts
     with_both = _lines(_export(project, format="trl", include_gold=True, include_seed=True))
     assert {"prompt": "Gold?", "chosen": "right", "rejected": "wrong", "margin": 1.0} in with_both
     assert {"prompt": "Seed?", "chosen": "better", "rejected": "worse", "margin": 1.0} in with_both
     judgments = _lines(_export(project, format="judgments", include_gold=True, include_seed=True))
     assert [line["gold_choice"] for line in judgments if line["pair_id"] == gold.id] == ["a"]
     seed_line = next(line for line in judgments if line["pair_id"] == seed.id)
-    assert seed_line["source"] == "seed" and seed_line["rater"] is None
+    assert seed_line["source"] == "seed"
+    assert seed_line["rater"] is None
     assert seed_line["choice"] == "b"
 
 
