@@ -1,11 +1,12 @@
 from django.urls import path
 
-from annotation.apis import people
+from annotation.apis import exports, people
 
 app_name = "api"
 
 urlpatterns = [
     path("projects/", people.ProjectListCreateApi.as_view(), name="project-list"),
+    path("projects/<slug:slug>/export/", exports.ProjectExportApi.as_view(), name="export"),
     path("users/", people.UserListCreateApi.as_view(), name="user-list"),
     path("users/<int:user_id>/token/", people.UserTokenIssueApi.as_view(), name="user-token"),
     path("projects/<slug:slug>/members/", people.MemberListCreateApi.as_view(), name="member-list"),
