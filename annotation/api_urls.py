@@ -1,10 +1,26 @@
 from django.urls import path
 
-from annotation.apis import exports, people
+from annotation.apis import exports, people, rating
 
 app_name = "api"
 
 urlpatterns = [
+    path("projects/<slug:slug>/next/", rating.AssignmentNextApi.as_view(), name="rating-next"),
+    path(
+        "projects/<slug:slug>/judgments/",
+        rating.JudgmentRecordApi.as_view(),
+        name="rating-judgments",
+    ),
+    path(
+        "projects/<slug:slug>/judgments/undo/",
+        rating.JudgmentUndoApi.as_view(),
+        name="rating-undo",
+    ),
+    path(
+        "projects/<slug:slug>/assignments/<int:assignment_id>/skip/",
+        rating.AssignmentSkipApi.as_view(),
+        name="rating-skip",
+    ),
     path("projects/", people.ProjectListCreateApi.as_view(), name="project-list"),
     path("projects/<slug:slug>/export/", exports.ProjectExportApi.as_view(), name="export"),
     path("users/", people.UserListCreateApi.as_view(), name="user-list"),

@@ -162,6 +162,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",  # vendored: no CDN
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # One name for the left/right/tie/both_bad choices, wherever a serializer uses them.
+    "ENUM_NAME_OVERRIDES": {"ShownChoiceEnum": "annotation.services.rating.SHOWN_CHOICES"},
 }
 
 # Celery: JSON only, no results kept (state lives in PostgreSQL), fail fast with the broker down.
