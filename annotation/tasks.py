@@ -3,6 +3,8 @@
 from celery import shared_task
 
 from annotation.models import Project
+from annotation.selectors.agreement import AgreementScope, projects_due_for_report
+from annotation.services.agreement import agreement_report_refresh as _agreement_report_refresh
 from annotation.services.stats import project_stats_refresh as _project_stats_refresh
 
 
@@ -15,3 +17,17 @@ def project_stats_refresh(project_id: int) -> None:
 def project_stats_refresh_all() -> None:
     for project_id in Project.objects.filter(archived_at__isnull=True).values_list("id", flat=True):
         project_stats_refresh.delay(project_id)
+
+
+@shared_task(acks_late=True, time_limit=300)
+def agreement_report_refresh(project_id: int, scope: dict | None = None) -> None:
+    """A current agreement report of the project (whole, or the stored `scope` filters)."""
+    _agreement_report_refresh(
+        project_id=project_id, scope=AgreementScope.from_json(scope) if scope else None
+    )
+
+
+@shared_task(acks_late=True, time_limit=60)
+def agreement_report_refresh_due() -> None:
+    for project_id in projects_due_for_report():
+        agreement_report_refresh.delay(project_id)

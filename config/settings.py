@@ -202,6 +202,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "annotation.tasks.project_stats_refresh_all",
         "schedule": env.float("STATS_REFRESH_SECONDS", default=300.0),
     },
+    "refresh-agreement-reports": {
+        "task": "annotation.tasks.agreement_report_refresh_due",
+        "schedule": env.float("AGREEMENT_REFRESH_SECONDS", default=300.0),
+    },
 }
 
 # Upload limits (annotation.imports.records.ImportLimits); anything not named keeps its default.

@@ -32,6 +32,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from annotation.models import Assignment, Judgment, Membership, Pair, Project
+from annotation.services.agreement import pair_overlap_extend
 
 UNDO_WINDOW = timedelta(minutes=2)
 # Rounds of "lock a candidate, find it filled meanwhile" before giving up. Each such round means
@@ -410,6 +411,7 @@ def _record(
         request_fingerprint=fingerprint,
         created_at=now,
     )
+    pair_overlap_extend(pair=pair, project=pair.project)  # still under the pair's row lock
     assignment.status = Assignment.Status.DONE
     assignment.save(update_fields=["status"])
     return judgment, True

@@ -1,0 +1,208 @@
+"""Geometry of the agreement dashboard's SVG charts, computed on the server.
+
+Each function returns plain numbers and label strings; the template draws the ``<svg>`` elements
+from them, so every label (usernames included) goes through Django's autoescaping and no chart
+library or inline script is needed. Coordinates are in the SVG's own units (its viewBox).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+# Plot margins inside the viewBox: room for tick labels on the left and below.
+LEFT, RIGHT, TOP, BOTTOM = 48, 16, 12, 40
+
+
+@dataclass(frozen=True)
+class Tick:
+    position: float  # x for the x axis, y for the y axis
+    label: str
+
+
+@dataclass(frozen=True)
+class Series:
+    name: str
+    css_class: str  # the stroke colour comes from static/css/agreement.css
+    points: str  # "x,y x,y ..." for <polyline points=...>
+    dots: list[tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class LineChart:
+    width: int
+    height: int
+    series: list[Series]
+    x_ticks: list[Tick]
+    y_ticks: list[Tick]
+    plot_left: float = LEFT
+    plot_right: float = 0.0
+    plot_top: float = TOP
+    plot_bottom: float = 0.0
+
+
+def _nice_range(low: float, high: float) -> tuple[float, float]:
+    """Agreement coefficients live in [-1, 1]; show [min(0, low), 1] rounded out to tenths."""
+    return min(0.0, math.floor(low * 10) / 10), max(1.0, math.ceil(high * 10) / 10)
+
+
+def line_chart(
+    *,
+    times: Sequence[datetime],
+    series: Sequence[tuple[str, str, Sequence[float | None]]],
+    width: int = 720,
+    height: int = 260,
+) -> LineChart:
+    """Lines over time: `series` holds (name, css class, one value or None per time)."""
+    right, bottom = width - RIGHT, height - BOTTOM
+    present = [v for _, _, values in series for v in values if v is not None]
+    low, high = _nice_range(min(present, default=0.0), max(present, default=1.0))
+    start = times[0].timestamp() if times else 0.0
+    span = (times[-1].timestamp() - start) if len(times) > 1 else 1.0
+
+    def x_of(moment: datetime) -> float:
+        if len(times) == 1:
+            return (LEFT + right) / 2
+        return LEFT + (moment.timestamp() - start) / span * (right - LEFT)
+
+    def y_of(value: float) -> float:
+        return bottom - (value - low) / (high - low) * (bottom - TOP)
+
+    drawn = []
+    for name, css_class, values in series:
+        dots = [
+            (round(x_of(t), 1), round(y_of(v), 1))
+            for t, v in zip(times, values, strict=True)
+            if v is not None
+        ]
+        drawn.append(Series(name, css_class, " ".join(f"{x},{y}" for x, y in dots), dots))
+    steps = round((high - low) / 0.2)
+    y_ticks = [
+        Tick(round(y_of(low + 0.2 * i), 1), f"{low + 0.2 * i:.1f}") for i in range(steps + 1)
+    ]
+    x_ticks = []
+    if times:
+        chosen = {0, len(times) - 1, (len(times) - 1) // 2}
+        x_ticks = [
+            Tick(round(x_of(times[i]), 1), times[i].strftime("%Y-%m-%d %H:%M"))
+            for i in sorted(chosen)
+        ]
+    return LineChart(
+        width=width,
+        height=height,
+        series=drawn,
+        x_ticks=x_ticks,
+        y_ticks=y_ticks,
+        plot_right=right,
+        plot_bottom=bottom,
+    )
+
+
+@dataclass(frozen=True)
+class Cell:
+    x: float
+    y: float
+    fill: str
+    title: str
+
+
+@dataclass(frozen=True)
+class Heatmap:
+    size: int  # the square viewBox's side
+    cell: float
+    offset: float  # where the grid starts (room for labels on the left and top)
+    labels: list[Tick]  # the same labels run down the left and along the top
+    cells: list[Cell] = field(default_factory=list)
+
+
+def _blue(share: float) -> str:
+    """From near white (0) to dark blue (1): one hue, so the scale reads without a legend key."""
+    light, dark = (239, 246, 255), (8, 48, 107)
+    r, g, b = (round(a + (z - a) * share) for a, z in zip(light, dark, strict=True))
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def heatmap(
+    *,
+    labels: Sequence[str],
+    agreement: Sequence[Sequence[float | None]],
+    overlap: Sequence[Sequence[int]],
+    cell: float = 18.0,
+    label_room: float = 110.0,
+) -> Heatmap:
+    """A rater x rater grid; a cell's shade is the share of shared pairs the two agreed on."""
+    n = len(labels)
+    cells = []
+    for i in range(n):
+        for j in range(n):
+            if i == j:
+                continue
+            value = agreement[i][j]
+            shared = overlap[i][j]
+            if value is None:
+                fill, text = "#eaeef2", "no pairs in common"
+            else:
+                fill, text = _blue(value), f"{value:.2f} on {shared} shared pairs"
+            cells.append(
+                Cell(
+                    x=label_room + j * cell,
+                    y=label_room + i * cell,
+                    fill=fill,
+                    title=f"{labels[i]} and {labels[j]}: {text}",
+                )
+            )
+    ticks = [Tick(label_room + (i + 0.5) * cell, label) for i, label in enumerate(labels)]
+    return Heatmap(
+        size=round(label_room + n * cell + 4),
+        cell=cell,
+        offset=label_room,
+        labels=ticks,
+        cells=cells,
+    )
+
+
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    label: str
+    count: int
+
+
+@dataclass(frozen=True)
+class Histogram:
+    width: int
+    height: int
+    bars: list[Bar]
+    y_ticks: list[Tick]
+    plot_bottom: float
+
+
+def histogram(
+    *, buckets: Sequence[tuple[str, int]], width: int = 720, height: int = 240
+) -> Histogram:
+    """Vertical bars, one per (label, count), with a count axis."""
+    right, bottom = width - RIGHT, height - BOTTOM
+    most = max((count for _, count in buckets), default=0) or 1
+    slot = (right - LEFT) / max(len(buckets), 1)
+    bars = []
+    for i, (label, count) in enumerate(buckets):
+        tall = count / most * (bottom - TOP)
+        bars.append(
+            Bar(
+                x=round(LEFT + i * slot + slot * 0.1, 1),
+                y=round(bottom - tall, 1),
+                width=round(slot * 0.8, 1),
+                height=round(tall, 1),
+                label=label,
+                count=count,
+            )
+        )
+    y_ticks = [
+        Tick(round(bottom - f * (bottom - TOP), 1), f"{round(most * f):,}") for f in (0, 0.5, 1)
+    ]
+    return Histogram(width=width, height=height, bars=bars, y_ticks=y_ticks, plot_bottom=bottom)
