@@ -1,6 +1,6 @@
 from django.urls import path
 
-from annotation.apis import exports, people, rating
+from annotation.apis import agreement, exports, people, rating
 
 app_name = "api"
 
@@ -22,6 +22,11 @@ urlpatterns = [
         name="rating-skip",
     ),
     path("projects/", people.ProjectListCreateApi.as_view(), name="project-list"),
+    path(
+        "projects/<slug:slug>/agreement/",
+        agreement.AgreementReportApi.as_view(),
+        name="agreement",
+    ),
     path("projects/<slug:slug>/export/", exports.ProjectExportApi.as_view(), name="export"),
     path("users/", people.UserListCreateApi.as_view(), name="user-list"),
     path("users/<int:user_id>/token/", people.UserTokenIssueApi.as_view(), name="user-token"),

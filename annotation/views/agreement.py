@@ -1,0 +1,133 @@
+"""The agreement dashboard for leads and admins: stored reports only, so it opens instantly."""
+
+from __future__ import annotations
+
+import csv
+from datetime import date
+from typing import Any
+from urllib.parse import urlencode
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.middleware import HtmxDetails
+
+from annotation import tasks
+from annotation.models import Batch, Membership, Project
+from annotation.selectors.access import project_access
+from annotation.selectors.agreement import (
+    AgreementScope,
+    agreement_csv_rows,
+    agreement_dashboard,
+    agreement_report_latest,
+)
+from annotation.services.agreement import membership_unpause
+from config.celery import enqueue_on_commit
+
+LEAD = Membership.Role.LEAD
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
+
+
+class ScopeForm(forms.Form):
+    """The dashboard's filters; an invalid value is reported and the whole project shown."""
+
+    batch = forms.ModelChoiceField(queryset=Batch.objects.none(), required=False)
+    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+    def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        batch_field = self.fields["batch"]
+        assert isinstance(batch_field, forms.ModelChoiceField)
+        batch_field.queryset = Batch.objects.filter(project=project).order_by("-created_at")
+        batch_field.empty_label = "All batches"
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        since, until = cleaned.get("since"), cleaned.get("until")
+        if since and until and since > until:
+            raise forms.ValidationError("The start date is after the end date.")
+        return cleaned
+
+    def scope(self) -> AgreementScope:
+        if not self.is_valid():
+            return AgreementScope()
+        batch: Batch | None = self.cleaned_data["batch"]
+        since: date | None = self.cleaned_data["since"]
+        until: date | None = self.cleaned_data["until"]
+        return AgreementScope(batch_id=batch.id if batch else None, since=since, until=until)
+
+
+def _scope_query(scope: AgreementScope) -> str:
+    """The filters as a query string (the form's field names are the stored scope's keys)."""
+    return urlencode(scope.as_json())
+
+
+@login_required
+@require_GET
+def agreement(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    access = project_access(user=request.user, slug=slug, min_role=LEAD)
+    form = ScopeForm(request.GET or None, project=access.project)
+    scope = form.scope()
+    dashboard = agreement_dashboard(
+        project=access.project, scope=scope, sort=request.GET.get("sort")
+    )
+    template = "annotation/agreement.html"
+    if request.htmx and request.htmx.target == "raters":
+        template += "#raters"
+    return render(
+        request,
+        template,
+        {
+            "access": access,
+            "project": access.project,
+            "form": form,
+            "dashboard": dashboard,
+            "scope_query": _scope_query(scope),
+        },
+    )
+
+
+@login_required
+@require_GET
+def agreement_csv(request: HttpRequest, slug: str) -> HttpResponse:
+    access = project_access(user=request.user, slug=slug, min_role=LEAD)
+    scope = ScopeForm(request.GET or None, project=access.project).scope()
+    report = agreement_report_latest(project=access.project, scope=scope)
+    if report is None:
+        raise Http404("No agreement report for these filters yet.")
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    filename = f"{access.project.slug}-raters-{report.created_at:%Y%m%d-%H%M}.csv"
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    csv.writer(response).writerows(agreement_csv_rows(report=report, sort=request.GET.get("sort")))
+    return response
+
+
+@login_required
+@require_POST
+def agreement_refresh(request: HttpRequest, slug: str) -> HttpResponse:
+    access = project_access(user=request.user, slug=slug, min_role=LEAD)
+    scope = ScopeForm(request.POST or None, project=access.project).scope()
+    enqueue_on_commit(tasks.agreement_report_refresh, access.project.id, scope.as_json() or None)
+    messages.info(request, "A fresh report is being computed; reload this page in a moment.")
+    query = _scope_query(scope)
+    return redirect(reverse("annotation:agreement", args=[slug]) + (f"?{query}" if query else ""))
+
+
+@login_required
+@require_POST
+def rater_unpause(request: HttpRequest, slug: str, user_id: int) -> HttpResponse:
+    access = project_access(user=request.user, slug=slug, min_role=LEAD)
+    try:
+        member = membership_unpause(project=access.project, user_id=user_id)
+    except Membership.DoesNotExist:
+        raise Http404("This person is not a member of the project.") from None
+    messages.success(request, f"{member.user.get_username()} can rate again.")
+    return redirect("annotation:agreement", slug=slug)
