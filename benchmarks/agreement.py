@@ -1,17 +1,27 @@
 """Time the agreement metrics on a project-sized set of judgments, against the krippendorff package.
 
     .venv/bin/python benchmarks/agreement.py            # 330,000 pairs x 3 raters, 200 raters
+    DEBUG=true DATABASE_URL=postgres://postgres@127.0.0.1:5432/pw_agree_bench \
+        .venv/bin/python benchmarks/agreement.py --from-db
 
 Prints the time of ``agreement_summary`` (every metric, 1,000 bootstrap resamples) and of our
 nominal Krippendorff's alpha next to ``krippendorff.alpha`` on the same data, with their ratio.
 Judgments come from :func:`synthetic_judgments`; another source only has to return a
 ``JudgmentArrays`` to be timed the same way by :func:`report`.
+
+``--from-db`` bulk-loads the same synthetic judgments into the PostgreSQL database named by
+DATABASE_URL (created and migrated if needed; loaded once, then reused) as a real project with
+users, pairs, assignments and judgments, and times what a report costs end to end: the read
+from PostgreSQL (binary COPY into numpy) plus every metric.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -141,6 +151,247 @@ def report(arrays: JudgmentArrays, *, repeat: int) -> None:
     )
 
 
+BENCH_SLUG = "agreement-bench"
+_CHOICE_NAMES = np.array(["a", "b", "tie", "both_bad"])
+
+
+def _database_ready() -> None:
+    """Create the benchmark database if it is missing, then migrate it."""
+    import django
+    import psycopg
+    from django.conf import settings
+    from django.core.management import call_command
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    django.setup()
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] != "django.db.backends.postgresql":
+        raise SystemExit("--from-db needs DATABASE_URL to name a PostgreSQL database")
+    if "bench" not in database["NAME"]:
+        # Reloading deletes every pair and judgment in the database: never point it at real data.
+        raise SystemExit("--from-db needs a database of its own, with 'bench' in its name")
+    admin = {"host": database["HOST"], "port": database["PORT"] or 5432, "dbname": "postgres"}
+    admin.update(user=database["USER"], password=database["PASSWORD"] or None)
+    with psycopg.connect(**admin, autocommit=True) as connection:
+        exists = connection.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [database["NAME"]]
+        ).fetchone()
+        if not exists:
+            connection.execute(f'CREATE DATABASE "{database["NAME"]}"')
+    call_command("migrate", verbosity=0)
+
+
+def _copy_rows(table: str, columns: list[str], rows: list[np.ndarray]) -> None:
+    """COPY parallel columns (already text-ready arrays) into `table`, then move its id sequence."""
+    from django.db import connection
+
+    text = io.StringIO()
+    lines = np.char.add(rows[0].astype(str), "")
+    for column in rows[1:]:
+        lines = np.char.add(np.char.add(lines, "\t"), column.astype(str))
+    text.write("\n".join(lines.tolist()))
+    text.write("\n")
+    with connection.cursor() as cursor:
+        with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            copy.write(text.getvalue())
+        cursor.execute(
+            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"  # noqa: S608 (model table names)
+        )
+
+
+def load_into_database(arrays: JudgmentArrays) -> Any:
+    """Store `arrays` as the judgments of a fresh benchmark project (replacing an older one)."""
+    from django.contrib.auth import get_user_model
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from annotation.models import Assignment, Batch, Judgment, Membership, Pair, Project, Prompt
+    from annotation.models import Response as ModelResponse
+
+    User = get_user_model()
+    with transaction.atomic():
+        old = Project.objects.filter(slug=BENCH_SLUG).first()
+        if old is not None:
+            with connection.cursor() as cursor:  # cascades through Django would take minutes
+                for model in (Judgment, Assignment, Pair, ModelResponse, Prompt, Batch):
+                    cursor.execute(f"DELETE FROM {model._meta.db_table}")  # noqa: S608
+            old.delete()
+        owner, _ = User.objects.get_or_create(username="bench-owner")
+        project = Project.objects.create(slug=BENCH_SLUG, name="Agreement benchmark")
+        raters = [
+            User.objects.get_or_create(username=f"bench-rater-{i:03d}")[0]
+            for i in range(arrays.n_raters)
+        ]
+        Membership.objects.bulk_create(Membership(project=project, user=u) for u in raters)
+        batch = Batch.objects.create(
+            project=project,
+            filename="bench.jsonl",
+            sha256="0" * 64,
+            format="pair",
+            uploaded_by=owner,
+        )
+        prompt = Prompt.objects.create(project=project, batch=batch, content_hash="0", text="?")
+        # Pairs are distinct couples (i < j) of one prompt's responses: 820 responses give 335,790.
+        n_pairs = arrays.n_pairs
+        size = int(np.ceil((1 + np.sqrt(1 + 8 * n_pairs)) / 2))
+        responses = ModelResponse.objects.bulk_create(
+            ModelResponse(prompt=prompt, batch=batch, content_hash=str(i), text=f"response {i}")
+            for i in range(size)
+        )
+        first, second = np.triu_indices(size, k=1)
+        response_ids = np.array([r.id for r in responses])
+        gold_of_pair = np.full(n_pairs, -1)
+        gold_of_pair[arrays.pair] = arrays.gold
+        gold_names = np.where(gold_of_pair >= 0, _CHOICE_NAMES[np.maximum(gold_of_pair, 0)], "")
+        now = timezone.now().isoformat()
+        pair_ids = np.arange(1, n_pairs + 1)
+        judged = np.bincount(arrays.pair, minlength=n_pairs)
+        _copy_rows(
+            Pair._meta.db_table,
+            [
+                "id",
+                "project_id",
+                "batch_id",
+                "prompt_id",
+                "response_a_id",
+                "response_b_id",
+                "external_id",
+                "gold_choice",
+                "seed_choice",
+                "judgments_needed",
+                "judgments_count",
+                "is_active",
+                "created_at",
+            ],
+            [
+                pair_ids,
+                np.full(n_pairs, project.id),
+                np.full(n_pairs, batch.id),
+                np.full(n_pairs, prompt.id),
+                response_ids[first[:n_pairs]],
+                response_ids[second[:n_pairs]],
+                np.full(n_pairs, ""),
+                gold_names,
+                np.full(n_pairs, ""),
+                judged,
+                judged,
+                np.full(n_pairs, "t"),
+                np.full(n_pairs, now),
+            ],
+        )
+        n = len(arrays)
+        ids = np.arange(1, n + 1)
+        user_ids = np.array([u.id for u in raters])[arrays.rater]
+        decisive = arrays.choice <= 1
+        # Screen side: the left one is A unless swapped, so swapped = chose A xor picked left.
+        rng = np.random.default_rng(1)
+        swapped = np.where(
+            decisive, (arrays.choice == 0) != (arrays.left_chosen == 1), rng.random(n) < 0.5
+        )
+        flag = np.where(swapped, "t", "f")
+        strength = np.where(decisive, np.abs(np.nan_to_num(arrays.signed_strength)), 0)
+        strength_text = np.where(decisive, strength.astype(np.int64).astype(str), "\\N")
+        duration = np.nan_to_num(arrays.duration_ms, nan=20_000).astype(np.int64)
+        _copy_rows(
+            Assignment._meta.db_table,
+            ["id", "pair_id", "rater_id", "swapped", "status", "created_at", "expires_at"],
+            [
+                ids,
+                pair_ids[arrays.pair],
+                user_ids,
+                flag,
+                np.full(n, "done"),
+                np.full(n, now),
+                np.full(n, now),
+            ],
+        )
+        _copy_rows(
+            Judgment._meta.db_table,
+            [
+                "id",
+                "pair_id",
+                "rater_id",
+                "assignment_id",
+                "choice",
+                "strength",
+                "criteria",
+                "rationale",
+                "swapped",
+                "duration_ms",
+                "idempotency_key",
+                "request_fingerprint",
+                "created_at",
+            ],
+            [
+                ids,
+                pair_ids[arrays.pair],
+                user_ids,
+                ids,
+                _CHOICE_NAMES[arrays.choice],
+                strength_text,
+                np.full(n, "{}"),
+                np.full(n, ""),
+                flag,
+                duration,
+                np.full(n, ""),
+                np.full(n, ""),
+                np.full(n, now),
+            ],
+        )
+    with connection.cursor() as cursor:
+        for model in (Pair, Assignment, Judgment):
+            cursor.execute(f"ANALYZE {model._meta.db_table}")
+    return project
+
+
+def report_from_database(arrays: JudgmentArrays, *, repeat: int) -> None:
+    """Time a report's cost from PostgreSQL: read, then every metric; reload data if it changed."""
+    _database_ready()
+    from annotation.models import Judgment, Project
+    from annotation.selectors.agreement import AgreementScope, judgment_arrays_load
+    from annotation.services.agreement import agreement_metrics_compute
+
+    project = Project.objects.filter(slug=BENCH_SLUG).first()
+    stored = Judgment.objects.filter(pair__project=project).count() if project else 0
+    if stored != len(arrays):
+        started = time.perf_counter()
+        project = load_into_database(arrays)
+        print(f"loaded {len(arrays):,} judgments in {time.perf_counter() - started:.1f} s")
+    scope = AgreementScope()
+    print(f"{platform.processor() or platform.machine()}, numpy {np.__version__}, PostgreSQL")
+    read_s, loaded = best_time(
+        lambda: judgment_arrays_load(project=project, scope=scope), repeat=repeat
+    )
+    metrics_s, summary = best_time(
+        lambda: agreement_summary(loaded.arrays, too_fast_ms=5_000), repeat=repeat
+    )
+    total_s, computed = best_time(
+        lambda: agreement_metrics_compute(project=project, scope=scope), repeat=repeat
+    )
+    rows_s, by_rows = best_time(
+        lambda: judgment_arrays_load(project=project, scope=scope, use_copy=False), repeat=1
+    )
+    in_memory = agreement_summary(arrays, too_fast_ms=5_000)["coefficients"]
+    print(
+        f"{len(loaded.arrays):,} judgments, {loaded.arrays.n_pairs:,} pairs, "
+        f"{loaded.arrays.n_raters} raters read back"
+    )
+    for name in (
+        "percent_agreement",
+        "fleiss_kappa",
+        "krippendorff_alpha_nominal",
+        "krippendorff_alpha_interval",
+    ):
+        value = summary["coefficients"][name]["value"]
+        print(f"  {name} = {value:.6f} (from memory {in_memory[name]['value']:.6f})")
+    print(f"read from PostgreSQL (binary COPY -> numpy):  {read_s:.3f} s")
+    print(f"read with values_list rows (for comparison):  {rows_s:.3f} s")
+    print(f"agreement_summary on what was read:          {metrics_s:.3f} s")
+    print(f"agreement_metrics_compute (read + metrics + names + flags): {total_s:.3f} s")
+    assert len(by_rows.arrays) == len(loaded.arrays) == computed.judgments
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=330_000)
@@ -148,11 +399,17 @@ def main() -> None:
     parser.add_argument("--per-pair", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=3, help="timed calls; the best is shown")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--from-db", action="store_true", help="time the read from PostgreSQL plus the metrics"
+    )
     args = parser.parse_args()
     arrays = synthetic_judgments(
         pairs=args.pairs, raters=args.raters, per_pair=args.per_pair, seed=args.seed
     )
-    report(arrays, repeat=args.repeat)
+    if args.from_db:
+        report_from_database(arrays, repeat=args.repeat)
+    else:
+        report(arrays, repeat=args.repeat)
 
 
 if __name__ == "__main__":

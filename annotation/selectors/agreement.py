@@ -153,7 +153,8 @@ def _read_copy(rows: QuerySet[Judgment, tuple[int, ...]]) -> dict[str, NDArray[A
     sql, params = rows.query.sql_with_params()
     buffer = bytearray()
     statement = f"COPY ({sql}) TO STDOUT (FORMAT BINARY)"
-    with connection.cursor() as cursor, cursor.copy(statement, params) as copy:
+    # The psycopg cursor itself: Django's DEBUG wrapper around copy() drops the parameters.
+    with connection.cursor() as cursor, cursor.cursor.copy(statement, params) as copy:
         for block in copy:
             buffer += block
     # Binary COPY: signature, flags (4 bytes), header extension (length + bytes), rows, trailer
