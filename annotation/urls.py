@@ -1,12 +1,37 @@
 from django.urls import path
 
-from annotation.views import agreement, exports, projects
+from annotation.views import agreement, exports, members, projects, settings
 
 app_name = "annotation"
 
 urlpatterns = [
     path("", projects.home, name="home"),
     path("p/<slug:slug>/", projects.overview, name="overview"),
+    path("projects/new/", settings.project_create_page, name="project-create"),
+    path("projects/guidelines-preview/", settings.guidelines_preview, name="guidelines-preview"),
+    path("p/<slug:slug>/settings/", settings.project_settings, name="project-settings"),
+    path("p/<slug:slug>/members/", members.members, name="members"),
+    path("p/<slug:slug>/members/add/", members.member_add, name="member-add"),
+    path(
+        "p/<slug:slug>/members/<int:membership_id>/role/", members.member_role, name="member-role"
+    ),
+    path(
+        "p/<slug:slug>/members/<int:membership_id>/remove/",
+        members.member_remove,
+        name="member-remove",
+    ),
+    path(
+        "p/<slug:slug>/members/<int:membership_id>/deactivate/",
+        members.member_deactivate,
+        name="member-deactivate",
+    ),
+    path("p/<slug:slug>/invitations/", members.invitation_new, name="invitation-create"),
+    path(
+        "p/<slug:slug>/invitations/<int:invitation_id>/revoke/",
+        members.invitation_delete,
+        name="invitation-revoke",
+    ),
+    path("account/token/", members.my_token, name="my-token"),
     path("p/<slug:slug>/agreement/", agreement.agreement, name="agreement"),
     path("p/<slug:slug>/agreement/raters.csv", agreement.agreement_csv, name="agreement-csv"),
     path("p/<slug:slug>/agreement/refresh/", agreement.agreement_refresh, name="agreement-refresh"),

@@ -104,6 +104,17 @@ LOGIN_REDIRECT_URL = "annotation:home"
 LOGOUT_REDIRECT_URL = "login"
 # Sessions live in the database, never in Redis: raters keep rating with Redis down.
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
+# Failed logins allowed per username and per client address within the window (counted in the
+# database, see annotation.services.login_throttle), e.g. {"per_ip": 100} behind a shared NAT.
+LOGIN_FAILURE_LIMITS = {
+    "per_username": 10,
+    "per_ip": 50,
+    "window_minutes": 15,
+    **env.json("LOGIN_FAILURE_LIMITS", default={}),
+}
+# The request.META key holding the client address; behind a proxy that sets X-Real-IP, use
+# HTTP_X_REAL_IP. Never name a header that clients can set themselves.
+CLIENT_IP_HEADER = env.str("CLIENT_IP_HEADER", default="REMOTE_ADDR")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 from annotation.models import Membership, Project
 from annotation.selectors.access import project_access, project_list_for
 from annotation.services.projects import (
+    MembershipRefused,
     membership_remove,
     membership_set,
     project_create,
@@ -177,9 +178,12 @@ class MemberListCreateApi(APIView):
         ).first()
         if user is None:
             raise serializers.ValidationError({"username": "No active user with this username."})
-        membership = membership_set(
-            project=access.project, user=user, role=serializer.validated_data["role"]
-        )
+        try:
+            membership = membership_set(
+                project=access.project, user=user, role=serializer.validated_data["role"]
+            )
+        except MembershipRefused as refusal:
+            raise serializers.ValidationError({"role": str(refusal)}) from refusal
         return Response(_member_data(membership), status=status.HTTP_201_CREATED)
 
 
@@ -188,5 +192,8 @@ class MemberDeleteApi(APIView):
     def delete(self, request: Request, slug: str, username: str) -> Response:
         access = project_access(user=request.user, slug=slug, min_role=Membership.Role.ADMIN)
         user = get_object_or_404(User, username=username, memberships__project=access.project)
-        membership_remove(project=access.project, user=user)
+        try:
+            membership_remove(project=access.project, user=user)
+        except MembershipRefused as refusal:
+            raise serializers.ValidationError({"username": str(refusal)}) from refusal
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,66 @@
+"""Creating a project (site staff) and editing its settings (project admins), with a live
+Markdown preview of the guidelines."""
+
+from __future__ import annotations
+
+import copy
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from annotation.forms import GUIDELINES_MAX_CHARS, ProjectCreateForm, ProjectForm
+from annotation.models import Membership
+from annotation.selectors.access import project_access
+from annotation.services.projects import project_create, project_update
+
+TEMPLATE = "annotation/project_form.html"
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_create_page(request: HttpRequest) -> HttpResponse:
+    if not request.user.is_staff:
+        raise PermissionDenied("Only site staff can create projects.")
+    form = ProjectCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        fields = dict(form.cleaned_data)
+        project = project_create(
+            slug=fields.pop("slug"),
+            name=fields.pop("name"),
+            created_by=request.user,  # type: ignore[arg-type]
+            **fields,
+        )
+        messages.success(request, f"Project “{project.name}” created. You are its admin.")
+        return redirect("annotation:project-settings", slug=project.slug)
+    return render(request, TEMPLATE, {"form": form, "project": None})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_settings(request: HttpRequest, slug: str) -> HttpResponse:
+    access = project_access(user=request.user, slug=slug, min_role=Membership.Role.ADMIN)
+    # A copy: an invalid form must not rename the project shown in the page's header.
+    form = ProjectForm(request.POST or None, instance=copy.copy(access.project))
+    if request.method == "POST" and form.is_valid():
+        project = project_update(project=access.project, **form.cleaned_data)
+        messages.success(request, "Settings saved.")
+        return redirect("annotation:project-settings", slug=project.slug)
+    return render(request, TEMPLATE, {"form": form, "project": access.project, "access": access})
+
+
+@login_required
+@require_POST
+def guidelines_preview(request: HttpRequest) -> HttpResponse:
+    """The guidelines as raters will see them. Renders only what the caller sent, so it needs no
+    project; the text is untrusted Markdown and goes through the sanitising `markdown` filter."""
+    text = request.POST.get("guidelines", "")
+    too_long = len(text) > GUIDELINES_MAX_CHARS
+    return render(
+        request,
+        f"{TEMPLATE}#guidelines-preview",
+        {"preview": "" if too_long else text, "too_long": too_long},
+    )
