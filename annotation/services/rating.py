@@ -374,20 +374,19 @@ def _record(
         raise LeaseLost("You skipped this pair; it went back to the pool.", field="assignment")
     pair = assignment.pair
     _validate(pair.project, submission)
-    # Count the judgment first: the UPDATE takes the pair's row lock and returns the count as it
-    # was before, which is what the expiry check below needs.
+    # Count the judgment first: the UPDATE takes the pair's row lock and returns the row as it
+    # is now (judgments_needed may have grown since the pair was read, see pair_overlap_extend).
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {Pair._meta.db_table} SET judgments_count = judgments_count + 1 "  # noqa: S608
-            "WHERE id = %s RETURNING judgments_count",
+            "WHERE id = %s RETURNING judgments_count, judgments_needed",
             [pair.id],
         )
-        (judged_after,) = cursor.fetchone()
-    judged_before = judged_after - 1
+        (judged_after, pair.judgments_needed) = cursor.fetchone()
     now = timezone.now()  # after the lock: see the module docstring
     if assignment.expires_at <= now and not pair.gold_choice:
         others = Assignment.objects.filter(_live(now), pair=pair).exclude(id=assignment.id)
-        if judged_before + others.count() >= pair.judgments_needed:
+        if judged_after - 1 + others.count() >= pair.judgments_needed:
             raise LeaseLost(
                 "Your time on this pair ran out and other raters completed it; ask for a new pair.",
                 field="assignment",
@@ -411,7 +410,8 @@ def _record(
         request_fingerprint=fingerprint,
         created_at=now,
     )
-    pair_overlap_extend(pair=pair, project=pair.project)  # still under the pair's row lock
+    if judged_after >= pair.judgments_needed:  # only a complete pair can need one more rater
+        pair_overlap_extend(pair=pair, project=pair.project)  # still under the pair's row lock
     assignment.status = Assignment.Status.DONE
     assignment.save(update_fields=["status"])
     return judgment, True
