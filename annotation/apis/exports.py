@@ -90,6 +90,11 @@ class ProjectExportApi(APIView):
             (200, "application/jsonl"): _FILE,
             (200, "text/csv"): _FILE,
             (200, "application/vnd.apache.parquet"): _FILE,
+            400: OpenApiResponse(
+                OpenApiTypes.OBJECT, description="A filter is invalid: {field: [message]}."
+            ),
+            403: OpenApiResponse(OpenApiTypes.OBJECT, description="Raters never export."),
+            404: OpenApiResponse(OpenApiTypes.OBJECT, description="Not a member."),
         },
     )
     def get(self, request: Request, slug: str) -> HttpResponseBase:
