@@ -1,0 +1,98 @@
+"""Reads for the rater page: the pair as it is shown, and the rater's progress."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, time
+
+from django.contrib.auth.models import User
+from django.db.models import Count, Exists, F, Max, OuterRef, Q
+from django.utils import timezone
+
+from annotation.models import Assignment, Judgment, Pair, Project, Response
+from annotation.services.rating import UNDO_WINDOW
+
+
+@dataclass(frozen=True, kw_only=True)
+class RaterProgress:
+    judged_today: int
+    judged_in_project: int
+    left_for_me: int  # open pairs this rater may still be handed, the one on screen included
+    can_undo: bool  # the last judgment is still inside the undo window
+
+
+def rater_progress(*, project: Project, rater: User) -> RaterProgress:
+    """Two queries, whatever the size of the project."""
+    now = timezone.now()
+    midnight = timezone.make_aware(datetime.combine(timezone.localdate(now), time.min))
+    mine = Judgment.objects.filter(pair__project=project, rater=rater).aggregate(
+        total=Count("id"),
+        today=Count("id", filter=Q(created_at__gte=midnight)),
+        last=Max("created_at"),
+    )
+    # A pair stays "left for me" until I judged or skipped it, or it has all its judgments. Gold
+    # pairs, served unannounced, are not counted.
+    finished = Assignment.objects.filter(pair=OuterRef("pk"), rater=rater).exclude(
+        status=Assignment.Status.ACTIVE
+    )
+    left = (
+        Pair.objects.filter(
+            project=project,
+            is_active=True,
+            gold_choice="",
+            seed_choice="",
+            judgments_count__lt=F("judgments_needed"),
+        )
+        .filter(~Exists(finished))
+        .count()
+    )
+    return RaterProgress(
+        judged_today=mine["today"],
+        judged_in_project=mine["total"],
+        left_for_me=left,
+        can_undo=mine["last"] is not None and mine["last"] > now - UNDO_WINDOW,
+    )
+
+
+def assignment_live_for(*, project: Project, rater: User, assignment_id: int) -> Assignment | None:
+    """One of the rater's live leases in this project by id: the pair of a refused submission."""
+    return (
+        Assignment.objects.filter(
+            id=assignment_id,
+            rater=rater,
+            pair__project=project,
+            status=Assignment.Status.ACTIVE,
+            expires_at__gt=timezone.now(),
+        )
+        .select_related("pair__prompt", "pair__response_a", "pair__response_b")
+        .first()
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShownPair:
+    """A leased pair in screen terms: which response is on which side comes from the lease."""
+
+    assignment: Assignment
+    left: Response
+    right: Response
+
+    @property
+    def prompt_messages(self) -> list[dict[str, str]] | None:
+        """The chat transcript as (role, content) rows, or None for a plain-text prompt."""
+        messages = self.assignment.pair.prompt.messages
+        if not isinstance(messages, list):
+            return None
+        return [
+            {"role": str(m.get("role", "")), "content": str(m.get("content", ""))}
+            for m in messages
+            if isinstance(m, dict)
+        ]
+
+
+def pair_shown(*, assignment: Assignment) -> ShownPair:
+    """Left is response B when the lease is swapped. No query: the lease comes with its pair."""
+    pair = assignment.pair
+    if assignment.swapped:
+        return ShownPair(assignment=assignment, left=pair.response_b, right=pair.response_a)
+    return ShownPair(assignment=assignment, left=pair.response_a, right=pair.response_b)
