@@ -1,6 +1,6 @@
 from django.urls import path
 
-from annotation.views import agreement, exports, members, projects, settings
+from annotation.views import agreement, exports, members, projects, rating, settings
 
 app_name = "annotation"
 
@@ -41,4 +41,7 @@ urlpatterns = [
         name="rater-unpause",
     ),
     path("p/<slug:slug>/export/", exports.export, name="export"),
+    path("p/<slug:slug>/rate/", rating.rate, name="rate"),
+    path("p/<slug:slug>/rate/skip/", rating.rate_skip, name="rate-skip"),
+    path("p/<slug:slug>/rate/undo/", rating.rate_undo, name="rate-undo"),
 ]
