@@ -80,5 +80,6 @@ def login_failure_record(*, username: str, ip: str | None) -> LoginFailure:
 
 def login_success_record(*, username: str) -> None:
     """A correct password clears that username's failures (its address's failures stay, so an
-    attacker cannot reset the address count by logging in to an account of their own)."""
-    LoginFailure.objects.filter(username=_key(username)).delete()
+    attacker cannot reset the address count by logging in to an account of their own): the rows
+    stay, with the username blanked."""
+    LoginFailure.objects.filter(username=_key(username)).update(username="")
