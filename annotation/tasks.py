@@ -31,3 +31,18 @@ def agreement_report_refresh(project_id: int, scope: dict | None = None) -> None
 def agreement_report_refresh_due() -> None:
     for project_id in projects_due_for_report():
         agreement_report_refresh.delay(project_id)
+
+
+@shared_task(acks_late=True, time_limit=2 * 60 * 60)
+def batch_import_run(batch_id: int) -> None:
+    """Import a large upload; the service leaves a batch that is done or failed alone."""
+    from annotation.services.imports import batch_import_run as run  # imports this module
+
+    run(batch_id=batch_id)
+
+
+@shared_task(acks_late=True, time_limit=300)
+def staged_uploads_clean() -> None:
+    from annotation.services.imports import staged_uploads_clean as clean
+
+    clean()

@@ -213,6 +213,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "annotation.tasks.project_stats_refresh_all",
         "schedule": env.float("STATS_REFRESH_SECONDS", default=300.0),
     },
+    "clean-staged-uploads": {
+        "task": "annotation.tasks.staged_uploads_clean",
+        "schedule": 3600.0,
+    },
     "refresh-agreement-reports": {
         "task": "annotation.tasks.agreement_report_refresh_due",
         "schedule": env.float("AGREEMENT_REFRESH_SECONDS", default=300.0),
@@ -221,6 +225,11 @@ CELERY_BEAT_SCHEDULE = {
 
 # Upload limits (annotation.imports.records.ImportLimits); anything not named keeps its default.
 IMPORT_LIMITS = env.json("IMPORT_LIMITS", default={})
+# Uploads wait here between their dry run and their import (web and workers must share it).
+IMPORT_UPLOAD_DIR = Path(env.str("IMPORT_UPLOAD_DIR", default=str(VAR_DIR / "uploads")))
+# Files over either threshold import in a worker while the page polls its progress.
+IMPORT_BACKGROUND_BYTES = env.int("IMPORT_BACKGROUND_BYTES", default=20 * 1024 * 1024)
+IMPORT_BACKGROUND_RECORDS = env.int("IMPORT_BACKGROUND_RECORDS", default=50_000)
 
 CHECKPOINT_ROOT = Path(env.str("CHECKPOINT_ROOT", default=str(VAR_DIR / "checkpoints")))
 DEMO_DATA_DIR = BASE_DIR / "annotation" / "demo_data"

@@ -1,0 +1,35 @@
+"""The one exception of the import services: the file was not imported, and why."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from annotation.imports.records import ImportIssue
+
+if TYPE_CHECKING:
+    from annotation.models import Batch
+
+
+class ImportRejected(Exception):
+    """The file was not imported; `issues` says why, each with its line or row and field.
+
+    `duplicate_of` is the earlier batch when the only problem is that this file was seen before.
+    """
+
+    def __init__(
+        self,
+        issues: Iterable[ImportIssue],
+        *,
+        total: int | None = None,
+        duplicate_of: Batch | None = None,
+    ) -> None:
+        self.issues = list(issues)
+        self.total = total if total is not None else len(self.issues)
+        self.duplicate_of = duplicate_of
+        super().__init__("; ".join(str(issue) for issue in self.issues[:3]))
+
+
+def rejected(message: str, field: str | None = None) -> ImportRejected:
+    """A rejection of the whole file, with no line to point at."""
+    return ImportRejected([ImportIssue(None, field, message)])

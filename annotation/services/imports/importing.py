@@ -1,0 +1,325 @@
+"""Importing a batch: validate the whole file, then write it in one transaction.
+
+The file is read twice: `scan` validates every record (and hashes the upload), and only a clean
+file is streamed a second time into the database in chunks (see `writer`), inside one
+transaction, so an invalid or interrupted import leaves nothing behind. Prompts and responses are
+deduplicated by content hash within the project; a pair that already exists is not created again.
+
+Small files import in the request (`batch_import`); large ones in a Celery worker
+(`batch_import_run`), which reports progress on the Batch row from a second connection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import connection, connections, transaction
+
+from annotation.imports.parsing import ImportFileInvalid, ScanResult, iter_records, scan
+from annotation.imports.reader import human_bytes
+from annotation.imports.records import (
+    ImportFormat,
+    ImportIssue,
+    ImportLimits,
+    PairRecord,
+    PreferenceRecord,
+    ResponsesRecord,
+)
+from annotation.models import Batch, Project
+from annotation.services.imports.errors import ImportRejected, rejected
+from annotation.services.imports.staging import (
+    StagedUpload,
+    staged_upload_discard,
+    staged_upload_open,
+)
+from annotation.services.imports.writer import ChunkBuilder, WriteCounts, record_chunks, writer_for
+from annotation.tasks import project_stats_refresh
+from config.celery import enqueue_on_commit
+
+logger = logging.getLogger(__name__)
+
+
+def import_limits() -> ImportLimits:
+    """The limits uploads are read under: safe defaults, overridden by settings.IMPORT_LIMITS."""
+    return ImportLimits(**settings.IMPORT_LIMITS)
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    batch: Batch
+    scan: ScanResult | None  # None when a worker imports the file later
+    timings: dict[str, float] = field(default_factory=dict)  # seconds
+
+    @property
+    def in_background(self) -> bool:
+        return self.batch.is_in_progress
+
+
+def batch_scan(*, fileobj: BinaryIO, filename: str, format: str | None) -> ScanResult:
+    """Validate a whole file without writing anything (the dry run)."""
+    return scan(fileobj, filename=filename, format=format, limits=import_limits())
+
+
+def batch_duplicate_of(*, project: Project, sha256: str | None) -> Batch | None:
+    """The earlier batch of `project` with the same bytes, if any (failed ones do not count)."""
+    if not sha256:
+        return None
+    return (
+        Batch.objects.filter(project=project, sha256=sha256)
+        .exclude(status=Batch.Status.FAILED)
+        .order_by("created_at")
+        .first()
+    )
+
+
+def import_checks(
+    *,
+    project: Project,
+    format: ImportFormat | str | None,
+    record_count: int,
+    sha256: str | None,
+    known_answers: str,
+    allow_duplicate: bool,
+) -> None:
+    """What stops a file that scanned clean from being imported, as ImportRejected."""
+    if record_count == 0:
+        raise rejected("the file holds no records")
+    _check_known_answers(format, known_answers)
+    if not allow_duplicate:
+        earlier = batch_duplicate_of(project=project, sha256=sha256)
+        if earlier is not None:
+            raise ImportRejected([duplicate_issue(earlier)], duplicate_of=earlier)
+
+
+def duplicate_issue(earlier: Batch) -> ImportIssue:
+    return ImportIssue(
+        None,
+        None,
+        f"this file was already imported on {earlier.created_at:%Y-%m-%d %H:%M} UTC "
+        f'as "{earlier.filename}" (batch {earlier.id}); import it again only if you mean to',
+    )
+
+
+def batch_import(
+    *,
+    project: Project,
+    fileobj: BinaryIO,
+    filename: str,
+    uploaded_by: User,
+    format: str | None = None,
+    known_answers: str = Batch.KnownAnswers.NONE,
+    allow_duplicate: bool = False,
+) -> ImportOutcome:
+    """Import a file into `project` now, or raise ImportRejected and write nothing.
+
+    `fileobj` must be seekable. Parsing is the dearest part of an import, so the file is parsed
+    once, optimistically: records are written as they are read, inside one transaction, and the
+    first invalid record rolls everything back; only then is the file scanned again to report
+    every error. A valid file (the usual case, after a dry run) costs one parse, not two.
+    """
+    limits = import_limits()
+    started = time.perf_counter()
+    sha256 = _sha256_of(fileobj, limits)
+    if not allow_duplicate:
+        earlier = batch_duplicate_of(project=project, sha256=sha256)
+        if earlier is not None:
+            raise ImportRejected([duplicate_issue(earlier)], duplicate_of=earlier)
+    with transaction.atomic():
+        batch = Batch.objects.create(
+            project=project,
+            filename=filename[:255],
+            sha256=sha256,
+            format=format or "",
+            known_answers=known_answers,
+            uploaded_by=uploaded_by,
+            status=Batch.Status.DONE,
+            progress=1.0,
+        )
+        _write(batch=batch, fileobj=fileobj, limits=limits, filename=filename)
+    return ImportOutcome(batch=batch, scan=None, timings={"import": time.perf_counter() - started})
+
+
+def _sha256_of(fileobj: BinaryIO, limits: ImportLimits) -> str:
+    """The upload's sha256 (a fast pass: hashing is some 100 times cheaper than parsing)."""
+    digest = hashlib.sha256()
+    size = 0
+    while block := fileobj.read(1024 * 1024):
+        size += len(block)
+        if size > limits.max_upload_bytes:
+            raise rejected(
+                f"the file is larger than the limit of {human_bytes(limits.max_upload_bytes)}"
+            )
+        digest.update(block)
+    fileobj.seek(0)
+    return digest.hexdigest()
+
+
+def batch_import_later(
+    *, project: Project, upload: StagedUpload, uploaded_by: User, known_answers: str
+) -> Batch:
+    """A pending batch for a checked, staged upload, and a worker asked to import it."""
+    with transaction.atomic():
+        batch = Batch.objects.create(
+            project=project,
+            filename=upload.filename,
+            sha256=upload.sha256,
+            format=upload.format or "",
+            known_answers=known_answers,
+            records=upload.records or 0,
+            uploaded_by=uploaded_by,
+            status=Batch.Status.PENDING,
+            staged_upload=upload.token,
+        )
+        # The task module imports the services; importing it here keeps that one-way at load.
+        from annotation.tasks import batch_import_run as task
+
+        enqueue_on_commit(task, batch.id)
+    return batch
+
+
+def batch_import_run(*, batch_id: int) -> Batch:
+    """Import a pending batch's staged file (in a worker). Idempotent: a batch that is done or
+    failed is left alone; one found running was interrupted (its transaction rolled back with
+    the lost connection) and is imported from the start."""
+    claimed = Batch.objects.filter(
+        id=batch_id, status__in=[Batch.Status.PENDING, Batch.Status.RUNNING]
+    ).update(status=Batch.Status.RUNNING, progress=0.0)
+    batch = Batch.objects.select_related("project").get(id=batch_id)
+    if not claimed:
+        return batch  # redelivered after it finished
+    limits = import_limits()
+    token = batch.staged_upload
+    try:
+        with staged_upload_open(token=token, project=batch.project) as staged:
+            if _sha256_of(staged.file, limits) != batch.sha256:
+                raise rejected("the stored upload changed after it was checked")
+            with _ProgressReporter(batch=batch) as report, transaction.atomic():
+                _write(
+                    batch=batch,
+                    fileobj=staged.file,
+                    limits=limits,
+                    filename=batch.filename,
+                    on_progress=report,
+                )
+                batch.status = Batch.Status.DONE
+                batch.progress = 1.0
+                batch.staged_upload = ""
+                batch.save(update_fields=["status", "progress", "staged_upload"])
+    except ImportRejected as exc:
+        _fail(batch, "; ".join(str(issue) for issue in exc.issues[:20]))
+    except Exception:
+        logger.exception("import of batch %s failed", batch_id)
+        _fail(batch, "the import stopped with an internal error; nothing was imported")
+    staged_upload_discard(token=token)
+    return batch
+
+
+def _fail(batch: Batch, message: str) -> None:
+    batch.status = Batch.Status.FAILED
+    batch.error = message
+    batch.staged_upload = ""
+    batch.save(update_fields=["status", "error", "staged_upload"])
+
+
+def _write(
+    *,
+    batch: Batch,
+    fileobj: BinaryIO,
+    limits: ImportLimits,
+    filename: str,
+    on_progress: Callable[[int], None] | None = None,
+) -> WriteCounts:
+    """Write a file's records into `batch`, inside the caller's transaction, which any
+    ImportRejected from here must roll back: a record may be invalid after thousands are written.
+    """
+    builder = ChunkBuilder(project=batch.project, known_answers=batch.known_answers)
+    writer = writer_for(project=batch.project, batch=batch)
+    done = 0
+    records = iter_records(fileobj, format=batch.format or None, limits=limits)
+    try:
+        for chunk in record_chunks(records):
+            if done == 0:
+                batch.format = _FORMATS[type(chunk[0])]
+                _check_known_answers(batch.format, batch.known_answers)
+            writer.write(builder.build(chunk))
+            done += len(chunk)
+            if on_progress is not None:
+                on_progress(done)
+    except ImportFileInvalid:
+        fileobj.seek(0)
+        result = scan(fileobj, filename=filename, format=batch.format or None, limits=limits)
+        raise ImportRejected(result.errors, total=result.error_count) from None
+    counts = writer.finish()
+    batch.records = done
+    batch.prompts_created = counts.prompts
+    batch.responses_created = counts.responses
+    batch.pairs_created = counts.pairs
+    batch.save(
+        update_fields=["format", "records", "prompts_created", "responses_created", "pairs_created"]
+    )
+    enqueue_on_commit(project_stats_refresh, batch.project_id)
+    return counts
+
+
+_FORMATS = {
+    PairRecord: ImportFormat.PAIR,
+    ResponsesRecord: ImportFormat.RESPONSES,
+    PreferenceRecord: ImportFormat.PREFERENCE,
+}
+
+
+class _ProgressReporter:
+    """Writes a running import's progress where the polling page can see it.
+
+    The import is one transaction, invisible to others until it commits, so progress goes
+    through a second connection in autocommit mode. Updating the batch row does not wait on the
+    import: inserting pairs only takes a key-share lock on it. SQLite has a single writer, so
+    there the progress stays at 0 until the import is done.
+    """
+
+    MIN_INTERVAL = 0.5  # seconds between writes
+
+    def __init__(self, *, batch: Batch) -> None:
+        self.batch = batch
+        self.last = 0.0
+        self.connection = (
+            connections.create_connection("default") if connection.vendor == "postgresql" else None
+        )
+
+    def __enter__(self) -> _ProgressReporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.connection is not None:
+            self.connection.close()
+
+    def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        if self.connection is None or now - self.last < self.MIN_INTERVAL:
+            return
+        self.last = now
+        fraction = min(done / max(self.batch.records, 1), 0.99)
+        with self.connection.cursor() as cursor:
+            table = connection.ops.quote_name(Batch._meta.db_table)
+            cursor.execute(
+                f"UPDATE {table} SET progress = %s WHERE id = %s",  # noqa: S608 (a model's table)
+                [fraction, self.batch.id],
+            )
+
+
+def _check_known_answers(format: ImportFormat | str | None, known_answers: str) -> None:
+    if format == ImportFormat.PREFERENCE and known_answers == Batch.KnownAnswers.NONE:
+        raise rejected(
+            "preference records carry a known answer: choose whether they become gold pairs "
+            "(quality control) or seed labels (training data)",
+            "as",
+        )
+    if format != ImportFormat.PREFERENCE and known_answers != Batch.KnownAnswers.NONE:
+        raise rejected("only preference records (chosen/rejected) have known answers", "as")

@@ -1,0 +1,126 @@
+"""The two steps of an upload from the page or the API: check it (a dry run), then import it.
+
+`upload_check` stages the file and validates it, writing nothing to the database; the caller
+shows the counts, the preview and every error. `upload_import` imports a file that checked
+clean: in the request when it is small, in a worker when it is over IMPORT_BACKGROUND_BYTES or
+IMPORT_BACKGROUND_RECORDS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import IO
+
+from django.conf import settings
+from django.contrib.auth.models import User
+
+from annotation.imports.parsing import ScanResult
+from annotation.models import Batch, Project
+from annotation.services.imports.errors import rejected
+from annotation.services.imports.importing import (
+    ImportOutcome,
+    batch_duplicate_of,
+    batch_import,
+    batch_import_later,
+    batch_scan,
+    import_checks,
+    import_limits,
+)
+from annotation.services.imports.preview import PreviewPair, preview_pairs
+from annotation.services.imports.staging import (
+    StagedUpload,
+    staged_upload_discard,
+    staged_upload_get,
+    staged_upload_mark_checked,
+    staged_upload_open,
+    upload_stage,
+)
+
+
+@dataclass(frozen=True)
+class DryRun:
+    upload: StagedUpload | None  # None when the file had errors: it is not kept
+    scan: ScanResult
+    duplicate_of: Batch | None
+    preview: list[PreviewPair]
+
+    @property
+    def ok(self) -> bool:
+        return self.scan.ok and self.scan.record_count > 0
+
+    @property
+    def in_background(self) -> bool:
+        return self.upload is not None and is_large(self.upload)
+
+
+def is_large(upload: StagedUpload) -> bool:
+    """Whether the import goes to a worker (too slow to hold a web request for)."""
+    return (
+        upload.size > settings.IMPORT_BACKGROUND_BYTES
+        or (upload.records or 0) > settings.IMPORT_BACKGROUND_RECORDS
+    )
+
+
+def upload_check(
+    *, project: Project, user: User, fileobj: IO[bytes], filename: str, format: str | None
+) -> DryRun:
+    """Stage and validate an upload without importing it; keep it for `upload_import` if clean."""
+    upload = upload_stage(
+        project=project, user_id=user.id, fileobj=fileobj, filename=filename, limits=import_limits()
+    )
+    with staged_upload_open(token=upload.token, project=project) as staged:
+        result = batch_scan(fileobj=staged.file, filename=upload.filename, format=format)
+    if not result.ok or result.record_count == 0:
+        staged_upload_discard(token=upload.token)
+        return DryRun(upload=None, scan=result, duplicate_of=None, preview=[])
+    upload = staged_upload_mark_checked(
+        upload=upload, format=str(result.format), records=result.record_count
+    )
+    return DryRun(
+        upload=upload,
+        scan=result,
+        duplicate_of=batch_duplicate_of(project=project, sha256=result.sha256),
+        preview=preview_pairs(samples=result.samples, project=project),
+    )
+
+
+def upload_import(
+    *,
+    project: Project,
+    user: User,
+    token: str,
+    known_answers: str,
+    allow_duplicate: bool,
+) -> ImportOutcome:
+    """Import a staged upload that checked clean, or raise ImportRejected (nothing imported).
+
+    A rejected upload stays staged, so that "import again anyway" needs no second upload.
+    """
+    upload = staged_upload_get(token=token, project=project, user_id=user.id)
+    if not upload.checked:
+        raise rejected("check the file (dry run) before importing it")
+    import_checks(
+        project=project,
+        format=upload.format,
+        record_count=upload.records or 0,
+        sha256=upload.sha256,
+        known_answers=known_answers,
+        allow_duplicate=allow_duplicate,
+    )
+    if is_large(upload):
+        batch = batch_import_later(
+            project=project, upload=upload, uploaded_by=user, known_answers=known_answers
+        )
+        return ImportOutcome(batch=batch, scan=None)
+    with staged_upload_open(token=token, project=project, user_id=user.id) as staged:
+        outcome = batch_import(
+            project=project,
+            fileobj=staged.file,
+            filename=upload.filename,
+            uploaded_by=user,
+            format=upload.format,
+            known_answers=known_answers,
+            allow_duplicate=allow_duplicate,
+        )
+    staged_upload_discard(token=token)
+    return outcome
