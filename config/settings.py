@@ -213,6 +213,17 @@ CELERY_BEAT_SCHEDULE = {
         "task": "annotation.tasks.project_stats_refresh_all",
         "schedule": env.float("STATS_REFRESH_SECONDS", default=300.0),
     },
+    # On the default queue: a busy or dead training worker must not hold up finding dead runs.
+    "schedule-training-runs": {
+        "task": "rewardtrain.tasks.training_runs_schedule",
+        "schedule": env.float("TRAINING_SCHEDULE_SECONDS", default=300.0),
+        "options": {"queue": "default"},
+    },
+    "sweep-training-runs": {
+        "task": "rewardtrain.tasks.training_runs_sweep",
+        "schedule": env.float("TRAINING_SWEEP_SECONDS", default=120.0),
+        "options": {"queue": "default"},
+    },
     "clean-staged-uploads": {
         "task": "annotation.tasks.staged_uploads_clean",
         "schedule": 3600.0,
@@ -232,6 +243,15 @@ IMPORT_BACKGROUND_BYTES = env.int("IMPORT_BACKGROUND_BYTES", default=20 * 1024 *
 IMPORT_BACKGROUND_RECORDS = env.int("IMPORT_BACKGROUND_RECORDS", default=50_000)
 
 CHECKPOINT_ROOT = Path(env.str("CHECKPOINT_ROOT", default=str(VAR_DIR / "checkpoints")))
+# Training: a run ends within this many seconds (soft limit: the run fails cleanly), and a RUNNING
+# run whose worker sent no heartbeat for TRAINING_HEARTBEAT_TIMEOUT seconds is queued again, up
+# to TRAINING_MAX_ATTEMPTS starts in all, then failed.
+TRAINING_TIME_LIMIT = env.int("TRAINING_TIME_LIMIT", default=6 * 60 * 60)
+TRAINING_HEARTBEAT_TIMEOUT = env.float("TRAINING_HEARTBEAT_TIMEOUT", default=600.0)
+TRAINING_MAX_ATTEMPTS = env.int("TRAINING_MAX_ATTEMPTS", default=2)
+# The scorer process (manage.py scorer) that answers the score API; never exposed publicly.
+SCORER_URL = env.str("SCORER_URL", default="http://127.0.0.1:8765")
+SCORER_TIMEOUT = env.float("SCORER_TIMEOUT", default=30.0)
 DEMO_DATA_DIR = BASE_DIR / "annotation" / "demo_data"
 
 LOGGING = {

@@ -17,5 +17,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/", include("annotation.api_urls")),
+    path("api/v1/", include("rewardtrain.api_urls")),
+    path("", include("rewardtrain.urls")),  # before annotation's pages, which end in a catch-all
     path("", include("annotation.urls")),
 ]

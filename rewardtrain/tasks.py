@@ -1,0 +1,34 @@
+"""Celery tasks of training: ids in, nothing out, each a hand-over to one service.
+
+Routed to the `training` queue (settings.CELERY_TASK_ROUTES); beat sends the schedule and the
+sweep to `default`, so finding a dead training worker never waits behind a training run. The
+services are imported inside the tasks: torch loads in the worker only.
+"""
+
+from celery import shared_task
+from django.conf import settings
+
+
+@shared_task(
+    acks_late=True,
+    soft_time_limit=settings.TRAINING_TIME_LIMIT,  # raises inside the run: it fails cleanly
+    time_limit=settings.TRAINING_TIME_LIMIT + 120,
+)
+def training_run_execute(run_id: int) -> None:
+    from rewardtrain.services.runs import training_run_execute as execute
+
+    execute(run_id=run_id)
+
+
+@shared_task(acks_late=True, time_limit=120)
+def training_runs_schedule() -> None:
+    from rewardtrain.services.runs import training_runs_schedule as schedule
+
+    schedule()
+
+
+@shared_task(acks_late=True, time_limit=300)
+def training_runs_sweep() -> None:
+    from rewardtrain.services.runs import training_runs_sweep as sweep
+
+    sweep()
