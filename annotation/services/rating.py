@@ -124,10 +124,18 @@ def assignment_current(*, project: Project, rater: User) -> Assignment | None:
     )
 
 
-def assignment_next(*, project: Project, rater: User) -> Assignment | None:
+def assignment_next(
+    *, project: Project, rater: User, membership: Membership | None = None
+) -> Assignment | None:
     """The rater's current lease, or a new lease on the best open pair; None when nothing is
-    left for this rater or the rater is paused."""
-    if _is_paused(project=project, rater=rater):
+    left for this rater or the rater is paused.
+
+    `membership`, the rater's membership of `project` as the caller just read it, saves a query.
+    """
+    if membership is not None:
+        if membership.paused_at is not None:
+            return None
+    elif _is_paused(project=project, rater=rater):
         return None
     current = assignment_current(project=project, rater=rater)
     if current is not None:
