@@ -17,6 +17,7 @@ from typing import Any
 CHUNK_BYTES = 256 * 1024  # large enough to keep per-chunk overhead small, small enough to stream
 ROW_GROUP_ROWS = 10_000  # Parquet rows per row group: bounded memory, efficient reads
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_FIRST = frozenset(_FORMULA_STARTS)
 
 
 def neutralise(cell: str) -> str:
@@ -44,10 +45,15 @@ def jsonl(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
 
 
 def _csv_cell(value: Any) -> str:
+    # The common cases first and inline: this runs for every cell of a million-row export.
+    if type(value) is str:
+        return "'" + value if value[:1] in _FORMULA_FIRST else value
     if value is None:
         return ""
-    if isinstance(value, bool):
+    if value is True or value is False:
         return "true" if value else "false"
+    if type(value) is int:
+        return str(value)
     if isinstance(value, dict | list):
         value = json.dumps(value, ensure_ascii=False)
     return neutralise(str(value))
