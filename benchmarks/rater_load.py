@@ -1,0 +1,343 @@
+"""Simulated raters against a real server: gunicorn, PostgreSQL, the JSON API, no think time.
+
+    .venv/bin/python benchmarks/rater_load.py --raters 32 --seconds 20
+
+Creates a fresh PostgreSQL database (dropped at the end unless --keep-db), migrates it, makes a
+project with --pairs pairs (k = 3) and --raters raters with API tokens, starts gunicorn with
+production settings (DEBUG=false), and lets every rater loop `GET next` then `POST judgments`
+(with an Idempotency-Key, retried with the same key on a connection error) for --seconds.
+Prints judgments per second, p50/p95/p99 latency per call, errors, and the invariant check:
+judgments stored == 201 answers, no pair over its required count, no (pair, rater) twice.
+Exits 1 when an invariant fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import random
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_SERVER = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
+CHOICES = ("left", "right", "tie")
+
+
+@dataclass
+class RaterLog:
+    next_ms: list[float] = field(default_factory=list)
+    submit_ms: list[float] = field(default_factory=list)
+    created: int = 0  # 201 answers: judgments this rater's requests recorded
+    replayed: int = 0  # 200 answers: a retry found its judgment already recorded
+    errors: list[str] = field(default_factory=list)
+    exhausted: bool = False  # got 204: nothing left for this rater
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _psql(sql: str, database: str = "postgres") -> None:
+    subprocess.run(
+        ["psql", f"{PG_SERVER}/{database}", "-v", "ON_ERROR_STOP=1", "-qc", sql],
+        check=True,
+        capture_output=True,
+        # A DROP DATABASE can wait on other sessions for ever; give up instead.
+        env={**os.environ, "PGOPTIONS": "-c statement_timeout=20000"},
+    )
+
+
+def _server_env(database_url: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DEBUG": "false",
+        "HTTPS": "false",
+        "SECRET_KEY": secrets.token_urlsafe(64),
+        "DATABASE_URL": database_url,
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "CONN_MAX_AGE": "600",
+        "CELERY_BROKER_URL": "memory://",
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+def seed(*, pairs: int, raters: int) -> tuple[str, list[str]]:
+    """A project with `pairs` pairs and `raters` raters; returns its slug and the API tokens."""
+    import hashlib
+
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    from annotation.models import Batch, Membership, Pair, Project, Prompt, Response
+
+    def sha(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    user_model = get_user_model()
+    owner = user_model.objects.create(username="bench-owner")
+    project = Project.objects.create(slug="bench", name="Bench", raters_per_pair=3, gold_rate=0)
+    batch = Batch.objects.create(
+        project=project, filename="bench.jsonl", sha256=sha("bench"), uploaded_by=owner
+    )
+    prompts = Prompt.objects.bulk_create(
+        Prompt(project=project, batch=batch, text=t, content_hash=sha(t))
+        for t in (f"Question {i}: which answer is more helpful?" for i in range(pairs))
+    )
+    responses = Response.objects.bulk_create(
+        Response(prompt=p, batch=batch, text=t, content_hash=sha(t), model_name=m)
+        for p in prompts
+        for m, t in (("m1", f"A first answer to {p.text} " * 20), ("m2", f"Another to {p.text}"))
+    )
+    Pair.objects.bulk_create(
+        Pair(
+            project=project,
+            batch=batch,
+            prompt=p,
+            response_a=responses[2 * i],
+            response_b=responses[2 * i + 1],
+            judgments_needed=3,
+        )
+        for i, p in enumerate(prompts)
+    )
+    users = user_model.objects.bulk_create(
+        user_model(username=f"bench-rater-{i}") for i in range(raters)
+    )
+    Membership.objects.bulk_create(Membership(project=project, user=u) for u in users)
+    tokens = Token.objects.bulk_create(Token(user=u, key=secrets.token_hex(20)) for u in users)
+    return project.slug, [t.key for t in tokens]
+
+
+def invariants(slug: str, created: int) -> list[str]:
+    from django.db.models import Count, F
+
+    from annotation.models import Judgment, Pair
+
+    problems = []
+    stored = Judgment.objects.filter(pair__project__slug=slug).count()
+    if stored != created:
+        problems.append(f"{stored} judgments stored but {created} 201 answers")
+    over = Pair.objects.filter(project__slug=slug, judgments_count__gt=F("judgments_needed"))
+    if over.exists():
+        problems.append(f"{over.count()} pairs over their required count")
+    recount = (
+        Pair.objects.filter(project__slug=slug)
+        .annotate(n=Count("judgments"))
+        .exclude(n=F("judgments_count"))
+    )
+    if recount.exists():
+        problems.append(f"{recount.count()} pairs whose judgments_count is not their judgments")
+    twice = (
+        Judgment.objects.filter(pair__project__slug=slug)
+        .values("pair", "rater")
+        .annotate(n=Count("id"))
+        .filter(n__gt=1)
+    )
+    if twice.exists():
+        problems.append(f"{twice.count()} (pair, rater) judged twice")
+    return problems
+
+
+def rater_loop(port: int, slug: str, token: str, deadline: float, log: RaterLog) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Authorization": f"Token {token}", "Accept": "application/json"}
+    rng = random.Random(token)
+
+    def call(method: str, path: str, body: bytes | None, extra: dict) -> tuple[int, bytes]:
+        nonlocal conn
+        try:
+            conn.request(method, path, body=body, headers={**headers, **extra})
+            response = conn.getresponse()
+            return response.status, response.read()
+        except (OSError, http.client.HTTPException) as error:
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            log.errors.append(f"{method} {path}: {error!r}")
+            return 0, b""
+
+    try:
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            status, body = call("GET", f"/api/v1/projects/{slug}/next/", None, {})
+            log.next_ms.append((time.perf_counter() - started) * 1000)
+            if status == 204:
+                log.exhausted = True
+                return
+            if status != 200:
+                if status:  # a connection error is logged by call()
+                    log.errors.append(f"next: {status} {body[:200]!r}")
+                continue
+            lease = json.loads(body)["assignment"]
+            payload = json.dumps(
+                {"assignment": lease, "choice": rng.choice(CHOICES), "active_ms": 4000}
+            ).encode()
+            key = {"Idempotency-Key": str(uuid.uuid4()), "Content-Type": "application/json"}
+            for _ in range(3):  # a retry after a lost connection reuses the key
+                started = time.perf_counter()
+                status, body = call("POST", f"/api/v1/projects/{slug}/judgments/", payload, key)
+                log.submit_ms.append((time.perf_counter() - started) * 1000)
+                if status == 201:
+                    log.created += 1
+                elif status == 200:
+                    log.replayed += 1
+                elif status:
+                    log.errors.append(f"submit: {status} {body[:200]!r}")
+                if status:
+                    break
+    finally:
+        conn.close()
+
+
+def _warm_up(port: int, slug: str, tokens: list[str]) -> None:
+    def fetch(token: str) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        try:
+            for _ in range(3):
+                conn.request(
+                    "GET", "/api/v1/projects/", headers={"Authorization": f"Token {token}"}
+                )
+                conn.getresponse().read()
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=fetch, args=(token,)) for token in tokens]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def _percentiles(values: list[float]) -> str:
+    if not values:
+        return "no calls"
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return (
+        f"n={len(ordered):6d}  p50 {at(0.50):6.1f} ms  p95 {at(0.95):6.1f} ms  "
+        f"p99 {at(0.99):6.1f} ms  max {ordered[-1]:7.1f} ms"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--raters", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--pairs", type=int, default=5000)
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=1, help="threads per worker (gthread)")
+    parser.add_argument("--keep-db", action="store_true")
+    args = parser.parse_args()
+
+    database = f"pw_rater_bench_{os.getpid()}"
+    database_url = f"{PG_SERVER}/{database}"
+    env = _server_env(database_url)
+    os.environ.update({k: env[k] for k in ("DEBUG", "HTTPS", "SECRET_KEY", "DATABASE_URL")})
+    os.environ.update(CELERY_BROKER_URL="memory://", DJANGO_SETTINGS_MODULE="config.settings")
+    _psql(f'CREATE DATABASE "{database}"')
+    server = None
+    try:
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+        )
+        sys.path.insert(0, str(ROOT))
+        import django
+
+        django.setup()
+        from django.db import connection
+
+        slug, tokens = seed(pairs=args.pairs, raters=args.raters)
+        connection.close()
+
+        port = _free_port()
+        command = [
+            str(ROOT / ".venv/bin/gunicorn"),
+            "config.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(args.workers),
+            "--log-level",
+            "warning",
+            "--backlog",
+            "2048",
+        ]
+        if args.threads > 1:
+            command += ["--worker-class", "gthread", "--threads", str(args.threads)]
+        server = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        # Each worker imports the URLconf and opens its connection on its first request: do that
+        # before the clock starts, from as many clients as there are raters.
+        _warm_up(port, slug, tokens)
+
+        load_before = os.getloadavg()[0]
+        logs = [RaterLog() for _ in tokens]
+        started = time.monotonic()
+        deadline = started + args.seconds
+        threads = [
+            threading.Thread(target=rater_loop, args=(port, slug, token, deadline, log))
+            for token, log in zip(tokens, logs, strict=True)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.monotonic() - started
+
+        created = sum(log.created for log in logs)
+        errors = [e for log in logs for e in log.errors]
+        print(
+            f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()}; "
+            f"gunicorn {args.workers} workers x {args.threads} threads; "
+            f"{args.raters} raters, {args.pairs} pairs (k=3), {elapsed:.1f} s, no think time"
+        )
+        # The machine may be shared: a load far above the core count means the figures are low.
+        print(f"load average  before {load_before:.1f}, after {os.getloadavg()[0]:.1f}")
+        print(f"judgments/s   {created / elapsed:8.1f}   ({created} recorded)")
+        print(f"next          {_percentiles([t for log in logs for t in log.next_ms])}")
+        print(f"submit        {_percentiles([t for log in logs for t in log.submit_ms])}")
+        print(f"replayed      {sum(log.replayed for log in logs)}   errors {len(errors)}")
+        for error in errors[:10]:
+            print(f"  {error}")
+        if any(log.exhausted for log in logs):
+            print("note: the pool ran out for some raters before the time was up")
+        problems = invariants(slug, created)
+        connection.close()
+        print("invariants    " + ("OK" if not problems else "FAILED: " + "; ".join(problems)))
+        return 1 if problems or errors else 0
+    finally:
+        if server is not None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+        if not args.keep_db:
+            try:
+                _psql(f'DROP DATABASE "{database}" WITH (FORCE)')
+            except subprocess.CalledProcessError as error:
+                print(f"could not drop {database}: {error.stderr.decode().strip()}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
