@@ -1,0 +1,146 @@
+"""The rater page in a real browser: keyboard-only rating with undo, and hostile content inert.
+
+Set PAIRWISE_SCREENSHOT_DIR to also save the page as rate.png there (docs/screenshots.py takes
+the README's picture from the demo data instead).
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from annotation.models import Assignment, Judgment
+from tests.browser.conftest import log_in
+from tests.factories import PairFactory, PromptFactory, ResponseFactory
+
+pytestmark = pytest.mark.browser
+
+KEYS = {"left": "1", "right": "2", "tie": "3", "both_bad": "4"}
+STRENGTH_KEYS = {1: "q", 2: "w", 3: "e"}
+
+
+@pytest.fixture
+def rating_project(project):
+    project.gold_rate = 0.0
+    project.save(update_fields=["gold_rate"])
+    return project
+
+
+def card_assignment(page) -> int:
+    return int(page.locator("#pair-card").get_attribute("data-assignment"))
+
+
+def judge(page, choice: str, strength: int | None = None) -> int:
+    """Judge the pair on screen with the keyboard only; wait for the next card. Returns the
+    assignment id that was judged."""
+    judged = card_assignment(page)
+    page.keyboard.press(KEYS[choice])
+    if strength is not None:
+        page.keyboard.press(STRENGTH_KEYS[strength])
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "id => document.getElementById('pair-card').dataset.assignment !== String(id)",
+        arg=judged,
+    )
+    return judged
+
+
+def in_pair_terms(choice: str, swapped: bool) -> str:
+    if choice == "left":
+        return "b" if swapped else "a"
+    if choice == "right":
+        return "a" if swapped else "b"
+    return choice
+
+
+def test_a_rater_judges_five_pairs_by_keyboard_and_undoes_one(browser_page, rating_project, rater):
+    page = browser_page
+    PairFactory.create_batch(7, project=rating_project, prompt__batch__project=rating_project)
+    log_in(page, rater, next_path=f"/p/{rating_project.slug}/rate/")
+    page.evaluate("window.notReloaded = true")
+    expected: dict[int, tuple[str, int | None]] = {}
+
+    for choice, strength in [("left", 2), ("right", None), ("tie", None)]:
+        third = judge(page, choice, strength)
+        expected[third] = (choice, strength)
+
+    page.keyboard.press("u")  # take back the third: it comes back on screen
+    page.wait_for_function(
+        "id => document.getElementById('pair-card').dataset.assignment === String(id)",
+        arg=third,
+    )
+    assert "taken back" in page.locator("#pair-card").inner_text()
+    assert page.evaluate("document.activeElement.id") == "pair-card-title"
+    del expected[third]
+    expected[judge(page, "right", 3)] = ("right", 3)
+
+    for choice, strength in [("both_bad", None), ("left", 1)]:
+        expected[judge(page, choice, strength)] = (choice, strength)
+
+    if os.environ.get("PAIRWISE_SCREENSHOT_DIR"):
+        page.screenshot(path=str(Path(os.environ["PAIRWISE_SCREENSHOT_DIR"]) / "rate.png"))
+    assert page.evaluate("window.notReloaded") is True  # every swap was htmx, no page load
+    assert page.locator("#pair-card .progress dd").nth(1).inner_text() == "5"
+    judgments = Judgment.objects.filter(rater=rater).select_related("assignment")
+    assert len(judgments) == 5
+    for judgment in judgments:
+        choice, strength = expected[judgment.assignment_id]
+        assert judgment.choice == in_pair_terms(choice, judgment.assignment.swapped)
+        assert judgment.swapped == judgment.assignment.swapped
+        assert judgment.strength == strength
+        assert judgment.active_ms is not None
+    assert Assignment.objects.get(id=third).status == Assignment.Status.DONE
+    assert Judgment.objects.get(assignment_id=third).choice == in_pair_terms(
+        "right", Assignment.objects.get(id=third).swapped
+    )
+    assert page.dialogs == []
+    assert page.csp_errors == []
+
+
+HOSTILE = (
+    "<script>alert(1)</script>\n\n<img src=x onerror=alert(1)>\n\n"
+    "[click me](javascript:alert(1))\n\n"
+    '<div hx-get="/boom" hx-trigger="load">boom</div>\n\n'
+    '<a href="/boom" hx-get="/boom" hx-trigger="load">boom link</a>'
+)
+
+
+def hostile_pair(project, n):
+    prompt = PromptFactory(batch__project=project, text=f"Prompt {n}\n\n{HOSTILE}")
+    return PairFactory(
+        project=project,
+        prompt=prompt,
+        response_a=ResponseFactory(prompt=prompt, text=f"First {n}\n\n{HOSTILE}"),
+        response_b=ResponseFactory(prompt=prompt, text=f"Second {n}\n\n{HOSTILE}"),
+    )
+
+
+def assert_inert(page) -> None:
+    card = page.locator("#pair-card")
+    for panel in card.locator(".response-body, .prompt-body").all():
+        text = panel.inner_text()
+        assert "<script>alert(1)</script>" in text
+        assert "<img src=x onerror=alert(1)>" in text
+        assert '<div hx-get="/boom" hx-trigger="load">' in text
+    assert card.locator("script, img, iframe, [hx-get='/boom'], a[href^='javascript']").count() == 0
+
+
+def test_hostile_prompts_and_responses_show_as_text_and_nothing_fires(
+    browser_page, rating_project, rater
+):
+    page = browser_page
+    hostile_pair(rating_project, 1)
+    hostile_pair(rating_project, 2)
+    log_in(page, rater, next_path=f"/p/{rating_project.slug}/rate/")
+    page.wait_for_load_state("networkidle")
+    assert_inert(page)  # rendered by the full page
+
+    judge(page, "tie")
+    page.wait_for_load_state("networkidle")
+    assert_inert(page)  # and swapped in by htmx
+    page.wait_for_timeout(300)  # time for a load trigger or an onerror to fire, were they live
+
+    assert page.dialogs == []
+    assert [url for url in page.requests if "/boom" in url or url.startswith("javascript")] == []
+    assert page.csp_errors == []
+    assert Judgment.objects.filter(rater=rater).count() == 1
