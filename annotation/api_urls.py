@@ -1,10 +1,30 @@
 from django.urls import path
 
-from annotation.apis import agreement, exports, people, rating
+from annotation.apis import agreement, batches, exports, people, rating
 
 app_name = "api"
 
 urlpatterns = [
+    path(
+        "projects/<slug:slug>/batches/",
+        batches.BatchListCreateApi.as_view(),
+        name="batch-list",
+    ),
+    path(
+        "projects/<slug:slug>/batches/<int:batch_id>/",
+        batches.BatchDetailApi.as_view(),
+        name="batch-detail",
+    ),
+    path(
+        "projects/<slug:slug>/batches/<int:batch_id>/retire/",
+        batches.BatchRetireApi.as_view(),
+        name="batch-retire",
+    ),
+    path(
+        "projects/<slug:slug>/batches/<int:batch_id>/unretire/",
+        batches.BatchUnretireApi.as_view(),
+        name="batch-unretire",
+    ),
     path("projects/<slug:slug>/next/", rating.AssignmentNextApi.as_view(), name="rating-next"),
     path(
         "projects/<slug:slug>/judgments/",

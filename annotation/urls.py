@@ -1,12 +1,29 @@
 from django.urls import path
 
-from annotation.views import agreement, exports, members, projects, rating, settings
+from annotation.views import agreement, batches, exports, members, projects, rating, settings
 
 app_name = "annotation"
 
 urlpatterns = [
     path("", projects.home, name="home"),
     path("p/<slug:slug>/", projects.overview, name="overview"),
+    path("p/<slug:slug>/batches/", batches.batches, name="batches"),
+    path("p/<slug:slug>/batches/import/", batches.batch_import, name="batch-import"),
+    path(
+        "p/<slug:slug>/batches/<int:batch_id>/progress/",
+        batches.batch_progress,
+        name="batch-progress",
+    ),
+    path(
+        "p/<slug:slug>/batches/<int:batch_id>/retire/",
+        batches.batch_retire_view,
+        name="batch-retire",
+    ),
+    path(
+        "p/<slug:slug>/batches/<int:batch_id>/unretire/",
+        batches.batch_unretire_view,
+        name="batch-unretire",
+    ),
     path("projects/new/", settings.project_create_page, name="project-create"),
     path("projects/guidelines-preview/", settings.guidelines_preview, name="guidelines-preview"),
     path("p/<slug:slug>/settings/", settings.project_settings, name="project-settings"),

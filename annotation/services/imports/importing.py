@@ -237,12 +237,13 @@ def _write(
     on_progress: Callable[[int], None] | None = None,
 ) -> WriteCounts:
     """Write a file's records into `batch`, inside the caller's transaction, which any
-    ImportRejected from here must roll back: a record may be invalid after thousands are written.
+    ImportRejected from here must roll back: a record may be invalid after thousands were written.
     """
     builder = ChunkBuilder(project=batch.project, known_answers=batch.known_answers)
     writer = writer_for(project=batch.project, batch=batch)
     done = 0
-    records = iter_records(fileobj, format=batch.format or None, limits=limits)
+    asked = batch.format or None
+    records = iter_records(fileobj, format=asked, limits=limits)
     try:
         for chunk in record_chunks(records):
             if done == 0:
@@ -254,7 +255,7 @@ def _write(
                 on_progress(done)
     except ImportFileInvalid:
         fileobj.seek(0)
-        result = scan(fileobj, filename=filename, format=batch.format or None, limits=limits)
+        result = scan(fileobj, filename=filename, format=asked, limits=limits)
         raise ImportRejected(result.errors, total=result.error_count) from None
     counts = writer.finish()
     batch.records = done

@@ -1,0 +1,258 @@
+"""Batches in the JSON API: upload (with a dry run), list, read one, retire and serve again."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotation.imports.records import ImportIssue
+from annotation.models import Batch, Membership
+from annotation.selectors.access import project_access
+from annotation.selectors.batches import batch_get, batch_list
+from annotation.services.imports import (
+    DryRun,
+    ImportRejected,
+    batch_retire,
+    batch_unretire,
+    upload_check,
+    upload_import,
+)
+from annotation.services.imports.staging import staged_upload_discard
+
+ADMIN = Membership.Role.ADMIN
+LEAD = Membership.Role.LEAD
+
+
+class BatchOutputSerializer(serializers.ModelSerializer):
+    uploaded_by = serializers.CharField(source="uploaded_by.get_username", read_only=True)
+
+    class Meta:
+        model = Batch
+        fields = [
+            "id",
+            "filename",
+            "sha256",
+            "format",
+            "known_answers",
+            "records",
+            "prompts_created",
+            "responses_created",
+            "pairs_created",
+            "uploaded_by",
+            "created_at",
+            "retired_at",
+            "status",
+            "progress",
+            "error",
+        ]
+        read_only_fields = fields
+
+
+class BatchUploadInputSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="JSONL or CSV, optionally gzipped.")
+    format = serializers.ChoiceField(
+        choices=Batch.Format.choices,
+        required=False,
+        allow_blank=True,
+        help_text="Detected from the first record when left out.",
+    )
+    # Sent as "as" (a Python keyword, so declared under this name and renamed in __init__).
+    known_answers = serializers.ChoiceField(
+        choices=[Batch.KnownAnswers.GOLD, Batch.KnownAnswers.SEED],
+        required=False,
+        help_text="Preference files only: gold pairs (quality control) or seed labels.",
+    )
+    dry_run = serializers.BooleanField(
+        default=False, help_text="Validate and count, import nothing."
+    )
+    allow_duplicate = serializers.BooleanField(
+        default=False, help_text="Import a file whose sha256 matches an earlier batch."
+    )
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.fields["as"] = self.fields.pop("known_answers")  # keeps source="known_answers"
+
+
+class IssueSerializer(serializers.Serializer):
+    line = serializers.IntegerField(
+        allow_null=True, help_text="Line (JSONL) or row (CSV, header = 1)."
+    )
+    unit = serializers.ChoiceField(choices=["line", "row"])
+    field = serializers.CharField(allow_null=True)
+    message = serializers.CharField()
+
+
+class ImportErrorsSerializer(serializers.Serializer):
+    errors = IssueSerializer(many=True, help_text="The first 1,000 problems, in file order.")
+    error_count = serializers.IntegerField(help_text="All problems found.")
+    imported = serializers.IntegerField(help_text="Always 0: an invalid file imports nothing.")
+    duplicate_of = serializers.IntegerField(
+        allow_null=True, help_text="The earlier batch, when the file was seen before."
+    )
+
+
+DryRunSerializer = inline_serializer(
+    "BatchDryRun",
+    {
+        "dry_run": serializers.BooleanField(),
+        "filename": serializers.CharField(),
+        "sha256": serializers.CharField(),
+        "format": serializers.CharField(),
+        "records": serializers.IntegerField(),
+        "responses": serializers.IntegerField(),
+        "extra_keys": serializers.ListField(child=serializers.CharField()),
+        "duplicate_of": serializers.IntegerField(allow_null=True),
+        "in_background": serializers.BooleanField(),
+    },
+)
+
+
+def _issue(issue: ImportIssue) -> dict:
+    return {"line": issue.line, "unit": issue.unit, "field": issue.field, "message": issue.message}
+
+
+def _errors(issues: list[ImportIssue], total: int, duplicate_of: Batch | None = None) -> Response:
+    return Response(
+        {
+            "errors": [_issue(i) for i in issues],
+            "error_count": total,
+            "imported": 0,
+            "duplicate_of": duplicate_of.id if duplicate_of else None,
+        },
+        status=status.HTTP_400_BAD_REQUEST,
+    )
+
+
+def _dry_run_data(dry_run: DryRun) -> dict:
+    result = dry_run.scan
+    return {
+        "dry_run": True,
+        "filename": result.filename,
+        "sha256": result.sha256 or "",
+        "format": str(result.format or ""),
+        "records": result.record_count,
+        "responses": result.response_count,
+        "extra_keys": list(result.extra_keys),
+        "duplicate_of": dry_run.duplicate_of.id if dry_run.duplicate_of else None,
+        "in_background": dry_run.in_background,
+    }
+
+
+class BatchListCreateApi(APIView):
+    """A project's batches (leads and admins); upload a new one (admins)."""
+
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(responses=BatchOutputSerializer(many=True))
+    def get(self, request: Request, slug: str) -> Response:
+        access = project_access(user=request.user, slug=slug, min_role=LEAD)
+        return Response(BatchOutputSerializer(batch_list(project=access.project), many=True).data)
+
+    @extend_schema(
+        request={"multipart/form-data": BatchUploadInputSerializer},
+        responses={
+            201: OpenApiResponse(BatchOutputSerializer, description="Imported."),
+            202: OpenApiResponse(
+                BatchOutputSerializer,
+                description="A large file: a worker imports it; poll the batch for `status`.",
+            ),
+            200: OpenApiResponse(DryRunSerializer, description="`dry_run`: the file is valid."),
+            400: OpenApiResponse(
+                ImportErrorsSerializer,
+                description="Nothing imported: every problem with its line or row and field.",
+                examples=[
+                    OpenApiExample(
+                        "A row without a response",
+                        value={
+                            "errors": [
+                                {
+                                    "line": 3,
+                                    "unit": "line",
+                                    "field": "response_b",
+                                    "message": "is missing",
+                                }
+                            ],
+                            "error_count": 1,
+                            "imported": 0,
+                            "duplicate_of": None,
+                        },
+                    )
+                ],
+            ),
+        },
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        access = project_access(user=request.user, slug=slug, min_role=ADMIN)
+        serializer = BatchUploadInputSerializer(data=request.data)
+        if not serializer.is_valid():
+            issues = [
+                ImportIssue(None, name, " ".join(str(m) for m in messages))
+                for name, messages in serializer.errors.items()
+            ]
+            return _errors(issues, len(issues))
+        data = serializer.validated_data
+        upload = data["file"]
+        try:
+            dry_run = upload_check(
+                project=access.project,
+                user=request.user,  # type: ignore[arg-type]
+                fileobj=upload,
+                filename=upload.name or "upload",
+                format=data.get("format") or None,
+            )
+        except ImportRejected as rejected:
+            return _errors(rejected.issues, rejected.total)
+        result = dry_run.scan
+        if dry_run.upload is None:
+            return _errors(list(result.errors), result.error_count)
+        if data["dry_run"]:
+            staged_upload_discard(token=dry_run.upload.token)
+            return Response(_dry_run_data(dry_run))
+        try:
+            outcome = upload_import(
+                project=access.project,
+                user=request.user,  # type: ignore[arg-type]
+                token=dry_run.upload.token,
+                known_answers=data.get("known_answers") or Batch.KnownAnswers.NONE,
+                allow_duplicate=data["allow_duplicate"],
+            )
+        except ImportRejected as rejected:
+            staged_upload_discard(token=dry_run.upload.token)
+            return _errors(rejected.issues, rejected.total, rejected.duplicate_of)
+        code = status.HTTP_202_ACCEPTED if outcome.in_background else status.HTTP_201_CREATED
+        return Response(BatchOutputSerializer(outcome.batch).data, status=code)
+
+
+class BatchDetailApi(APIView):
+    """One batch: poll `status` and `progress` of a large import here."""
+
+    @extend_schema(responses=BatchOutputSerializer)
+    def get(self, request: Request, slug: str, batch_id: int) -> Response:
+        access = project_access(user=request.user, slug=slug, min_role=LEAD)
+        batch = batch_get(project=access.project, batch_id=batch_id)
+        return Response(BatchOutputSerializer(batch).data)
+
+
+class BatchRetireApi(APIView):
+    """Stop serving the pairs this batch created (judgments are kept). Idempotent."""
+
+    @extend_schema(request=None, responses=BatchOutputSerializer)
+    def post(self, request: Request, slug: str, batch_id: int) -> Response:
+        access = project_access(user=request.user, slug=slug, min_role=ADMIN)
+        batch = batch_retire(batch=batch_get(project=access.project, batch_id=batch_id))
+        return Response(BatchOutputSerializer(batch).data)
+
+
+class BatchUnretireApi(APIView):
+    """Serve a retired batch's pairs again. Idempotent."""
+
+    @extend_schema(request=None, responses=BatchOutputSerializer)
+    def post(self, request: Request, slug: str, batch_id: int) -> Response:
+        access = project_access(user=request.user, slug=slug, min_role=ADMIN)
+        batch = batch_unretire(batch=batch_get(project=access.project, batch_id=batch_id))
+        return Response(BatchOutputSerializer(batch).data)
