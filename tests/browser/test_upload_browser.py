@@ -1,0 +1,57 @@
+"""Uploading a batch in a real browser: a file with three bad rows imports nothing and names the
+three lines; the fixed file checks clean and imports, and the page shows the counts."""
+
+import json
+
+import pytest
+
+from annotation.models import Batch, Pair
+from tests.browser.conftest import log_in
+
+pytestmark = pytest.mark.browser
+
+
+def pairs_file(tmp_path, *, broken: bool):
+    rows = [
+        {"id": f"p{i}", "prompt": f"Question {i}?", "response_a": f"A {i}", "response_b": f"B {i}"}
+        for i in range(1, 11)
+    ]
+    if broken:
+        del rows[2]["response_b"]  # line 3
+        rows[5]["prompt"] = 6  # line 6
+        rows[8]["response_a"] = ""  # line 9
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def test_an_admin_sees_three_bad_lines_fixes_them_and_imports(
+    browser_page, project, admin_member, tmp_path, settings
+):
+    settings.IMPORT_UPLOAD_DIR = tmp_path / "uploads"
+    page = browser_page
+    log_in(page, admin_member, next_path=f"/p/{project.slug}/batches/")
+
+    page.get_by_label("File (.jsonl, .csv, or either gzipped)").set_input_files(
+        pairs_file(tmp_path, broken=True)
+    )
+    page.get_by_role("button", name="Check the file (dry run)").click()
+    report = page.locator("#upload-result")
+    report.get_by_text("Nothing imported").wait_for()
+    text = report.inner_text()
+    for line in ("line 3", "line 6", "line 9"):
+        assert line in text
+    assert "3 errors" in text
+    assert not Batch.objects.filter(project=project).exists()
+
+    page.get_by_label("File (.jsonl, .csv, or either gzipped)").set_input_files(
+        pairs_file(tmp_path, broken=False)
+    )
+    page.get_by_role("button", name="Check the file (dry run)").click()
+    report.get_by_text("is valid").wait_for()
+    page.get_by_role("button", name="Import 10 records").click()
+    report.get_by_text("10 new pairs").wait_for()
+    page.locator("#batch-list").get_by_text("pairs.jsonl").wait_for()  # the list is refreshed
+    assert Pair.objects.filter(project=project).count() == 10
+    assert page.dialogs == []
+    assert page.csp_errors == []
