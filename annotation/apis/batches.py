@@ -87,13 +87,20 @@ class IssueSerializer(serializers.Serializer):
     message = serializers.CharField()
 
 
-class ImportErrorsSerializer(serializers.Serializer):
-    errors = IssueSerializer(many=True, help_text="The first 1,000 problems, in file order.")
-    error_count = serializers.IntegerField(help_text="All problems found.")
-    imported = serializers.IntegerField(help_text="Always 0: an invalid file imports nothing.")
-    duplicate_of = serializers.IntegerField(
-        allow_null=True, help_text="The earlier batch, when the file was seen before."
-    )
+# "errors" would shadow Serializer.errors on a declared class, hence inline_serializer.
+ImportErrorsSerializer = inline_serializer(
+    "ImportErrors",
+    {
+        "errors": IssueSerializer(many=True, help_text="The first 1,000 problems, in file order."),
+        "error_count": serializers.IntegerField(help_text="All problems found."),
+        "imported": serializers.IntegerField(
+            help_text="Always 0: an invalid file imports nothing."
+        ),
+        "duplicate_of": serializers.IntegerField(
+            allow_null=True, help_text="The earlier batch, when the file was seen before."
+        ),
+    },
+)
 
 
 DryRunSerializer = inline_serializer(
