@@ -33,7 +33,9 @@ def agreement_report_refresh_due() -> None:
         agreement_report_refresh.delay(project_id)
 
 
-@shared_task(acks_late=True, time_limit=2 * 60 * 60)
+# Under Redis's default visibility timeout (1 hour), so a task still running is never handed to a
+# second worker; 2,000,000 records (the largest file allowed) import in well under this.
+@shared_task(acks_late=True, time_limit=45 * 60)
 def batch_import_run(batch_id: int) -> None:
     """Import a large upload; the service leaves a batch that is done or failed alone."""
     from annotation.services.imports import batch_import_run as run  # imports this module
