@@ -29,4 +29,5 @@ RUN DEBUG=true python manage.py collectstatic --noinput
 
 USER pairwise
 EXPOSE 8000
-CMD ["gunicorn", "config.wsgi", "--bind", "0.0.0.0:8000", "--workers", "4", "--access-logfile", "-"]
+# gthread workers with a long timeout: streamed exports of millions of rows take minutes.
+CMD ["gunicorn", "config.wsgi", "--bind", "0.0.0.0:8000", "--workers", "4", "--worker-class", "gthread", "--threads", "4", "--timeout", "300", "--access-logfile", "-"]
