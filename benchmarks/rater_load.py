@@ -151,7 +151,9 @@ def invariants(slug: str, created: int) -> list[str]:
     return problems
 
 
-def rater_loop(port: int, slug: str, token: str, deadline: float, log: RaterLog) -> None:
+def rater_loop(
+    port: int, slug: str, token: str, deadline: float, think_ms: float, log: RaterLog
+) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     headers = {"Authorization": f"Token {token}", "Accept": "application/json"}
     rng = random.Random(token)
@@ -197,6 +199,8 @@ def rater_loop(port: int, slug: str, token: str, deadline: float, log: RaterLog)
                     log.errors.append(f"submit: {status} {body[:200]!r}")
                 if status:
                     break
+            if think_ms:  # reading time, drawn so that raters do not march in step
+                time.sleep(rng.uniform(0.5, 1.5) * think_ms / 1000)
     finally:
         conn.close()
 
@@ -241,6 +245,9 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=1, help="threads per worker (gthread)")
+    parser.add_argument(
+        "--think-ms", type=float, default=0.0, help="mean pause after each judgment (0: none)"
+    )
     parser.add_argument("--keep-db", action="store_true")
     args = parser.parse_args()
 
@@ -298,7 +305,9 @@ def main() -> int:
         started = time.monotonic()
         deadline = started + args.seconds
         threads = [
-            threading.Thread(target=rater_loop, args=(port, slug, token, deadline, log))
+            threading.Thread(
+                target=rater_loop, args=(port, slug, token, deadline, args.think_ms, log)
+            )
             for token, log in zip(tokens, logs, strict=True)
         ]
         for thread in threads:
@@ -312,7 +321,8 @@ def main() -> int:
         print(
             f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()}; "
             f"gunicorn {args.workers} workers x {args.threads} threads; "
-            f"{args.raters} raters, {args.pairs} pairs (k=3), {elapsed:.1f} s, no think time"
+            f"{args.raters} raters, {args.pairs} pairs (k=3), {elapsed:.1f} s, "
+            f"think time {args.think_ms:.0f} ms"
         )
         # The machine may be shared: a load far above the core count means the figures are low.
         print(f"load average  before {load_before:.1f}, after {os.getloadavg()[0]:.1f}")
