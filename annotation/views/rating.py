@@ -38,13 +38,14 @@ from annotation.services.rating import (
     judgment_undo,
 )
 
+# Short labels keep the whole choice bar on one line at laptop widths; the legends say the rest.
 _CHOICES = {
-    "left": ("Left is better", "1"),
-    "right": ("Right is better", "2"),
-    "tie": ("About the same", "3"),
-    "both_bad": ("Both are bad", "4"),
+    "left": ("Left better", "1"),
+    "right": ("Right better", "2"),
+    "tie": ("Tie", "3"),
+    "both_bad": ("Both bad", "4"),
 }
-_STRENGTHS = {1: ("Slightly better", "q"), 2: ("Clearly better", "w"), 3: ("Much better", "e")}
+_STRENGTHS = {1: ("Slightly", "q"), 2: ("Clearly", "w"), 3: ("Much", "e")}
 _MAX_ACTIVE_MS = 24 * 3600 * 1000  # a browser reporting more than a day is not measuring
 
 

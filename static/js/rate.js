@@ -24,6 +24,10 @@
   var CHOICE_KEYS = { "1": "choice-left", "2": "choice-right", "3": "choice-tie", "4": "choice-both_bad" };
   var STRENGTH_KEYS = { q: "strength-1", w: "strength-2", e: "strength-3" };
 
+  // From a request until the next card has settled: the card on screen is on its way out, and
+  // htmx has not yet wired the new one (a submit then would be a full page post).
+  var busy = false;
+
   /* Active time: the page visible and the window focused, since this pair was shown. */
   var active = { ms: 0, since: null, assignment: null };
 
@@ -69,7 +73,7 @@
     var input = document.getElementById(id);
     if (!input || input.disabled || input.closest("fieldset:disabled")) return;
     input.checked = true;
-    input.focus();
+    input.focus({ preventScroll: true }); // the responses stay in view while choosing
     input.dispatchEvent(new Event("change", { bubbles: true }));
   }
 
@@ -116,6 +120,12 @@
     }
     if (event.ctrlKey || event.metaKey || isTyping(event.target)) return;
     var key = event.key;
+    if (busy) {
+      if (key === "Enter" || CHOICE_KEYS[key] || STRENGTH_KEYS[key] || "sug?".indexOf(key) >= 0) {
+        event.preventDefault();
+      }
+      return;
+    }
     if (key === "Enter") {
       // On a focused button, link or summary, Enter keeps its own meaning.
       if (event.target.closest && event.target.closest("button, a, summary")) return;
@@ -151,6 +161,7 @@
   }
 
   function cardArrived() {
+    busy = false;
     var card = document.getElementById("pair-card");
     if (!card) return;
     startTimingFor(card);
@@ -162,6 +173,7 @@
   }
 
   function showFailure(text) {
+    busy = false;
     var card = document.getElementById("pair-card");
     if (card) card.removeAttribute("aria-busy");
     var note = document.getElementById("rate-failure");
@@ -185,6 +197,7 @@
     startTimingFor(card);
     syncStrength();
     document.body.addEventListener("htmx:beforeRequest", function () {
+      busy = true;
       var current = document.getElementById("pair-card");
       if (current) current.setAttribute("aria-busy", "true");
     });

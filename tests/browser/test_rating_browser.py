@@ -30,18 +30,25 @@ def card_assignment(page) -> int:
     return int(page.locator("#pair-card").get_attribute("data-assignment"))
 
 
-def judge(page, choice: str, strength: int | None = None) -> int:
-    """Judge the pair on screen with the keyboard only; wait for the next card. Returns the
-    assignment id that was judged."""
-    judged = card_assignment(page)
-    page.keyboard.press(KEYS[choice])
-    if strength is not None:
-        page.keyboard.press(STRENGTH_KEYS[strength])
-    page.keyboard.press("Enter")
-    page.wait_for_function(
-        "id => document.getElementById('pair-card').dataset.assignment !== String(id)",
-        arg=judged,
+def swap_card(page, *keys: str) -> None:
+    """Press `keys` and wait until htmx has swapped in the next card and settled it."""
+    page.evaluate(
+        """() => {  // a statement, not an expression: evaluate() would await the promise
+            window.cardSettled = new Promise(resolve => document.body.addEventListener(
+                'htmx:afterSettle', event => event.target.id === 'pair-card' && resolve()));
+        }"""
     )
+    for key in keys:
+        page.keyboard.press(key)
+    page.evaluate("window.cardSettled")
+
+
+def judge(page, choice: str, strength: int | None = None) -> int:
+    """Judge the pair on screen with the keyboard only. Returns the judged assignment's id."""
+    judged = card_assignment(page)
+    keys = [KEYS[choice], *([STRENGTH_KEYS[strength]] if strength else []), "Enter"]
+    swap_card(page, *keys)
+    assert card_assignment(page) != judged
     return judged
 
 
@@ -64,13 +71,10 @@ def test_a_rater_judges_five_pairs_by_keyboard_and_undoes_one(browser_page, rati
         third = judge(page, choice, strength)
         expected[third] = (choice, strength)
 
-    page.keyboard.press("u")  # take back the third: it comes back on screen
-    page.wait_for_function(
-        "id => document.getElementById('pair-card').dataset.assignment === String(id)",
-        arg=third,
-    )
-    assert "taken back" in page.locator("#pair-card").inner_text()
+    swap_card(page, "u")  # take back the third: it comes back on screen
+    assert card_assignment(page) == third
     assert page.evaluate("document.activeElement.id") == "pair-card-title"
+    assert "taken back" in page.locator("#pair-card").inner_text()
     del expected[third]
     expected[judge(page, "right", 3)] = ("right", 3)
 
