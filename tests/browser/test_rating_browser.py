@@ -109,13 +109,19 @@ HOSTILE = (
 )
 
 
+# Mostly whitespace, blank lines, an indented block of spaces and one endless word.
+BLOWUP = (
+    " " * 20_000 + "\n" * 3_000 + ("        \n" * 500) + "x" * 20_000 + "\n\n    " + "y" * 5_000
+)
+
+
 def hostile_pair(project, n):
     prompt = PromptFactory(batch__project=project, text=f"Prompt {n}\n\n{HOSTILE}")
     return PairFactory(
         project=project,
         prompt=prompt,
         response_a=ResponseFactory(prompt=prompt, text=f"First {n}\n\n{HOSTILE}"),
-        response_b=ResponseFactory(prompt=prompt, text=f"Second {n}\n\n{HOSTILE}"),
+        response_b=ResponseFactory(prompt=prompt, text=f"Second {n}\n\n{HOSTILE}\n\n{BLOWUP}"),
     )
 
 
@@ -127,6 +133,10 @@ def assert_inert(page) -> None:
         assert "<img src=x onerror=alert(1)>" in text
         assert '<div hx-get="/boom" hx-trigger="load">' in text
     assert card.locator("script, img, iframe, [hx-get='/boom'], a[href^='javascript']").count() == 0
+    # The whitespace and the long word stay inside their scrolling panels.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+    for panel in card.locator(".response-body").all():
+        assert panel.bounding_box()["height"] <= 0.6 * 800
 
 
 def test_hostile_prompts_and_responses_show_as_text_and_nothing_fires(
