@@ -1,4 +1,5 @@
 # Pairwise: `make run` starts the app with a demo project; `make test` runs every check.
+# make run starts web, worker, beat and the scorer (the process behind the score API).
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -29,6 +30,7 @@ run: $(STAMP)
 	@trap 'kill 0' INT TERM EXIT; \
 	$(RUN_ENV) $(VENV)/bin/celery --quiet -A config worker -Q default,training --concurrency 2 --loglevel WARNING & \
 	$(RUN_ENV) $(VENV)/bin/celery --quiet -A config beat --loglevel WARNING & \
+	$(RUN_ENV) $(PY) manage.py scorer & \
 	$(RUN_ENV) $(PY) manage.py runserver --noreload $(HOST):$(PORT) & \
 	sleep 3; echo; cat var/demo.txt; \
 	echo; echo "Pairwise is running: open http://$(HOST):$(PORT)/ and log in. Ctrl-C stops everything."; \
