@@ -24,14 +24,14 @@ import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from annotation.models import Assignment, Judgment, Membership, Pair, Project
+from annotation.models import Assignment, Judgment, Membership, Pair, Project, Prompt, Response
 from annotation.services.agreement import pair_overlap_extend
 
 UNDO_WINDOW = timedelta(minutes=2)
@@ -41,6 +41,94 @@ _ATTEMPTS = 50
 
 SHOWN_CHOICES = ("left", "right", "tie", "both_bad")
 _SHOWN_PAIR = ("pair__prompt", "pair__response_a", "pair__response_b")
+
+# The rater's hot path (next, judge) runs SQL written once here rather than querysets: building a
+# four-table join with the ORM cost more CPU per request than PostgreSQL spends answering it.
+_ASSIGNMENT = Assignment._meta.db_table
+_PAIR = Pair._meta.db_table
+_JUDGMENT = Judgment._meta.db_table
+# What a rater is shown of a pair `p`, in the column order _shown_lease reads.
+_SHOWN_COLUMNS = (
+    "p.id, p.prompt_id, p.response_a_id, p.response_b_id, p.judgments_count, "
+    "p.judgments_needed, p.gold_choice, pr.text, pr.messages, ra.text, rb.text"
+)
+_SHOWN_JOINS = (
+    f"JOIN {Prompt._meta.db_table} pr ON pr.id = p.prompt_id "
+    f"JOIN {Response._meta.db_table} ra ON ra.id = p.response_a_id "
+    f"JOIN {Response._meta.db_table} rb ON rb.id = p.response_b_id"
+)
+_CURRENT_SQL = f"""
+    SELECT a.id, a.swapped, a.created_at, a.expires_at, {_SHOWN_COLUMNS}
+    FROM {_ASSIGNMENT} a JOIN {_PAIR} p ON p.id = a.pair_id {_SHOWN_JOINS}
+    WHERE a.rater_id = %(rater)s AND a.status = 'active' AND a.expires_at > %(now)s
+      AND p.project_id = %(project)s AND p.is_active
+    ORDER BY a.created_at DESC, a.id DESC
+    LIMIT 1
+"""  # noqa: S608
+# Pairs with room for one more rater that this rater has never been handed. The first four
+# conditions are those of the partial index `pair_open_by_progress`, so finished pairs cost nothing.
+_OPEN_PAIRS = f"""
+    FROM {_PAIR} p {_SHOWN_JOINS}
+    WHERE p.project_id = %(project)s AND p.is_active AND p.gold_choice = '' AND p.seed_choice = ''
+      AND p.judgments_count < p.judgments_needed
+      AND p.judgments_count + (
+        SELECT count(*) FROM {_ASSIGNMENT} a
+        WHERE a.pair_id = p.id AND a.status = 'active' AND a.expires_at > %(now)s
+      ) < p.judgments_needed
+      AND NOT EXISTS (SELECT FROM {_ASSIGNMENT} a WHERE a.pair_id = p.id AND a.rater_id = %(rater)s)
+"""  # noqa: S608
+_ORDER = {
+    # Partly judged pairs first, so that complete, agreement-ready pairs accumulate.
+    Project.AssignmentOrder.FILL_FIRST: "ORDER BY p.judgments_count DESC, p.id",
+    Project.AssignmentOrder.RANDOM: "ORDER BY random()",
+}
+_CANDIDATE_SQL = {
+    (order, skip_locked): f"SELECT {_SHOWN_COLUMNS} {_OPEN_PAIRS} {by} LIMIT 1 "
+    f"FOR NO KEY UPDATE OF p{' SKIP LOCKED' if skip_locked else ''}"
+    for order, by in _ORDER.items()
+    for skip_locked in (True, False)
+}
+_ANY_OPEN_SQL = f"SELECT EXISTS (SELECT {_OPEN_PAIRS})"
+# Lock the rater's lease: double clicks, retries and concurrent duplicate POSTs queue here.
+_LOCK_LEASE_SQL = f"""
+    SELECT a.status, a.swapped, a.created_at, a.expires_at, p.id, p.gold_choice, p.project_id
+    FROM {_ASSIGNMENT} a JOIN {_PAIR} p ON p.id = a.pair_id
+    WHERE a.id = %(assignment)s AND a.rater_id = %(rater)s
+      AND p.project_id = coalesce(%(project)s, p.project_id)
+    FOR NO KEY UPDATE OF a
+"""  # noqa: S608
+_JUDGE_SQL = f"""
+    WITH counted AS (
+      UPDATE {_PAIR} SET judgments_count = judgments_count + 1 WHERE id = %(pair)s
+      RETURNING judgments_count, judgments_needed
+    ), closed AS (
+      UPDATE {_ASSIGNMENT} SET status = 'done' WHERE id = %(assignment)s
+    ), judged AS (
+      INSERT INTO {_JUDGMENT} (
+        pair_id, rater_id, assignment_id, choice, strength, criteria, rationale, swapped,
+        duration_ms, active_ms, idempotency_key, request_fingerprint, created_at
+      ) VALUES (
+        %(pair)s, %(rater)s, %(assignment)s, %(choice)s, %(strength)s, %(criteria)s,
+        %(rationale)s, %(swapped)s, %(duration_ms)s, %(active_ms)s, %(idempotency_key)s,
+        %(fingerprint)s, %(created_at)s
+      ) RETURNING id
+    )
+    SELECT judged.id, counted.judgments_count, counted.judgments_needed FROM judged, counted
+"""  # noqa: S608
+# Run under the pair's lock, in a statement of its own: see the module docstring. The pair row it
+# reads cannot change meanwhile (we hold its lock), and the lease count sees every commit so far.
+_LEASE_SQL = f"""
+    INSERT INTO {_ASSIGNMENT} (pair_id, rater_id, swapped, status, created_at, expires_at)
+    SELECT p.id, %(rater)s, %(swapped)s, 'active', %(now)s, %(expires)s
+    FROM {_PAIR} p
+    WHERE p.id = %(pair)s
+      AND p.judgments_count + (
+        SELECT count(*) FROM {_ASSIGNMENT} a
+        WHERE a.pair_id = p.id AND a.status = 'active' AND a.expires_at > %(now)s
+      ) < p.judgments_needed
+      AND NOT EXISTS (SELECT FROM {_ASSIGNMENT} a WHERE a.pair_id = p.id AND a.rater_id = %(rater)s)
+    RETURNING id
+"""  # noqa: S608
 
 
 class RatingError(Exception):
@@ -75,38 +163,56 @@ def _live(now: datetime) -> Q:
     return Q(status=Assignment.Status.ACTIVE, expires_at__gt=now)
 
 
-def _served(project: Project) -> QuerySet[Pair]:
-    """Pairs that are ever served in the ordinary flow: active, not gold, not seed labels, and
-    still short of judgments (the conditions of the partial index `pair_open_by_progress`)."""
-    return Pair.objects.filter(
-        project=project,
-        is_active=True,
-        gold_choice="",
-        seed_choice="",
-        judgments_count__lt=F("judgments_needed"),
-    )
-
-
-def _open_pairs(*, project: Project, rater: User, now: datetime) -> QuerySet[Pair]:
-    """Pairs with room for one more rater that this rater has never been handed."""
-    live = (
-        Assignment.objects.filter(_live(now), pair=OuterRef("pk"))
-        .order_by()
-        .values("pair")
-        .annotate(n=Count("id"))
-        .values("n")
-    )
-    seen = Assignment.objects.filter(pair=OuterRef("pk"), rater=rater)
-    return (
-        _served(project)
-        .annotate(live=Coalesce(Subquery(live, output_field=IntegerField()), 0))
-        .filter(judgments_count__lt=F("judgments_needed") - F("live"))
-        .filter(~Exists(seen))
-    )
-
-
 def _is_paused(*, project: Project, rater: User) -> bool:
     return Membership.objects.filter(project=project, user=rater, paused_at__isnull=False).exists()
+
+
+def _shown_pair(row: tuple[Any, ...], project: Project) -> Pair:
+    """A pair with what the rater is shown, from the _SHOWN_COLUMNS of a row. Fields not read
+    stay deferred, so touching one loads it rather than answering a wrong default."""
+    (pair_id, prompt_id, a_id, b_id, judged, needed, gold, prompt, messages, text_a, text_b) = row
+    pair = Pair.from_db(
+        "default",
+        [
+            "id",
+            "prompt_id",
+            "response_a_id",
+            "response_b_id",
+            "gold_choice",
+            "judgments_needed",
+            "judgments_count",
+        ],
+        [pair_id, prompt_id, a_id, b_id, gold, needed, judged],
+    )
+    pair.project = project
+    pair.prompt = Prompt.from_db(
+        "default",
+        ["id", "text", "messages"],
+        [prompt_id, prompt, None if messages is None else json.loads(messages)],
+    )
+    pair.response_a = Response.from_db("default", ["id", "text"], [a_id, text_a])
+    pair.response_b = Response.from_db("default", ["id", "text"], [b_id, text_b])
+    return pair
+
+
+def _lease_of(
+    *,
+    lease_id: int,
+    pair: Pair,
+    rater: User,
+    swapped: bool,
+    created_at: datetime,
+    expires_at: datetime,
+) -> Assignment:
+    """A live lease as read or just written, with its pair attached (no query to show it)."""
+    assignment = Assignment.from_db(
+        "default",
+        ["id", "pair_id", "rater_id", "swapped", "status", "created_at", "expires_at"],
+        [lease_id, pair.id, rater.id, swapped, Assignment.Status.ACTIVE, created_at, expires_at],
+    )
+    assignment.pair = pair
+    assignment.rater = rater
+    return assignment
 
 
 def assignment_current(*, project: Project, rater: User) -> Assignment | None:
@@ -114,19 +220,22 @@ def assignment_current(*, project: Project, rater: User) -> Assignment | None:
 
     The newest first: after an undo, the restored lease is the one the rater sees next.
     """
-    # Ids first: usually there is none, and a three-table select_related costs more CPU to build
-    # than the database spends answering it.
-    lease_id = (
-        Assignment.objects.filter(
-            _live(timezone.now()), pair__project=project, pair__is_active=True, rater=rater
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CURRENT_SQL, {"rater": rater.id, "project": project.id, "now": timezone.now()}
         )
-        .order_by("-created_at", "-id")
-        .values_list("id", flat=True)
-        .first()
-    )
-    if lease_id is None:
+        row = cursor.fetchone()
+    if row is None:
         return None
-    return Assignment.objects.select_related(*_SHOWN_PAIR).get(id=lease_id)
+    lease_id, swapped, created_at, expires_at = row[:4]
+    return _lease_of(
+        lease_id=lease_id,
+        pair=_shown_pair(row[4:], project),
+        rater=rater,
+        swapped=swapped,
+        created_at=created_at,
+        expires_at=expires_at,
+    )
 
 
 def assignment_next(
@@ -149,46 +258,52 @@ def assignment_next(
         gold = _lease_gold(project=project, rater=rater)
         if gold is not None:
             return gold
+    order = Project.AssignmentOrder(project.assignment_order)
     for _ in range(_ATTEMPTS):
-        with transaction.atomic():
-            pair = _lock_candidate(project=project, rater=rater, skip_locked=True)
-            if pair is None:
-                if not _open_pairs(project=project, rater=rater, now=timezone.now()).exists():
+        with transaction.atomic(), connection.cursor() as cursor:
+            params: dict[str, int | datetime] = {
+                "project": project.id,
+                "rater": rater.id,
+                "now": timezone.now(),
+            }
+            cursor.execute(_CANDIDATE_SQL[order, True], params)
+            row = cursor.fetchone()
+            if row is None:
+                cursor.execute(_ANY_OPEN_SQL, params)
+                if not cursor.fetchone()[0]:
                     return None
                 # Every open pair is locked by someone leasing or judging it this instant: queue
                 # for one rather than report "nothing left" while work remains.
-                pair = _lock_candidate(project=project, rater=rater, skip_locked=False)
-                if pair is None:
+                cursor.execute(_CANDIDATE_SQL[order, False], params)
+                row = cursor.fetchone()
+                if row is None:
                     continue
+            pair = _shown_pair(row, project)
             now = timezone.now()  # after the lock: see the module docstring
-            if _has_room(pair=pair, rater=rater, now=now):
-                return _lease(pair=pair, rater=rater, now=now, project=project)
+            swapped = secrets.randbelow(2) == 1
+            expires_at = now + project.lease_duration
+            cursor.execute(
+                _LEASE_SQL,
+                {
+                    "pair": pair.id,
+                    "rater": rater.id,
+                    "swapped": swapped,
+                    "now": now,
+                    "expires": expires_at,
+                },
+            )
+            leased = cursor.fetchone()
+            if leased is not None:
+                return _lease_of(
+                    lease_id=leased[0],
+                    pair=pair,
+                    rater=rater,
+                    swapped=swapped,
+                    created_at=now,
+                    expires_at=expires_at,
+                )
         # The pair filled up between the candidate query's snapshot and the lock: look again.
     return None
-
-
-def _lock_candidate(*, project: Project, rater: User, skip_locked: bool) -> Pair | None:
-    candidates = _open_pairs(project=project, rater=rater, now=timezone.now())
-    if project.assignment_order == Project.AssignmentOrder.RANDOM:
-        candidates = candidates.order_by("?")
-    else:
-        # Partly judged pairs first, so that complete, agreement-ready pairs accumulate.
-        candidates = candidates.order_by("-judgments_count", "id")
-    # The pair comes with what the rater will be shown, so leasing needs no further read.
-    return (
-        candidates.select_related("prompt", "response_a", "response_b")
-        .select_for_update(skip_locked=skip_locked, no_key=True, of=("self",))
-        .first()
-    )
-
-
-def _has_room(*, pair: Pair, rater: User, now: datetime) -> bool:
-    """Recount under the pair's lock: the locked row's judgments_count is the latest committed
-    one, and this fresh statement sees every committed lease."""
-    counts = Assignment.objects.filter(pair=pair).aggregate(
-        live=Count("id", filter=_live(now)), mine=Count("id", filter=Q(rater=rater))
-    )
-    return counts["mine"] == 0 and pair.judgments_count + counts["live"] < pair.judgments_needed
 
 
 def _lease(*, pair: Pair, rater: User, now: datetime, project: Project) -> Assignment:
@@ -362,16 +477,21 @@ def _record(
     fingerprint: str,
     project: Project | None,
 ) -> tuple[Judgment, bool]:
-    leases = Assignment.objects.filter(id=assignment_id, rater=rater)
-    if project is not None:
-        leases = leases.filter(pair__project=project)
-    assignment = (
-        leases.select_for_update(no_key=True, of=("self",)).select_related("pair__project").first()
-    )
-    if assignment is None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _LOCK_LEASE_SQL,
+            {
+                "assignment": assignment_id,
+                "rater": rater.id,
+                "project": project.id if project else None,
+            },
+        )
+        row = cursor.fetchone()
+    if row is None:
         raise LeaseNotHeld("This pair is not leased to you.", field="assignment")
-    if assignment.status == Assignment.Status.DONE:
-        earlier = Judgment.objects.get(assignment=assignment)
+    status, swapped, leased_at, expires_at, pair_id, gold_choice, project_id = row
+    if status == Assignment.Status.DONE:
+        earlier = Judgment.objects.get(assignment_id=assignment_id)
         if earlier.request_fingerprint != fingerprint:
             if idempotency_key and earlier.idempotency_key == idempotency_key:
                 raise IdempotencyConflict(
@@ -383,50 +503,66 @@ def _record(
                 field="assignment",
             )
         return earlier, False  # a double click or a retry: same answer, no new row
-    if assignment.status == Assignment.Status.SKIPPED:
+    if status == Assignment.Status.SKIPPED:
         raise LeaseLost("You skipped this pair; it went back to the pool.", field="assignment")
-    pair = assignment.pair
-    _validate(pair.project, submission)
-    # Count the judgment first: the UPDATE takes the pair's row lock and returns the row as it
-    # is now (judgments_needed may have grown since the pair was read, see pair_overlap_extend).
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {Pair._meta.db_table} SET judgments_count = judgments_count + 1 "  # noqa: S608
-            "WHERE id = %s RETURNING judgments_count, judgments_needed",
-            [pair.id],
-        )
-        (judged_after, pair.judgments_needed) = cursor.fetchone()
-    now = timezone.now()  # after the lock: see the module docstring
-    if assignment.expires_at <= now and not pair.gold_choice:
-        others = Assignment.objects.filter(_live(now), pair=pair).exclude(id=assignment.id)
-        if judged_after - 1 + others.count() >= pair.judgments_needed:
-            raise LeaseLost(
-                "Your time on this pair ran out and other raters completed it; ask for a new pair.",
-                field="assignment",
-            )
+    if project is None:
+        project = Project.objects.get(id=project_id)
+    _validate(project, submission)
     decisive = submission.choice in ("left", "right")
-    judgment = Judgment.objects.create(
-        pair=pair,
+    now = timezone.now()
+    judgment = Judgment(
+        pair_id=pair_id,
         rater=rater,
-        assignment=assignment,
-        choice=_to_pair_terms(submission.choice, assignment.swapped),
+        assignment_id=assignment_id,
+        choice=_to_pair_terms(submission.choice, swapped),
         strength=submission.strength if decisive else None,
         criteria={
-            name: _to_pair_terms(value, assignment.swapped)
+            name: _to_pair_terms(value, swapped)
             for name, value in (submission.criteria or {}).items()
         },
         rationale=submission.rationale,
-        swapped=assignment.swapped,
-        duration_ms=max(0, int((now - assignment.created_at).total_seconds() * 1000)),
+        swapped=swapped,
+        duration_ms=max(0, int((now - leased_at).total_seconds() * 1000)),
         active_ms=submission.active_ms,
         idempotency_key=idempotency_key,
         request_fingerprint=fingerprint,
         created_at=now,
     )
-    if judged_after >= pair.judgments_needed:  # only a complete pair can need one more rater
-        pair_overlap_extend(pair=pair, project=pair.project)  # still under the pair's row lock
-    assignment.status = Assignment.Status.DONE
-    assignment.save(update_fields=["status"])
+    # One statement counts the judgment on the pair (its UPDATE takes the pair's row lock and
+    # returns the row as it is now: judgments_needed may have grown, see pair_overlap_extend),
+    # closes the lease and inserts the judgment. A refusal below rolls all three back.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _JUDGE_SQL,
+            {
+                "pair": pair_id,
+                "assignment": assignment_id,
+                "rater": rater.id,
+                "choice": judgment.choice,
+                "strength": judgment.strength,
+                "criteria": json.dumps(judgment.criteria),
+                "rationale": judgment.rationale,
+                "swapped": swapped,
+                "duration_ms": judgment.duration_ms,
+                "active_ms": judgment.active_ms,
+                "idempotency_key": idempotency_key,
+                "fingerprint": fingerprint,
+                "created_at": now,
+            },
+        )
+        (judgment.id, judged_after, judgments_needed) = cursor.fetchone()
+    judgment._state.adding = False
+    now = timezone.now()  # after the lock: see the module docstring
+    if expires_at <= now and not gold_choice:
+        others = Assignment.objects.filter(_live(now), pair_id=pair_id).exclude(id=assignment_id)
+        if judged_after - 1 + others.count() >= judgments_needed:
+            raise LeaseLost(
+                "Your time on this pair ran out and other raters completed it; ask for a new pair.",
+                field="assignment",
+            )
+    if judged_after >= judgments_needed:  # only a complete pair can need one more rater
+        pair = Pair(id=pair_id, gold_choice=gold_choice, judgments_needed=judgments_needed)
+        pair_overlap_extend(pair=pair, project=project)  # still under the pair's row lock
     return judgment, True
 
 

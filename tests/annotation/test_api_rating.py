@@ -265,7 +265,8 @@ def test_next_and_submit_cost_a_handful_of_queries_whatever_the_project_size(
     small = _round_trip_queries(api, project)
     large = _round_trip_queries(api, other_project)
     assert small == large
-    # next: membership, current lease, open pair (locked), recount, insert, plus the savepoint
+    # next: membership, current lease, open pair (locked), recount-and-insert, plus the savepoint
     # pair the test's transaction turns the service's atomic block into;
-    # submit: membership, lock the lease, count it on the pair, insert, close it, savepoints.
-    assert small == (7, 7)
+    # submit: membership, lock the lease, one statement that counts it on the pair, closes it
+    # and inserts the judgment, plus the savepoints.
+    assert small == (6, 5)
