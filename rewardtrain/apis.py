@@ -32,7 +32,7 @@ class TrainingRunOutputSerializer(serializers.ModelSerializer):
         slug_field="slug", read_only=True
     )
     requested_by: serializers.SlugRelatedField = serializers.SlugRelatedField(
-        slug_field="username", read_only=True
+        slug_field="username", read_only=True, allow_null=True
     )
     version = serializers.SerializerMethodField()
 
@@ -65,7 +65,9 @@ class TrainingRunOutputSerializer(serializers.ModelSerializer):
 
 
 class ModelVersionOutputSerializer(serializers.ModelSerializer):
-    run: serializers.PrimaryKeyRelatedField = serializers.PrimaryKeyRelatedField(read_only=True)
+    run: serializers.PrimaryKeyRelatedField = serializers.PrimaryKeyRelatedField(
+        read_only=True, allow_null=True
+    )
 
     class Meta:
         model = ModelVersion

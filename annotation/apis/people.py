@@ -92,6 +92,8 @@ class ProjectListCreateApi(APIView):
 
 
 class UserOutputSerializer(serializers.ModelSerializer):
+    email = serializers.CharField(read_only=True, help_text="Empty when none was given.")
+
     class Meta:
         model = User
         fields = ["id", "username", "email", "is_staff", "is_active", "date_joined"]
