@@ -18,8 +18,13 @@ from tests.factories import PairFactory
 @pytest.fixture
 def redis_worker(transactional_db):
     assert app.conf.broker_url.startswith("redis://")
-    app.control.purge()
-    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as worker:
+    with app.connection_for_write() as conn:  # leftovers of earlier tests' tasks
+        for queue in ("default", "training"):
+            conn.default_channel.queue_purge(queue)
+    # Name the queue: a worker's queue selection stays on the app after an earlier test's worker.
+    with start_worker(
+        app, pool="solo", queues=["default"], perform_ping_check=False, shutdown_timeout=10
+    ) as worker:
         yield worker
 
 
