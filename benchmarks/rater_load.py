@@ -7,8 +7,9 @@ project with --pairs pairs (k = 3) and --raters raters with API tokens, starts g
 production settings (DEBUG=false), and lets every rater loop `GET next` then `POST judgments`
 (with an Idempotency-Key, retried with the same key on a connection error) for --seconds.
 Prints judgments per second, p50/p95/p99 latency per call, errors, and the invariant check:
-judgments stored == 201 answers, no pair over its required count, no (pair, rater) twice.
-Exits 1 when an invariant fails.
+judgments stored == 201 answers, no pair over its required count, no (pair, rater) twice; and
+the CPU that gunicorn, the benchmark database's PostgreSQL backends and this load generator used
+during the run, since all three share the machine's cores. Exits 1 when an invariant fails.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import os
 import platform
 import random
+import resource
 import secrets
 import signal
 import socket
@@ -73,6 +75,57 @@ def _server_env(database_url: str) -> dict[str, str]:
         "CELERY_BROKER_URL": "memory://",
         "PYTHONPATH": str(ROOT),
     }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far (Linux /proc); 0 once it ended."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _cpu_by_pid(pids: list[int]) -> dict[int, float]:
+    return {pid: _cpu_seconds(pid) for pid in pids}
+
+
+def _cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU used between two readings; a process that started meanwhile counts in full."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
+def _group_pids(group: int) -> list[int]:
+    """The gunicorn master and its workers: every process in its process group."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == group:
+                pids.append(int(entry.name))
+    return pids
+
+
+def _backend_pids(database: str) -> list[int]:
+    """PostgreSQL's server processes for the benchmark's database (the workers keep theirs)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            [database],
+        )
+        pids = [pid for (pid,) in cursor.fetchall()]
+    connection.close()
+    return pids
+
+
+def _client_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread of this process
+    return usage.ru_utime + usage.ru_stime
 
 
 def seed(*, pairs: int, raters: int) -> tuple[str, list[str]]:
@@ -243,7 +296,9 @@ def main() -> int:
     parser.add_argument("--raters", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--pairs", type=int, default=5000)
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
+    # 3 sync workers did best on 2 cores shared with PostgreSQL and the load generator (see
+    # docs/benchmarks_rating.md); the Dockerfile's 4 x 4 gthread is measured with --threads 4.
+    parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=1, help="threads per worker (gthread)")
     parser.add_argument(
         "--think-ms", type=float, default=0.0, help="mean pause after each judgment (0: none)"
@@ -300,6 +355,9 @@ def main() -> int:
         # before the clock starts, from as many clients as there are raters.
         _warm_up(port, slug, tokens)
 
+        web_before = _cpu_by_pid(_group_pids(server.pid))
+        db_before = _cpu_by_pid(_backend_pids(database))
+        client_before = _client_cpu()
         load_before = os.getloadavg()[0]
         logs = [RaterLog() for _ in tokens]
         started = time.monotonic()
@@ -315,6 +373,10 @@ def main() -> int:
         for thread in threads:
             thread.join()
         elapsed = time.monotonic() - started
+        client_cpu = _client_cpu() - client_before
+        web_cpu = _cpu_used(web_before, _cpu_by_pid(_group_pids(server.pid)))
+        # Backends opened during the run (gthread opens one per thread on first use) count too.
+        db_cpu = _cpu_used(db_before, _cpu_by_pid(_backend_pids(database)))
 
         created = sum(log.created for log in logs)
         errors = [e for log in logs for e in log.errors]
@@ -330,6 +392,13 @@ def main() -> int:
         print(f"next          {_percentiles([t for log in logs for t in log.next_ms])}")
         print(f"submit        {_percentiles([t for log in logs for t in log.submit_ms])}")
         print(f"replayed      {sum(log.replayed for log in logs)}   errors {len(errors)}")
+        per = 1000 / max(created, 1)
+        print(
+            f"CPU used      gunicorn {web_cpu:.1f} s ({web_cpu * per:.1f} ms/judgment), "
+            f"PostgreSQL {db_cpu:.1f} s ({db_cpu * per:.1f} ms/judgment), "
+            f"load generator {client_cpu:.1f} s ({client_cpu * per:.1f} ms/judgment); "
+            f"{os.cpu_count()} cores x {elapsed:.1f} s = {os.cpu_count() * elapsed:.0f} s available"
+        )
         for error in errors[:10]:
             print(f"  {error}")
         if any(log.exhausted for log in logs):

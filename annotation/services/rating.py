@@ -509,7 +509,7 @@ def _record(
         project = Project.objects.get(id=project_id)
     _validate(project, submission)
     decisive = submission.choice in ("left", "right")
-    now = timezone.now()
+    now = timezone.now()  # the judgment's time; expiry is checked on a reading after the lock
     judgment = Judgment(
         pair_id=pair_id,
         rater=rater,
