@@ -143,6 +143,12 @@ class ProjectForm(forms.ModelForm):
             "retrain_min_new_judgments",
             "full_retrain_every",
             "auto_retrain",
+            "promote_min_gain",
+            "too_fast_ms",
+            "min_gold_accuracy",
+            "min_agreement",
+            "quality_min_judgments",
+            "auto_pause",
         ]
         labels = {
             "use_strength": "Ask for strength",
@@ -150,6 +156,12 @@ class ProjectForm(forms.ModelForm):
             "max_raters_per_pair": "Max raters per pair",
             "retrain_min_new_judgments": "Retrain after this many new judgments",
             "full_retrain_every": "Full retrain every Nth version",
+            "promote_min_gain": "Publish when better by (accuracy points)",
+            "too_fast_ms": "Too fast below (ms, median per pair)",
+            "min_gold_accuracy": "Minimum gold accuracy (0 to 1)",
+            "min_agreement": "Minimum agreement with the others (0 to 1)",
+            "quality_min_judgments": "Judge a rater after this many judgments",
+            "auto_pause": "Pause flagged raters automatically",
         }
 
     def clean_train_config(self) -> dict[str, Any]:

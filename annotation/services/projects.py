@@ -41,6 +41,12 @@ PROJECT_EDITABLE_FIELDS = frozenset(
         "retrain_min_new_judgments",
         "full_retrain_every",
         "auto_retrain",
+        "promote_min_gain",
+        "too_fast_ms",
+        "min_gold_accuracy",
+        "min_agreement",
+        "quality_min_judgments",
+        "auto_pause",
     }
 )
 

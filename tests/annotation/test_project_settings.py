@@ -29,6 +29,12 @@ SETTINGS_FIELDS = {
     "retrain_min_new_judgments": "100",
     "full_retrain_every": "4",
     "auto_retrain": "",
+    "promote_min_gain": "0.5",
+    "too_fast_ms": "3000",
+    "min_gold_accuracy": "0.8",
+    "min_agreement": "0.6",
+    "quality_min_judgments": "40",
+    "auto_pause": "on",
 }
 
 
@@ -86,6 +92,8 @@ def test_an_admin_edits_the_settings(client, project, admin_member):
     assert project.rationale == "required"
     assert project.lease_minutes == 20
     assert project.criteria == ["helpfulness", "harmlessness"]
+    assert (project.too_fast_ms, project.min_gold_accuracy, project.auto_pause) == (3000, 0.8, True)
+    assert project.promote_min_gain == 0.5
 
 
 def test_the_settings_page_shows_criteria_comma_separated_and_the_preview(
@@ -189,7 +197,7 @@ def test_the_guidelines_preview_renders_sanitised_markdown(client, rater):
     body = response.content.decode()
     assert "<h1>Title</h1>" in body
     assert "<script>" not in body
-    assert "href=\"javascript:" not in body
+    assert 'href="javascript:' not in body
     assert 'id="guidelines-preview"' in body
     assert "hx-disable" in body
     assert "<html" not in body  # only the fragment
