@@ -185,7 +185,7 @@ def train(
                 {
                     "step": step,
                     "loss": result.loss_history[-1],
-                    "learning_rate": scheduler.get_last_lr()[0],
+                    "learning_rate": float(scheduler.get_last_lr()[0]),
                 },
             )
 
@@ -205,7 +205,7 @@ def bucketed_batches(
     order = list(range(len(lengths)))
     rng.shuffle(order)
     bucket_size = batch_size * bucket_batches
-    batches = []
+    batches: list[list[int]] = []
     for start in range(0, len(order), bucket_size):
         bucket = sorted(order[start : start + bucket_size], key=lengths.__getitem__)
         batches.extend(bucket[i : i + batch_size] for i in range(0, len(bucket), batch_size))

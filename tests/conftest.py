@@ -61,6 +61,9 @@ def _collected_static(tmp_path_factory):
 
     settings.STATIC_ROOT = str(tmp_path_factory.mktemp("static"))
     call_command("collectstatic", "--noinput", verbosity=0)
+    # WhiteNoise indexes STATIC_ROOT whenever a handler is built, i.e. for every test Client
+    # (~0.25 s each); with autorefresh it looks files up per request instead, and tests ask few.
+    settings.WHITENOISE_AUTOREFRESH = True
 
 
 @pytest.fixture(scope="session", autouse=True)
