@@ -3,9 +3,10 @@
     .venv/bin/python docs/screenshots.py            # writes docs/img/*.png
 
 It builds a throwaway demo site (SQLite and the filesystem broker in a temporary folder, so no
-PostgreSQL, Redis or existing data is touched), starts `runserver` on a free local port, logs in
-through the login form as a demo account and saves each page in SHOTS at 1280x800 with Debian's
-Chromium. Add a page by adding a Shot.
+PostgreSQL, Redis or existing data is touched), with simulated judgments, an agreement report and
+one trained reward model (MiniLM, a minute or two on a CPU), starts `runserver` on a free local
+port, logs in through the login form as a demo account and saves each page in SHOTS at 1280x800
+with Debian's Chromium. Add a page by adding a Shot.
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ SHOTS = [
     Shot(
         file="rate.png", path="/p/demo/rate/", user="demo-rater1", prepare=_rate_with_a_choice_made
     ),
+    Shot(file="overview.png", path="/p/demo/", user="demo-admin"),
+    Shot(file="batches.png", path="/p/demo/batches/", user="demo-admin"),
+    Shot(file="agreement.png", path="/p/demo/agreement/", user="demo-lead"),
+    Shot(file="training.png", path="/p/demo/training/", user="demo-lead"),
 ]
 
 
@@ -86,7 +91,10 @@ def main() -> None:
         }
         env.update(DEBUG="true", PAIRWISE_VAR_DIR=var, LOG_LEVEL="WARNING")
         _manage(env, "migrate", "--noinput", "-v", "0")
-        _manage(env, "demo", "--simulate", "60")
+        _manage(env, "demo", "--simulate", "450")
+        # Data for the dashboards: a stored agreement report and one trained, published version.
+        _manage(env, "agreement", "demo", "--store")
+        _manage(env, "retrain", "demo", "--wait")
         logins = json.loads((Path(var) / "demo-logins.json").read_text())
         port = _free_port()
         server = subprocess.Popen(  # noqa: S603 - a fixed argv, no shell
