@@ -23,13 +23,14 @@ import hashlib
 import json
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from annotation.models import Assignment, Judgment, Membership, Pair, Project, Prompt, Response
 from annotation.services.agreement import pair_overlap_extend
@@ -75,18 +76,21 @@ _OPEN_PAIRS = f"""
         SELECT count(*) FROM {_ASSIGNMENT} a
         WHERE a.pair_id = p.id AND a.status = 'active' AND a.expires_at > %(now)s
       ) < p.judgments_needed
-      AND NOT EXISTS (SELECT FROM {_ASSIGNMENT} a WHERE a.pair_id = p.id AND a.rater_id = %(rater)s)
+      AND NOT EXISTS (
+        SELECT 1 FROM {_ASSIGNMENT} a WHERE a.pair_id = p.id AND a.rater_id = %(rater)s
+      )
 """  # noqa: S608
 _ORDER = {
     # Partly judged pairs first, so that complete, agreement-ready pairs accumulate.
     Project.AssignmentOrder.FILL_FIRST: "ORDER BY p.judgments_count DESC, p.id",
     Project.AssignmentOrder.RANDOM: "ORDER BY random()",
 }
+# SQLite (the embedded default) has no row locks: its IMMEDIATE transactions take the database's
+# write lock at BEGIN (settings.DATABASES), which serialises the engine there instead.
 _CANDIDATE_SQL = {
-    (order, skip_locked): f"SELECT {_SHOWN_COLUMNS} {_OPEN_PAIRS} {by} LIMIT 1 "
-    f"FOR NO KEY UPDATE OF p{' SKIP LOCKED' if skip_locked else ''}"
+    (order, lock): f"SELECT {_SHOWN_COLUMNS} {_OPEN_PAIRS} {by} LIMIT 1 {lock}"
     for order, by in _ORDER.items()
-    for skip_locked in (True, False)
+    for lock in ("FOR NO KEY UPDATE OF p SKIP LOCKED", "FOR NO KEY UPDATE OF p", "")
 }
 _ANY_OPEN_SQL = f"SELECT EXISTS (SELECT {_OPEN_PAIRS})"
 # Lock the rater's lease: double clicks, retries and concurrent duplicate POSTs queue here.
@@ -95,25 +99,24 @@ _LOCK_LEASE_SQL = f"""
     FROM {_ASSIGNMENT} a JOIN {_PAIR} p ON p.id = a.pair_id
     WHERE a.id = %(assignment)s AND a.rater_id = %(rater)s
       AND p.project_id = coalesce(%(project)s, p.project_id)
-    FOR NO KEY UPDATE OF a
 """  # noqa: S608
+_LOCK_LEASE = "FOR NO KEY UPDATE OF a"
+# Counting the judgment on the pair comes first: its UPDATE takes the pair's row lock and returns
+# the row as it is now (judgments_needed may have grown, see pair_overlap_extend).
+_COUNT_SQL = f"""
+    UPDATE {_PAIR} SET judgments_count = judgments_count + 1 WHERE id = %(pair)s
+    RETURNING judgments_count, judgments_needed
+"""  # noqa: S608
+_CLOSE_SQL = f"UPDATE {_ASSIGNMENT} SET status = 'done' WHERE id = %(assignment)s"  # noqa: S608
 _JUDGE_SQL = f"""
-    WITH counted AS (
-      UPDATE {_PAIR} SET judgments_count = judgments_count + 1 WHERE id = %(pair)s
-      RETURNING judgments_count, judgments_needed
-    ), closed AS (
-      UPDATE {_ASSIGNMENT} SET status = 'done' WHERE id = %(assignment)s
-    ), judged AS (
-      INSERT INTO {_JUDGMENT} (
-        pair_id, rater_id, assignment_id, choice, strength, criteria, rationale, swapped,
-        duration_ms, active_ms, idempotency_key, request_fingerprint, created_at
-      ) VALUES (
-        %(pair)s, %(rater)s, %(assignment)s, %(choice)s, %(strength)s, %(criteria)s,
-        %(rationale)s, %(swapped)s, %(duration_ms)s, %(active_ms)s, %(idempotency_key)s,
-        %(fingerprint)s, %(created_at)s
-      ) RETURNING id
-    )
-    SELECT judged.id, counted.judgments_count, counted.judgments_needed FROM judged, counted
+    INSERT INTO {_JUDGMENT} (
+      pair_id, rater_id, assignment_id, choice, strength, criteria, rationale, swapped,
+      duration_ms, active_ms, idempotency_key, request_fingerprint, created_at
+    ) VALUES (
+      %(pair)s, %(rater)s, %(assignment)s, %(choice)s, %(strength)s, %(criteria)s,
+      %(rationale)s, %(swapped)s, %(duration_ms)s, %(active_ms)s, %(idempotency_key)s,
+      %(fingerprint)s, %(created_at)s
+    ) RETURNING id
 """  # noqa: S608
 # Run under the pair's lock, in a statement of its own: see the module docstring. The pair row it
 # reads cannot change meanwhile (we hold its lock), and the lease count sees every commit so far.
@@ -126,7 +129,9 @@ _LEASE_SQL = f"""
         SELECT count(*) FROM {_ASSIGNMENT} a
         WHERE a.pair_id = p.id AND a.status = 'active' AND a.expires_at > %(now)s
       ) < p.judgments_needed
-      AND NOT EXISTS (SELECT FROM {_ASSIGNMENT} a WHERE a.pair_id = p.id AND a.rater_id = %(rater)s)
+      AND NOT EXISTS (
+        SELECT 1 FROM {_ASSIGNMENT} a WHERE a.pair_id = p.id AND a.rater_id = %(rater)s
+      )
     RETURNING id
 """  # noqa: S608
 
@@ -157,6 +162,22 @@ class AlreadyJudged(RatingError):
 
 class IdempotencyConflict(RatingError):
     """The Idempotency-Key was used before with a different request."""
+
+
+def _lock(clause: str) -> str:
+    return "" if connection.vendor == "sqlite" else clause
+
+
+def _db_time(value: datetime) -> Any:
+    """A datetime as the database stores it (SQLite keeps naive UTC text)."""
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def _aware(value: Any) -> datetime:
+    """A datetime read through raw SQL: SQLite's converter gives naive UTC."""
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    return value if timezone.is_aware(value) else timezone.make_aware(value, UTC)
 
 
 def _live(now: datetime) -> Q:
@@ -222,7 +243,8 @@ def assignment_current(*, project: Project, rater: User) -> Assignment | None:
     """
     with connection.cursor() as cursor:
         cursor.execute(
-            _CURRENT_SQL, {"rater": rater.id, "project": project.id, "now": timezone.now()}
+            _CURRENT_SQL,
+            {"rater": rater.id, "project": project.id, "now": _db_time(timezone.now())},
         )
         row = cursor.fetchone()
     if row is None:
@@ -233,8 +255,8 @@ def assignment_current(*, project: Project, rater: User) -> Assignment | None:
         pair=_shown_pair(row[4:], project),
         rater=rater,
         swapped=swapped,
-        created_at=created_at,
-        expires_at=expires_at,
+        created_at=_aware(created_at),
+        expires_at=_aware(expires_at),
     )
 
 
@@ -261,12 +283,14 @@ def assignment_next(
     order = Project.AssignmentOrder(project.assignment_order)
     for _ in range(_ATTEMPTS):
         with transaction.atomic(), connection.cursor() as cursor:
-            params: dict[str, int | datetime] = {
+            params: dict[str, Any] = {
                 "project": project.id,
                 "rater": rater.id,
-                "now": timezone.now(),
+                "now": _db_time(timezone.now()),
             }
-            cursor.execute(_CANDIDATE_SQL[order, True], params)
+            cursor.execute(
+                _CANDIDATE_SQL[order, _lock("FOR NO KEY UPDATE OF p SKIP LOCKED")], params
+            )
             row = cursor.fetchone()
             if row is None:
                 cursor.execute(_ANY_OPEN_SQL, params)
@@ -274,7 +298,7 @@ def assignment_next(
                     return None
                 # Every open pair is locked by someone leasing or judging it this instant: queue
                 # for one rather than report "nothing left" while work remains.
-                cursor.execute(_CANDIDATE_SQL[order, False], params)
+                cursor.execute(_CANDIDATE_SQL[order, _lock("FOR NO KEY UPDATE OF p")], params)
                 row = cursor.fetchone()
                 if row is None:
                     continue
@@ -288,8 +312,8 @@ def assignment_next(
                     "pair": pair.id,
                     "rater": rater.id,
                     "swapped": swapped,
-                    "now": now,
-                    "expires": expires_at,
+                    "now": _db_time(now),
+                    "expires": _db_time(expires_at),
                 },
             )
             leased = cursor.fetchone()
@@ -479,7 +503,7 @@ def _record(
 ) -> tuple[Judgment, bool]:
     with connection.cursor() as cursor:
         cursor.execute(
-            _LOCK_LEASE_SQL,
+            f"{_LOCK_LEASE_SQL} {_lock(_LOCK_LEASE)}",
             {
                 "assignment": assignment_id,
                 "rater": rater.id,
@@ -490,6 +514,7 @@ def _record(
     if row is None:
         raise LeaseNotHeld("This pair is not leased to you.", field="assignment")
     status, swapped, leased_at, expires_at, pair_id, gold_choice, project_id = row
+    leased_at, expires_at = _aware(leased_at), _aware(expires_at)
     if status == Assignment.Status.DONE:
         earlier = Judgment.objects.get(assignment_id=assignment_id)
         if earlier.request_fingerprint != fingerprint:
@@ -528,10 +553,11 @@ def _record(
         request_fingerprint=fingerprint,
         created_at=now,
     )
-    # One statement counts the judgment on the pair (its UPDATE takes the pair's row lock and
-    # returns the row as it is now: judgments_needed may have grown, see pair_overlap_extend),
-    # closes the lease and inserts the judgment. A refusal below rolls all three back.
+    # A refusal below rolls all three statements back (the caller holds a transaction).
     with connection.cursor() as cursor:
+        cursor.execute(_COUNT_SQL, {"pair": pair_id})
+        judged_after, judgments_needed = cursor.fetchone()
+        cursor.execute(_CLOSE_SQL, {"assignment": assignment_id})
         cursor.execute(
             _JUDGE_SQL,
             {
@@ -547,10 +573,10 @@ def _record(
                 "active_ms": judgment.active_ms,
                 "idempotency_key": idempotency_key,
                 "fingerprint": fingerprint,
-                "created_at": now,
+                "created_at": _db_time(now),
             },
         )
-        (judgment.id, judged_after, judgments_needed) = cursor.fetchone()
+        (judgment.id,) = cursor.fetchone()
     judgment._state.adding = False
     now = timezone.now()  # after the lock: see the module docstring
     if expires_at <= now and not gold_choice:
