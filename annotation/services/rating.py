@@ -384,7 +384,10 @@ class Submission:
     active_ms: int | None = None  # time the page was visible and in focus, from the browser
 
     def fingerprint(self, assignment_id: int) -> str:
-        body = json.dumps([assignment_id, self.__dict__], sort_keys=True, default=str)
+        """What makes two submissions the same answer. Active time is telemetry, not the answer:
+        a retry after a lost response reports a larger one and must still count as a repeat."""
+        answer = {k: v for k, v in self.__dict__.items() if k != "active_ms"}
+        body = json.dumps([assignment_id, answer], sort_keys=True, default=str)
         return hashlib.sha256(body.encode()).hexdigest()
 
 

@@ -234,6 +234,22 @@ def test_an_idempotency_key_replays_the_first_answer(project):
     assert (replay.id, created) == (first.id, False)
 
 
+def test_a_retry_reporting_more_active_time_is_the_same_answer(project):
+    make_pairs(project, 1)
+    (rater,) = make_raters(project, 1)
+    lease = assignment_next(project=project, rater=rater)
+    sent = Submission(choice="left", strength=2, active_ms=9_000)
+    retried = Submission(choice="left", strength=2, active_ms=12_500)
+    first, _ = judgment_record(
+        rater=rater, assignment_id=lease.id, submission=sent, idempotency_key="k-1"
+    )
+    replay, created = judgment_record(
+        rater=rater, assignment_id=lease.id, submission=retried, idempotency_key="k-1"
+    )
+    assert (replay.id, created) == (first.id, False)
+    assert Judgment.objects.get().active_ms == 9_000
+
+
 def test_an_idempotency_key_with_another_body_is_refused(project):
     make_pairs(project, 2)
     (rater,) = make_raters(project, 1)
