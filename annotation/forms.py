@@ -24,6 +24,7 @@ from annotation.services.login_throttle import (
     login_success_record,
     minutes_until,
 )
+from annotation.services.projects import PROJECT_EDITABLE_FIELDS
 
 GUIDELINES_MAX_CHARS = 100_000
 CRITERIA_MAX = 10
@@ -124,32 +125,7 @@ class ProjectForm(forms.ModelForm):
 
     class Meta:
         model = Project
-        fields = [
-            "name",
-            "guidelines",
-            "choice_scheme",
-            "use_strength",
-            "criteria",
-            "rationale",
-            "raters_per_pair",
-            "max_raters_per_pair",
-            "gold_rate",
-            "pairing_rule",
-            "pairs_per_prompt",
-            "assignment_order",
-            "lease_minutes",
-            "base_model",
-            "train_config",
-            "retrain_min_new_judgments",
-            "full_retrain_every",
-            "auto_retrain",
-            "promote_min_gain",
-            "too_fast_ms",
-            "min_gold_accuracy",
-            "min_agreement",
-            "quality_min_judgments",
-            "auto_pause",
-        ]
+        fields = list(PROJECT_EDITABLE_FIELDS)  # the form edits exactly what the service may change
         labels = {
             "use_strength": "Ask for strength",
             "rationale": "Rationale",

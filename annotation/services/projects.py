@@ -21,33 +21,31 @@ INVITATION_LIFETIME = timedelta(days=7)
 
 # What project_update may change: everything an admin edits on the settings page. The slug is
 # left out on purpose: it is in every URL, export file name and checkpoint path.
-PROJECT_EDITABLE_FIELDS = frozenset(
-    {
-        "name",
-        "guidelines",
-        "choice_scheme",
-        "use_strength",
-        "criteria",
-        "rationale",
-        "raters_per_pair",
-        "max_raters_per_pair",
-        "gold_rate",
-        "pairing_rule",
-        "pairs_per_prompt",
-        "assignment_order",
-        "lease_minutes",
-        "base_model",
-        "train_config",
-        "retrain_min_new_judgments",
-        "full_retrain_every",
-        "auto_retrain",
-        "promote_min_gain",
-        "too_fast_ms",
-        "min_gold_accuracy",
-        "min_agreement",
-        "quality_min_judgments",
-        "auto_pause",
-    }
+PROJECT_EDITABLE_FIELDS = (
+    "name",
+    "guidelines",
+    "choice_scheme",
+    "use_strength",
+    "criteria",
+    "rationale",
+    "raters_per_pair",
+    "max_raters_per_pair",
+    "gold_rate",
+    "pairing_rule",
+    "pairs_per_prompt",
+    "assignment_order",
+    "lease_minutes",
+    "base_model",
+    "train_config",
+    "retrain_min_new_judgments",
+    "full_retrain_every",
+    "auto_retrain",
+    "promote_min_gain",
+    "too_fast_ms",
+    "min_gold_accuracy",
+    "min_agreement",
+    "quality_min_judgments",
+    "auto_pause",
 )
 
 
@@ -87,7 +85,7 @@ def project_update(*, project: Project, **fields: Any) -> Project:
     raters and exports have already seen as done); lowering it closes open pairs that already
     have enough judgments. Gold and seed pairs carry their own answer and are left alone.
     """
-    unknown = sorted(set(fields) - PROJECT_EDITABLE_FIELDS)
+    unknown = sorted(set(fields) - set(PROJECT_EDITABLE_FIELDS))
     if unknown:
         raise ValueError(f"These project fields cannot be changed here: {', '.join(unknown)}")
     project = Project.objects.select_for_update().get(pk=project.pk)
