@@ -1,5 +1,6 @@
 """Uploading a batch in a real browser: a file with three bad rows imports nothing and names the
-three lines; the fixed file checks clean and imports, and the page shows the counts."""
+three lines; the fixed file checks clean and imports, and the page shows the counts; once the
+pairs are judged, the export page downloads them as a TRL file."""
 
 import json
 
@@ -7,6 +8,7 @@ import pytest
 
 from annotation.models import Batch, Pair
 from tests.browser.conftest import log_in
+from tests.factories import JudgmentFactory, UserFactory
 
 pytestmark = pytest.mark.browser
 
@@ -53,5 +55,20 @@ def test_an_admin_sees_three_bad_lines_fixes_them_and_imports(
     report.get_by_text("10 new pairs").wait_for()
     page.locator("#batch-list").get_by_text("pairs.jsonl").wait_for()  # the list is refreshed
     assert Pair.objects.filter(project=project).count() == 10
+
+    judged = Pair.objects.get(project=project, external_id="p1")
+    for rater in UserFactory.create_batch(3):
+        JudgmentFactory(assignment__pair=judged, assignment__rater=rater, choice="a", strength=2)
+    page.goto(f"/p/{project.slug}/export/")
+    page.get_by_label("Format").select_option("trl")
+    with page.expect_download() as started:
+        page.get_by_role("button", name="Download").click()
+    download = started.value
+    assert download.suggested_filename.endswith(".jsonl")
+    with open(download.path(), encoding="utf-8") as exported:
+        lines = [json.loads(line) for line in exported]
+    assert [(line["prompt"], line["chosen"], line["rejected"]) for line in lines] == [
+        ("Question 1?", "A 1", "B 1")
+    ]
     assert page.dialogs == []
     assert page.csp_errors == []
