@@ -243,10 +243,29 @@ def load_model(
     return model.to(device), tokenizer
 
 
-def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+def length_sorted_batches(
+    lengths: Sequence[int], batch_size: int, *, max_tokens: int | None = None
+) -> Iterator[list[int]]:
+    """Indices sorted by length and cut into batches of at most `batch_size` items and, with
+    `max_tokens`, at most that many tokens once padded to the batch's longest item (a single
+    item longer than that still gets a batch of its own)."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
+    batch: list[int] = []
+    for index in order:
+        too_many = len(batch) == batch_size or (
+            max_tokens is not None and (len(batch) + 1) * lengths[index] > max_tokens
+        )
+        if batch and too_many:
+            yield batch
+            batch = []
+        batch.append(index)
+    if batch:
+        yield batch
+
+
+# Padded tokens per forward pass when scoring. Small batches of similar length beat large ones
+# on CPU (the activations stay in cache) and a request of mixed lengths wastes little on padding.
+SCORE_BATCH_TOKENS = 2048
 
 
 class RewardScorer:
@@ -273,18 +292,31 @@ class RewardScorer:
         return self.model.device
 
     def score(
-        self, prompts: Sequence[Prompt], responses: Sequence[str], *, batch_size: int = 64
+        self,
+        prompts: Sequence[Prompt],
+        responses: Sequence[str],
+        *,
+        batch_size: int = 64,
+        max_tokens: int = SCORE_BATCH_TOKENS,
     ) -> list[float]:
-        return self.score_encoded(self.encoder.encode(prompts, responses), batch_size=batch_size)
+        return self.score_encoded(
+            self.encoder.encode(prompts, responses), batch_size=batch_size, max_tokens=max_tokens
+        )
 
-    def score_encoded(self, encoded: Sequence[Encoded], *, batch_size: int = 64) -> list[float]:
+    def score_encoded(
+        self,
+        encoded: Sequence[Encoded],
+        *,
+        batch_size: int = 64,
+        max_tokens: int = SCORE_BATCH_TOKENS,
+    ) -> list[float]:
         scores = [0.0] * len(encoded)
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.inference_mode(), autocast(self.device, bf16=self.bf16):
                 lengths = [len(item.input_ids) for item in encoded]
-                for indices in length_sorted_batches(lengths, batch_size):
+                for indices in length_sorted_batches(lengths, batch_size, max_tokens=max_tokens):
                     batch = pad_batch(
                         [encoded[i] for i in indices],
                         pad_token_id=self.tokenizer.pad_token_id,

@@ -13,7 +13,13 @@ from transformers import (
 from rewardtrain.checkpoints import CheckpointError, checkpoint_write, sweep_partial
 from rewardtrain.config import TrainConfig
 from rewardtrain.data import PreferencePair
-from rewardtrain.model import InputEncoder, RewardScorer, input_spec_for, load_reward_model
+from rewardtrain.model import (
+    InputEncoder,
+    RewardScorer,
+    input_spec_for,
+    length_sorted_batches,
+    load_reward_model,
+)
 from rewardtrain.train import (
     TrainingCancelled,
     bradley_terry_loss,
@@ -207,6 +213,29 @@ def test_a_checkpoint_round_trips_and_scores_the_same(tmp_path, trained):
     plain = AutoModelForSequenceClassification.from_pretrained(written.path)
     assert plain.config.num_labels == 1
     assert not list(tmp_path.glob("alpha/.tmp-*"))
+
+
+def test_scoring_batches_keep_padded_tokens_under_the_budget():
+    lengths = [100, 10, 12, 300, 11, 90, 95]
+
+    batches = list(length_sorted_batches(lengths, 64, max_tokens=200))
+
+    # 3 x 12 = 36 and 2 x 95 = 190 fit, 3 x 100 does not; 300 is over the budget on its own.
+    assert batches == [[1, 4, 2], [5, 6], [0], [3]]
+    assert list(length_sorted_batches(lengths, 3)) == [[1, 4, 2], [5, 6, 0], [3]]
+
+
+def test_a_score_does_not_depend_on_the_batch_it_was_padded_in(trained):
+    scorer = RewardScorer(trained.model, trained.tokenizer, trained.spec, bf16=False)
+    prompts = [" ".join(WORDS[: 2 + 3 * i]) for i in range(8)]
+    responses = [" ".join(WORDS[i : i + 1 + i * 2]) for i in range(8)]
+
+    one_by_one = scorer.score(prompts, responses, batch_size=1)
+
+    assert scorer.score(prompts, responses, max_tokens=10_000) == pytest.approx(
+        one_by_one, abs=1e-5
+    )
+    assert scorer.score(prompts, responses, max_tokens=40) == pytest.approx(one_by_one, abs=1e-5)
 
 
 def _scores(trained, prompts, responses):
