@@ -49,7 +49,10 @@ MODEL_QUALITY = {
     "Llama-2-70b-chat": 0.6,
     "vicuna-13b-v1.5": 0.5,
 }
-RATER_NOISE = {"demo-rater1": 0.5, "demo-rater2": 0.9, "demo-rater3": 1.4}
+# Two answers by the same models still differ in quality, and every rater sees that difference:
+# it is drawn once per pair, so raters agree on a pair as real raters do.
+PAIR_SPREAD = 1.0
+RATER_NOISE = {"demo-rater1": 0.3, "demo-rater2": 0.5, "demo-rater3": 0.9}
 LEFT_BIAS = {"demo-rater3": 0.4}  # one rater favours the left side: position bias shows up
 
 
@@ -145,11 +148,15 @@ class Command(BaseCommand):
                 idle += 1
                 continue
             idle = 0
+            submission = self._opinion(project, assignment, rater.get_username(), rng)
             with transaction.atomic():
-                judgment_record(
-                    rater=rater,
-                    assignment_id=assignment.id,
-                    submission=self._opinion(project, assignment, rater.get_username(), rng),
+                judgment, _ = judgment_record(
+                    rater=rater, assignment_id=assignment.id, submission=submission
+                )
+                # Simulated raters answer at once; give them the reading time they report, plus
+                # a pause, so the dashboards do not flag every demo rater as too fast.
+                Judgment.objects.filter(pk=judgment.pk).update(
+                    duration_ms=(submission.active_ms or 0) + rng.randint(500, 15_000)
                 )
             made += 1
         return made
@@ -163,9 +170,12 @@ class Command(BaseCommand):
             if assignment.swapped
             else (pair.response_a, pair.response_b)
         )
+        # The two texts' own difference in quality, A minus B, the same for every rater.
+        texts_ab = random.Random(pair.id).gauss(0, PAIR_SPREAD)  # noqa: S311 - simulation
         diff = (
             MODEL_QUALITY.get(left.model_name, 1.0)
             - MODEL_QUALITY.get(right.model_name, 1.0)
+            + (-texts_ab if assignment.swapped else texts_ab)
             + LEFT_BIAS.get(username, 0.0)
             + rng.gauss(0, RATER_NOISE.get(username, 1.0))
         )
