@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from django.db import connection
 from django.db.models import Model
@@ -39,7 +39,8 @@ def _shape(model: type[Model], alias: str, vendor: str) -> _Shape:
             converters.append((index, found, column))
     return _Shape(
         attnames=[field.attname for field in fields],
-        columns=", ".join(f"{quote(alias)}.{quote(field.column)}" for field in fields),
+        # A concrete field always has a column; the type allows None for other fields.
+        columns=", ".join(f"{quote(alias)}.{quote(cast(str, field.column))}" for field in fields),
         converters=converters,
     )
 
