@@ -22,10 +22,12 @@ from config import rows
 
 @cache
 def _token_sql(vendor: str) -> str:
+    """Built once per database vendor (identifier quoting differs)."""
     user = get_user_model()
     return (
         f"SELECT {rows.columns(Token, 't')}, {rows.columns(user, 'u')} "  # noqa: S608
-        f"FROM {Token._meta.db_table} t JOIN {user._meta.db_table} u ON u.id = t.user_id "
+        f"FROM {Token._meta.db_table} t "
+        f"JOIN {user._meta.db_table} u ON u.{user._meta.pk.column} = t.user_id "
         "WHERE t.key = %s"
     )
 

@@ -50,7 +50,8 @@ class ProjectAccess:
 
 @cache
 def _membership_sql(vendor: str) -> str:
-    # Written once rather than compiled per call: every page and API call of a project runs it.
+    """Built once per database vendor (identifier quoting differs) rather than compiled per
+    call: every page and API call of a project runs it."""
     return (
         f"SELECT {rows.columns(Membership, 'm')}, {rows.columns(Project, 'p')} "  # noqa: S608
         f"FROM {Membership._meta.db_table} m "
