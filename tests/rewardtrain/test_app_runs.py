@@ -142,8 +142,12 @@ def test_a_failing_run_is_failed_with_its_error_and_the_published_version_keeps_
 
 
 def test_a_version_that_does_not_beat_the_published_one_by_the_rule_stays_a_candidate(
-    trainable,
+    trainable, monkeypatch
 ):
+    # The split depends on the project's id; at the default 10% of 40 prompts it held none out
+    # in about 1 run in 70, and then there is nothing to compare on. Half makes that impossible
+    # in practice (2**-40).
+    monkeypatch.setattr("rewardtrain.services.runs.HELDOUT_FRACTION", 0.5)
     first = _train(trainable)
     trainable.promote_min_gain = 100.0
     trainable.save()
