@@ -22,7 +22,8 @@ class TrainConfig:
     warmup_ratio: float = 0.1  # share of all steps spent ramping the rate up from 0
     weight_decay: float = 0.0  # AdamW decoupled decay; biases and LayerNorms are never decayed
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
-    bf16: bool = True  # autocast where the hardware has bf16 (AVX-512 BF16/AMX CPUs, CUDA)
+    bf16: bool = True  # bf16 compute, fp32 master weights, where the hardware has bf16 (AVX-512
+    # BF16/AMX CPUs, CUDA); scoring uses bf16 autocast
     use_margin: bool = False  # subtract each pair's margin inside the loss (Llama 2 style)
     disable_dropout: bool = True  # dropout gives chosen and rejected different noise (TRL too)
     seed: int = 0  # same pairs + same config => same checkpoint on the same hardware

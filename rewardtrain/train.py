@@ -1,9 +1,9 @@
 """Training a Bradley-Terry reward model from preference pairs, and evaluating one.
 
 `train()` is one loop, top to bottom: tokenize once, bucket pairs by length, and for each batch
-run chosen and rejected through the model in one padded forward pass, under bf16 autocast where
-the hardware has it. `evaluate()` reports TRL's metric names; `compare()` tests a new version
-against the published one on the same held-out pairs.
+run chosen and rejected through the model in one padded forward pass, in bf16 with fp32 master
+weights where the hardware has bf16. `evaluate()` reports TRL's metric names; `compare()` tests a
+new version against the published one on the same held-out pairs.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from torch import Tensor
 from torch.nn import functional
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from rewardtrain.attention import ATTENTION
 from rewardtrain.config import TrainConfig
 from rewardtrain.data import PreferencePair
 from rewardtrain.model import (
     InputEncoder,
     InputSpec,
     RewardScorer,
-    autocast,
     bf16_supported,
     input_spec_for,
     load_model,
@@ -57,7 +57,7 @@ class TrainResult:
     responses_cut: int = 0  # sequences whose response alone exceeded max_length
     seconds: float = 0.0  # wall time of the whole call, loading and tokenizing included
     device: str = "cpu"
-    bf16: bool = False  # whether autocast actually ran in bf16
+    bf16: bool = False  # whether the model actually computed in bf16
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -128,14 +128,17 @@ def train(
             rng=random_order,
         )
     ]
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    bf16 = config.bf16 and bf16_supported(device)
+    weights = _MasterWeights(model, bf16=bf16)
+    decay = [p for p in weights.trained if p.ndim >= 2]
+    no_decay = [p for p in weights.trained if p.ndim < 2]
     optimizer = torch.optim.AdamW(
         [
             {"params": decay, "weight_decay": config.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ],
         lr=config.learning_rate,
+        fused=device.type in ("cpu", "cuda"),
     )
     warmup_steps = math.ceil(config.warmup_ratio * len(batches))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -150,48 +153,96 @@ def train(
         init_from=str(init_from) if init_from is not None else None,
         responses_cut=sum(item.response_cut for item in (*chosen, *rejected)),
         device=str(device),
-        bf16=config.bf16 and bf16_supported(device),
+        bf16=bf16,
     )
     report_every = max(1, len(batches) // 100)
 
+    attention = model.config._attn_implementation
+    if bf16 and device.type == "cpu":
+        model.set_attn_implementation(ATTENTION)
     model.train()
-    for step, batch in enumerate(batches, start=1):
-        if should_stop is not None and should_stop():
-            raise TrainingCancelled(f"stopped before step {step} of {len(batches)}")
-        inputs = pad_batch(
-            [chosen[i] for i in batch] + [rejected[i] for i in batch],
-            pad_token_id=tokenizer.pad_token_id,
-            token_type_ids=spec.token_type_ids,
-            device=device,
-        )
-        with autocast(device, bf16=config.bf16):
-            rewards = model(**inputs).logits[:, 0].float()
-        margin = None
-        if config.use_margin:
-            margin = torch.tensor([margins[i] for i in batch], device=device)
-        loss = bradley_terry_loss(rewards[: len(batch)], rewards[len(batch) :], margin)
-        loss.backward()
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-
-        result.loss_history.append(loss.item())
-        result.pairs += len(batch)
-        if progress is not None and (step % report_every == 0 or step == len(batches)):
-            progress(
-                step / len(batches),
-                {
-                    "step": step,
-                    "loss": result.loss_history[-1],
-                    "learning_rate": float(scheduler.get_last_lr()[0]),
-                },
+    try:
+        for step, batch in enumerate(batches, start=1):
+            if should_stop is not None and should_stop():
+                raise TrainingCancelled(f"stopped before step {step} of {len(batches)}")
+            inputs = pad_batch(
+                [chosen[i] for i in batch] + [rejected[i] for i in batch],
+                pad_token_id=tokenizer.pad_token_id,
+                token_type_ids=spec.token_type_ids,
+                device=device,
             )
+            rewards = model(**inputs).logits[:, 0].float()
+            margin = None
+            if config.use_margin:
+                margin = torch.tensor([margins[i] for i in batch], device=device)
+            loss = bradley_terry_loss(rewards[: len(batch)], rewards[len(batch) :], margin)
+            loss.backward()
+            weights.gradients_to_master()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(weights.trained, config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            weights.master_to_model()
 
+            result.loss_history.append(loss.item())
+            result.pairs += len(batch)
+            if progress is not None and (step % report_every == 0 or step == len(batches)):
+                progress(
+                    step / len(batches),
+                    {
+                        "step": step,
+                        "loss": result.loss_history[-1],
+                        "learning_rate": float(scheduler.get_last_lr()[0]),
+                    },
+                )
+    finally:
+        model.set_attn_implementation(attention)
+    weights.finish()
     model.eval()
     result.seconds = time.perf_counter() - started
     return result
+
+
+class _MasterWeights:
+    """bf16 training with fp32 master weights: the model computes in bf16 (weights and
+    activations), while the optimizer updates fp32 copies of the trainable weights, so small
+    updates are not rounded away. Without bf16 the optimizer works on the model's own weights.
+
+    Chosen over autocast: on the CPU, autocast's casts of weights and activations between fp32
+    and bf16 took 13% of a MiniLM step, and its fp32 activations double the memory traffic of
+    every element-wise operation (docs/benchmarks_training.md).
+    """
+
+    def __init__(self, model: PreTrainedModel, *, bf16: bool) -> None:
+        self.model = model
+        self._params = [p for p in model.parameters() if p.requires_grad]
+        if bf16:
+            self.trained = [p.detach().clone().float().requires_grad_() for p in self._params]
+            model.to(torch.bfloat16)
+        else:
+            self.trained = self._params
+
+    def gradients_to_master(self) -> None:
+        if self.trained is self._params:
+            return
+        for master, param in zip(self.trained, self._params, strict=True):
+            master.grad = None if param.grad is None else param.grad.float()
+            param.grad = None
+
+    @torch.no_grad()
+    def master_to_model(self) -> None:
+        if self.trained is not self._params:
+            for master, param in zip(self.trained, self._params, strict=True):
+                param.copy_(master)
+
+    @torch.no_grad()
+    def finish(self) -> None:
+        """The model back in fp32 with the exact master weights, as checkpoints store it."""
+        if self.trained is not self._params:
+            self.model.float()
+            for master, param in zip(self.trained, self._params, strict=True):
+                param.copy_(master)
 
 
 def bucketed_batches(

@@ -1,0 +1,123 @@
+"""The CPU bf16 training attention gives SDPA's answers and gradients, and stays out of
+checkpoints."""
+
+import json
+
+import pytest
+import torch
+from torch.nn import functional
+from transformers import AutoModelForSequenceClassification
+
+from rewardtrain import attention
+from rewardtrain.attention import ATTENTION, chunked_attention_forward
+from rewardtrain.config import TrainConfig
+from rewardtrain.data import PreferencePair
+from rewardtrain.model import bf16_supported
+from rewardtrain.train import train
+from tests.rewardtrain.helpers import build_tiny_model
+
+
+class _Module(torch.nn.Module):
+    def __init__(self, *, is_causal: bool = False, groups: int = 1) -> None:
+        super().__init__()
+        self.is_causal = is_causal
+        self.num_key_value_groups = groups
+
+
+def _inputs(batch=11, heads=4, length=37, dim=16, kv_heads=None):
+    generator = torch.Generator().manual_seed(0)
+
+    def tensor(heads_here):
+        return torch.randn(batch, heads_here, length, dim, generator=generator)
+
+    return tensor(heads), tensor(kv_heads or heads), tensor(kv_heads or heads)
+
+
+def _padding_mask(batch, length):
+    lengths = torch.arange(batch) % length // 2 + length // 2  # every row keeps its first token
+    keep = torch.arange(length)[None, :] < lengths[:, None]
+    return keep[:, None, None, :].expand(batch, 1, length, length)
+
+
+def _reference(query, key, value, mask, *, is_causal=False):
+    return functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=mask, is_causal=is_causal
+    ).transpose(1, 2)
+
+
+def _relative_error(ours, reference):
+    return ((ours.float() - reference).abs().max() / reference.abs().max()).item()
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_outputs_and_gradients_match_sdpa_within_bf16_rounding(causal):
+    query, key, value = _inputs()
+    mask = None if causal else _padding_mask(query.shape[0], query.shape[2])
+    reference_inputs = [t.clone().requires_grad_() for t in (query, key, value)]
+    ours_inputs = [t.to(torch.bfloat16).requires_grad_() for t in (query, key, value)]
+    grad = torch.randn(query.shape[0], query.shape[2], query.shape[1], query.shape[3])
+
+    expected = _reference(*reference_inputs, mask, is_causal=causal)
+    expected.backward(grad)
+    ours, _ = chunked_attention_forward(_Module(is_causal=causal), *ours_inputs, mask, dropout=0.0)
+    ours.backward(grad.to(torch.bfloat16))
+
+    assert ours.shape == expected.shape
+    assert _relative_error(ours, expected) < 0.02
+    for mine, theirs in zip(ours_inputs, reference_inputs, strict=True):
+        assert _relative_error(mine.grad, theirs.grad) < 0.03
+
+
+def test_grouped_query_heads_are_shared_like_sdpa():
+    query, key, value = _inputs(heads=4, kv_heads=2)
+    mask = _padding_mask(query.shape[0], query.shape[2])
+    expected = _reference(query, key.repeat_interleave(2, 1), value.repeat_interleave(2, 1), mask)
+
+    ours, _ = chunked_attention_forward(
+        _Module(groups=2), *(t.to(torch.bfloat16) for t in (query, key, value)), mask
+    )
+
+    assert _relative_error(ours, expected) < 0.02
+
+
+def test_fp32_and_dropout_go_to_sdpa_unchanged():
+    query, key, value = _inputs()
+    mask = _padding_mask(query.shape[0], query.shape[2])
+
+    ours, _ = chunked_attention_forward(_Module(), query, key, value, mask)
+
+    assert torch.equal(ours, _reference(query, key, value, mask).contiguous())
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.mark.skipif(not bf16_supported(torch.device("cpu")), reason="this CPU has no bf16")
+def test_training_uses_it_but_the_saved_model_does_not_name_it(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    pairs = [
+        PreferencePair(prompt=f"question {i}", chosen="yes, gladly", rejected="no")
+        for i in range(16)
+    ]
+    config = TrainConfig(base_model=str(tiny_model_dir), max_length=32, batch_size=8, device="cpu")
+    seen = []
+    original = attention._ChunkedAttention.apply
+
+    def spy(*args):
+        seen.append(args[0].dtype)
+        return original(*args)
+
+    monkeypatch.setattr(attention._ChunkedAttention, "apply", spy)
+    result = train(config, pairs)
+    result.model.save_pretrained(tmp_path)
+
+    assert seen
+    assert set(seen) == {torch.bfloat16}
+    assert result.bf16
+    assert result.model.config._attn_implementation != ATTENTION
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())
+    assert ATTENTION not in json.dumps(json.loads((tmp_path / "config.json").read_text()))
+    AutoModelForSequenceClassification.from_pretrained(tmp_path)
