@@ -511,6 +511,7 @@ def _evaluate_published(
             expected_sha256=published.file_sha256,
             device=config.device,
             bf16=config.bf16,
+            bf16_weights=False,  # the new version is scored with fp32 weights too
         )
     except Exception as error:  # a published version that cannot load cannot serve either
         return {"version": published.version, "error": f"{type(error).__name__}: {error}"}

@@ -16,9 +16,11 @@ from rewardtrain.data import PreferencePair
 from rewardtrain.model import (
     InputEncoder,
     RewardScorer,
+    bf16_supported,
     input_spec_for,
     length_sorted_batches,
     load_reward_model,
+    reward_head,
 )
 from rewardtrain.train import (
     TrainingCancelled,
@@ -198,7 +200,10 @@ def test_a_checkpoint_round_trips_and_scores_the_same(tmp_path, trained):
     prompts, responses = ["tell me about rivers", "hi"], ["sure, thank you", "go away"]
 
     scorer = load_reward_model(
-        written.path, checkpoint_root=tmp_path, expected_sha256=written.files_sha256
+        written.path,
+        checkpoint_root=tmp_path,
+        expected_sha256=written.files_sha256,
+        bf16_weights=False,
     )
 
     manifest = json.loads((written.path / "pairwise.json").read_text())
@@ -213,6 +218,28 @@ def test_a_checkpoint_round_trips_and_scores_the_same(tmp_path, trained):
     plain = AutoModelForSequenceClassification.from_pretrained(written.path)
     assert plain.config.num_labels == 1
     assert not list(tmp_path.glob("alpha/.tmp-*"))
+
+
+@pytest.mark.skipif(not bf16_supported(torch.device("cpu")), reason="this CPU has no bf16")
+def test_served_weights_are_bf16_and_score_within_bf16_rounding(tmp_path, trained):
+    written = _write(tmp_path, trained)
+    prompts = [f"tell me about the {word}" for word in WORDS]
+    responses = [f"sure, the {word} is lovely, thank you" for word in WORDS[::-1]]
+
+    scorer = load_reward_model(written.path, checkpoint_root=tmp_path)
+    exact = load_reward_model(written.path, checkpoint_root=tmp_path, bf16=False)
+
+    head = reward_head(scorer.model)
+    body = [p for p in scorer.model.parameters() if all(p is not q for q in head.parameters())]
+    assert {p.dtype for p in body} == {torch.bfloat16}
+    assert {p.dtype for p in head.parameters()} == {torch.float32}
+    assert {p.dtype for p in exact.model.parameters()} == {torch.float32}
+    reference = exact.score(prompts, responses)
+    served = scorer.score(prompts, responses)
+    assert served == pytest.approx(reference, rel=0.01)
+    # The head runs in fp32: rewards are not rounded to bf16's 8-bit mantissa (steps of 0.004
+    # near 0.75), which would make close responses tie.
+    assert not all(torch.tensor(s).to(torch.bfloat16).item() == s for s in served)
 
 
 def test_scoring_batches_keep_padded_tokens_under_the_budget():
