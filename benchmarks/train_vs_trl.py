@@ -9,7 +9,7 @@ TRL is not a project dependency: install it beside the venv, without touching it
     .venv/bin/pip install --no-deps --target var/trl-lib trl==1.16.0 accelerate==1.15.0 \
         datasets==5.2.0 dill multiprocess xxhash psutil tqdm
 then run
-    .venv/bin/python benchmarks/train_vs_trl.py
+    .venv/bin/python benchmarks/train_vs_trl.py [--seeds 0 1 2]
 Each trainer runs in its own process, so neither pays for the other's warm caches or imports.
 Our time covers the whole train() call (model loading and tokenizing included); TRL's covers
 trainer.train() only, its dataset already prepared. CPU seconds are printed too: on a shared
@@ -24,6 +24,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -153,9 +154,11 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps(runner(args, train_pairs)))
 
 
-def spawn(args: argparse.Namespace, trainer: str, subset: str, out: Path) -> dict[str, object]:
-    command = [sys.executable, __file__, "--child", "--trainer", trainer, "--subset", subset]
-    command += ["--out", str(out), *sys.argv[1:]]
+def spawn(
+    args: argparse.Namespace, trainer: str, subset: str, seed: int, out: Path
+) -> dict[str, object]:
+    command = [sys.executable, __file__, *sys.argv[1:], "--child", "--trainer", trainer]
+    command += ["--subset", subset, "--seed", str(seed), "--out", str(out)]
     env = dict(os.environ)
     if trainer == "trl":
         env["PYTHONPATH"] = os.pathsep.join([str(TRL_LIB), str(ROOT)])
@@ -179,7 +182,15 @@ def main() -> None:
     parser.add_argument("--warmup-ratio", type=float, default=0.1)
     parser.add_argument("--heldout", type=float, default=0.2)
     parser.add_argument("--salt", default="hh-benchmark")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2],
+        help="each trainer runs once per seed; 285 held-out pairs leave one run's accuracy "
+        "about 3 points of noise, so compare means",
+    )
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument(
         "--trl-gradient-checkpointing",
         action=argparse.BooleanOptionalAction,
@@ -204,25 +215,43 @@ def main() -> None:
     print(f"held-out {len(heldout)}; train pairs within {args.max_length} tokens: {len(fitting)}")
 
     runs = [("trl", "fitting"), ("ours", "fitting"), ("ours", "all")]
-    rows, timings = [], []
-    for trainer, subset in runs:
-        out = WORK / f"{trainer}-{subset}"
-        timing = spawn(args, trainer, subset, out)
-        timings.append(timing)
-        metrics = score(out, heldout, token_type_ids=trainer == "ours", max_length=args.max_length)
-        rate = timing["pairs"] / timing["seconds"]
-        rows.append((trainer, subset, timing["pairs"], timing["seconds"], rate, metrics))
+    summary: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    for seed in args.seeds:
+        for trainer, subset in runs:
+            out = WORK / f"{trainer}-{subset}-{seed}"
+            timing = spawn(args, trainer, subset, seed, out)
+            metrics = score(
+                out, heldout, token_type_ids=trainer == "ours", max_length=args.max_length
+            )
+            rate = timing["pairs"] / timing["seconds"]
+            per_cpu = timing["pairs"] / timing["cpu_seconds"]
+            summary.setdefault((trainer, subset), []).append((rate, per_cpu, metrics["accuracy"]))
+            print(
+                f"seed {seed}: {trainer:>4} on {subset:>7} pairs: {timing['pairs']} pairs in "
+                f"{timing['seconds']:.1f} s ({timing['cpu_seconds']:.0f} CPU s) = {rate:.2f} "
+                f"pairs/s; held-out accuracy {metrics['accuracy']:.4f}, margin "
+                f"{metrics['margin']:.3f}, loss {metrics['loss']:.4f}",
+                flush=True,
+            )
+    means = {
+        key: [statistics.mean(column) for column in zip(*values, strict=True)]
+        for key, values in summary.items()
+    }
+    for (trainer, subset), (rate, _, accuracy) in means.items():
+        accuracies = ", ".join(f"{a:.4f}" for _, _, a in summary[trainer, subset])
         print(
-            f"{trainer:>4} on {subset:>7} pairs: {timing['pairs']} pairs in "
-            f"{timing['seconds']:.1f} s ({timing['cpu_seconds']:.0f} CPU s) = {rate:.2f} pairs/s; "
-            f"held-out accuracy "
-            f"{metrics['accuracy']:.4f}, margin {metrics['margin']:.3f}, loss {metrics['loss']:.4f}"
+            f"mean over {len(args.seeds)} seeds: {trainer:>4} on {subset:>7} pairs: "
+            f"{rate:.2f} pairs/s, held-out accuracy {accuracy:.4f} ({accuracies})"
         )
-    trl_rate = rows[0][4]
-    print(f"speed-up on the same pairs: {rows[1][4] / trl_rate:.2f}x; on all pairs ", end="")
-    print(f"(more, longer pairs): {rows[2][4] / trl_rate:.2f}x")
-    per_cpu = [row[2] / timing["cpu_seconds"] for row, timing in zip(rows, timings, strict=True)]
-    print(f"per CPU-second: {per_cpu[1] / per_cpu[0]:.2f}x on the same pairs")
+    trl, ours, ours_all = means["trl", "fitting"], means["ours", "fitting"], means["ours", "all"]
+    print(
+        f"speed-up on the same pairs: {ours[0] / trl[0]:.2f}x ({ours[1] / trl[1]:.2f}x per "
+        f"CPU-second); on all pairs (more, longer pairs): {ours_all[0] / trl[0]:.2f}x"
+    )
+    print(
+        f"held-out accuracy, ours minus TRL: {100 * (ours[2] - trl[2]):+.2f} points on the same "
+        f"pairs, {100 * (ours_all[2] - trl[2]):+.2f} trained on all pairs"
+    )
 
 
 if __name__ == "__main__":

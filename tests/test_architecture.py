@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-ML_CORE = ["config", "data", "model", "train", "checkpoints"]
+ML_CORE = ["config", "data", "model", "attention", "train", "checkpoints"]
 
 
 def _imports(path: Path) -> set[str]:
