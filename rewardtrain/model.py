@@ -389,7 +389,7 @@ def load_reward_model(
     target = resolve_device(device)
     model, tokenizer = load_model(path, device=target)
     if bf16 and bf16_weights and bf16_supported(target):
-        model.to(torch.bfloat16)
+        model.bfloat16()
         head = reward_head(model)
         if head is not None:
             head.float()  # a few hundred weights: keep them exact

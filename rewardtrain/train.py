@@ -216,10 +216,11 @@ class _MasterWeights:
 
     def __init__(self, model: PreTrainedModel, *, bf16: bool) -> None:
         self.model = model
-        self._params = [p for p in model.parameters() if p.requires_grad]
+        self._params: list[Tensor] = [p for p in model.parameters() if p.requires_grad]
+        self.trained: list[Tensor]
         if bf16:
             self.trained = [p.detach().clone().float().requires_grad_() for p in self._params]
-            model.to(torch.bfloat16)
+            model.bfloat16()
         else:
             self.trained = self._params
 
