@@ -8,6 +8,7 @@ new version against the published one on the same held-out pairs.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
@@ -36,6 +37,8 @@ from rewardtrain.model import (
     pad_batch,
     resolve_device,
 )
+
+logger = logging.getLogger(__name__)
 
 Progress = Callable[[float, dict[str, float]], None]
 
@@ -159,7 +162,10 @@ def train(
 
     attention = model.config._attn_implementation
     if bf16 and device.type == "cpu":
-        model.set_attn_implementation(ATTENTION)
+        try:
+            model.set_attn_implementation(ATTENTION)
+        except ValueError as error:  # an architecture that cannot take it keeps its own
+            logger.warning("training with %s attention: %s", attention, error)
     model.train()
     try:
         for step, batch in enumerate(batches, start=1):
