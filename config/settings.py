@@ -5,6 +5,7 @@ Kombu's filesystem transport under var/: the "embedded default" that lets `make 
 laptop with only Python. Production and the test suite use PostgreSQL and Redis.
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -12,6 +13,10 @@ import environ
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+# pyarrow's allocator (mimalloc) keeps freed pages for a while by default; a Parquet export then
+# held about 30 MiB more in the web process. Read when pyarrow first loads, so it is set here,
+# before anything imports it; a value from the environment or .env wins.
+os.environ.setdefault("MIMALLOC_PURGE_DELAY", "0")
 
 # Local state of the embedded default: the SQLite file, the broker folder, checkpoints.
 VAR_DIR = Path(env.str("PAIRWISE_VAR_DIR", default=str(BASE_DIR / "var")))
