@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rater_load import PG_SERVER, ROOT, _free_port, _psql, _server_env
@@ -104,6 +105,17 @@ def _publish(checkpoints: Path) -> str:
     return Token.objects.create(user=user, key=secrets.token_hex(20)).key
 
 
+def concurrently(target: Callable[[int], None], count: int) -> float:
+    """Run target(0) .. target(count - 1) on threads at once; the seconds until all returned."""
+    started = time.monotonic()
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.monotonic() - started
+
+
 def _wait_for(port: int, process: subprocess.Popen[bytes], seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -145,14 +157,9 @@ def _clients(
             latencies[index].append((time.perf_counter() - started) * 1000)
         connection.close()
 
-    started = time.monotonic()
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    seconds_taken = concurrently(client, clients)
     every = sorted(t for per_client in latencies for t in per_client)
-    return len(every) * PER_REQUEST / (time.monotonic() - started), every
+    return len(every) * PER_REQUEST / seconds_taken, every
 
 
 def main() -> None:

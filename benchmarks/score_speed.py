@@ -32,7 +32,7 @@ import django  # noqa: E402
 django.setup()
 
 import torch  # noqa: E402
-from score_api import PER_REQUEST, hh_items, write_minilm_version  # noqa: E402
+from score_api import PER_REQUEST, concurrently, hh_items, write_minilm_version  # noqa: E402
 
 from rewardtrain.model import RewardScorer, load_reward_model  # noqa: E402
 from rewardtrain.scorer import Batcher, ModelCache, scorer_app  # noqa: E402
@@ -69,13 +69,8 @@ def _http_rate(url: str, items: list[dict[str, str]], clients: int, seconds: flo
                 assert len(json.load(response)["scores"]) == PER_REQUEST
             done[index] += PER_REQUEST
 
-    started = time.monotonic()
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(done) / (time.monotonic() - started)
+    seconds = concurrently(client, clients)
+    return sum(done) / seconds
 
 
 def main() -> None:

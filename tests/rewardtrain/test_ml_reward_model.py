@@ -242,6 +242,23 @@ def test_served_weights_are_bf16_and_score_within_bf16_rounding(tmp_path, traine
     assert not all(torch.tensor(s).to(torch.bfloat16).item() == s for s in served)
 
 
+@pytest.mark.skipif(not bf16_supported(torch.device("cpu")), reason="this CPU has no bf16")
+def test_prepacked_weights_score_exactly_like_plain_bf16_weights(tmp_path, trained):
+    written = _write(tmp_path, trained)
+    prompts = [f"tell me about the {word}" for word in WORDS]
+    responses = [f"sure, the {word} is lovely, thank you" for word in WORDS[::-1]]
+    plain = load_reward_model(written.path, checkpoint_root=tmp_path, bf16_weights=False)
+    plain.model.bfloat16()
+    reward_head(plain.model).float()
+
+    served = load_reward_model(written.path, checkpoint_root=tmp_path)
+
+    packed = [m for m in served.model.modules() if hasattr(m, "prepacked_weight")]
+    linears = [m for m in served.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(packed) == len(linears) - 1  # all but the fp32 head
+    assert served.score(prompts, responses) == plain.score(prompts, responses)
+
+
 def test_scoring_batches_keep_padded_tokens_under_the_budget():
     lengths = [100, 10, 12, 300, 11, 90, 95]
 
