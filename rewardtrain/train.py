@@ -32,6 +32,7 @@ from rewardtrain.model import (
     InputSpec,
     RewardScorer,
     bf16_supported,
+    cast_parameters,
     input_spec_for,
     load_model,
     pad_batch,
@@ -212,8 +213,9 @@ def train(
 
 class _MasterWeights:
     """bf16 training with fp32 master weights: the model computes in bf16 (weights and
-    activations), while the optimizer updates fp32 copies of the trainable weights, so small
-    updates are not rounded away. Without bf16 the optimizer works on the model's own weights.
+    activations; buffers such as rotary frequencies keep their precision), while the optimizer
+    updates fp32 copies of the trainable weights, so small updates are not rounded away. Without
+    bf16 the optimizer works on the model's own weights.
 
     Chosen over autocast: on the CPU, autocast's casts of weights and activations between fp32
     and bf16 took 13% of a MiniLM step, and its fp32 activations double the memory traffic of
@@ -226,7 +228,7 @@ class _MasterWeights:
         self.trained: list[Tensor]
         if bf16:
             self.trained = [p.detach().clone().float().requires_grad_() for p in self._params]
-            model.bfloat16()
+            cast_parameters(model, torch.bfloat16)
         else:
             self.trained = self._params
 
@@ -247,9 +249,9 @@ class _MasterWeights:
     def finish(self) -> None:
         """The model back in fp32 with the exact master weights, as checkpoints store it."""
         if self.trained is not self._params:
-            self.model.float()
+            cast_parameters(self.model, torch.float32)
             for master, param in zip(self.trained, self._params, strict=True):
-                param.copy_(master)
+                param.data = master.detach()
 
 
 def bucketed_batches(

@@ -17,6 +17,7 @@ from rewardtrain.model import (
     InputEncoder,
     RewardScorer,
     bf16_supported,
+    cast_parameters,
     input_spec_for,
     length_sorted_batches,
     load_reward_model,
@@ -248,8 +249,8 @@ def test_prepacked_weights_score_exactly_like_plain_bf16_weights(tmp_path, train
     prompts = [f"tell me about the {word}" for word in WORDS]
     responses = [f"sure, the {word} is lovely, thank you" for word in WORDS[::-1]]
     plain = load_reward_model(written.path, checkpoint_root=tmp_path, bf16_weights=False)
-    plain.model.bfloat16()
-    reward_head(plain.model).float()
+    cast_parameters(plain.model, torch.bfloat16)
+    cast_parameters(reward_head(plain.model), torch.float32)
 
     served = load_reward_model(written.path, checkpoint_root=tmp_path)
 
@@ -359,3 +360,26 @@ def test_sweeping_removes_only_stale_staging_directories(tmp_path):
     assert sweep_partial(tmp_path, older_than_s=3600) == [stale]
     assert fresh.exists()
     assert published.exists()
+
+
+def test_casting_parameters_leaves_buffers_such_as_rotary_frequencies_alone():
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_labels=1,
+    )
+    model = LlamaForSequenceClassification(config)
+    buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
+
+    cast_parameters(model, torch.bfloat16)
+
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert any(buffer.is_floating_point() for buffer in buffers.values())
+    for name, buffer in model.named_buffers():
+        assert torch.equal(buffer, buffers[name])
+        assert buffer.dtype == buffers[name].dtype
