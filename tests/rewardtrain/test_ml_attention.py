@@ -121,3 +121,33 @@ def test_training_uses_it_but_the_saved_model_does_not_name_it(
     assert all(p.dtype == torch.float32 for p in result.model.parameters())
     assert ATTENTION not in json.dumps(json.loads((tmp_path / "config.json").read_text()))
     AutoModelForSequenceClassification.from_pretrained(tmp_path)
+
+
+@pytest.mark.skipif(not bf16_supported(torch.device("cpu")), reason="this CPU has no bf16")
+def test_an_architecture_that_refuses_it_trains_with_its_own_attention(
+    tiny_model_dir, monkeypatch, caplog
+):
+    from transformers import PreTrainedModel
+
+    original = PreTrainedModel.set_attn_implementation
+
+    def refuse_ours(self, implementation, *args, **kwargs):
+        if implementation == ATTENTION:
+            raise ValueError("this architecture does not support custom attention")
+        return original(self, implementation, *args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedModel, "set_attn_implementation", refuse_ours)
+    calls = []
+    monkeypatch.setattr(attention._ChunkedAttention, "apply", lambda *args: calls.append(args))
+    pairs = [
+        PreferencePair(prompt=f"question {i}", chosen="yes, gladly", rejected="no")
+        for i in range(16)
+    ]
+    config = TrainConfig(base_model=str(tiny_model_dir), max_length=32, batch_size=8, device="cpu")
+
+    result = train(config, pairs)
+
+    assert result.bf16
+    assert not calls
+    assert len(result.loss_history) == 2
+    assert "does not support custom attention" in caplog.text
