@@ -2,6 +2,7 @@
 checkpoints."""
 
 import json
+import logging
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from torch.nn import functional
 from transformers import AutoModelForSequenceClassification
 
 from rewardtrain import attention
+from rewardtrain import train as training
 from rewardtrain.attention import ATTENTION, chunked_attention_forward
 from rewardtrain.config import TrainConfig
 from rewardtrain.data import PreferencePair
@@ -137,6 +139,9 @@ def test_an_architecture_that_refuses_it_trains_with_its_own_attention(
         return original(self, implementation, *args, **kwargs)
 
     monkeypatch.setattr(PreTrainedModel, "set_attn_implementation", refuse_ours)
+    # Another test's logging set-up (Celery's, in process) may have disabled existing loggers.
+    monkeypatch.setattr(training.logger, "disabled", False)
+    caplog.set_level(logging.WARNING, logger=training.logger.name)
     calls = []
     monkeypatch.setattr(attention._ChunkedAttention, "apply", lambda *args: calls.append(args))
     pairs = [
