@@ -5,8 +5,9 @@ bf16 its backward pass runs about 3.5x slower than in fp32 (torch 2.13 on AVX-51
 in fp32 it took a third of a MiniLM step for some 6% of the step's FLOPs. This computes attention
 the plain way, softmax(QK^T * scale + mask) V, with bf16 matrix products (AMX where present), a
 few sequences at a time so that each chunk's scores stay in cache. On MiniLM's shapes (32
-sequences of 148 tokens, 12 heads of 32) forward and backward take 22 ms a layer, against 36 ms
-for the fp32 flash kernel and 120 ms for the bf16 one (docs/benchmarks_training.md).
+sequences of 148 tokens, 12 heads of 32) forward and backward take 33-34 ms a layer, against
+40-42 ms for the fp32 flash kernel, which a bf16 model must also cast for, and 113-130 ms for the
+bf16 one (`benchmarks/attention_cpu.py`, docs/benchmarks_training.md).
 
 Anything else (CUDA, fp32, dropout inside attention, position biases, decoding with a cache) is
 handed to transformers' own SDPA path unchanged. The name is set on a model only while it trains
@@ -30,34 +31,32 @@ _CHUNK = 8
 
 class _ChunkedAttention(torch.autograd.Function):
     """softmax(Q K^T * scale + bias) V over (batch, heads, length, dim) tensors, in chunks of
-    the batch. Keeps the probabilities (one bf16 matrix per head) for the backward pass."""
+    the batch. Keeps each chunk's probabilities (bf16) for the backward pass."""
 
     @staticmethod
     def forward(
         ctx: Any, query: Tensor, key: Tensor, value: Tensor, bias: Tensor, scale: float
     ) -> Tensor:
-        batch, heads, length, _ = query.shape
         output = query.new_empty((*query.shape[:3], value.shape[-1]))
-        probabilities = query.new_empty((batch, heads, length, key.shape[2]))
-        for start in range(0, batch, _CHUNK):
+        probabilities = []
+        for start in range(0, query.shape[0], _CHUNK):
             rows = slice(start, start + _CHUNK)
             scores = torch.matmul(query[rows], key[rows].transpose(-1, -2))
-            scores.mul_(scale).add_(bias[rows])
-            probabilities[rows] = torch.softmax(scores, dim=-1)
-            output[rows] = torch.matmul(probabilities[rows], value[rows])
-        ctx.save_for_backward(query, key, value, probabilities)
+            chunk = torch.softmax(scores.mul_(scale).add_(bias[rows]), dim=-1)
+            output[rows] = torch.matmul(chunk, value[rows])
+            probabilities.append(chunk)
+        ctx.save_for_backward(query, key, value, *probabilities)
         ctx.scale = scale
         return output
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor, Tensor, Tensor, None, None]:
-        query, key, value, probabilities = ctx.saved_tensors
+        query, key, value, *probabilities = ctx.saved_tensors
         grad_query = torch.empty_like(query)
         grad_key = torch.empty_like(key)
         grad_value = torch.empty_like(value)
-        for start in range(0, query.shape[0], _CHUNK):
-            rows = slice(start, start + _CHUNK)
-            chunk = probabilities[rows]
+        for index, chunk in enumerate(probabilities):
+            rows = slice(index * _CHUNK, (index + 1) * _CHUNK)
             grad_value[rows] = torch.matmul(chunk.transpose(-1, -2), grad_output[rows])
             grad_probabilities = torch.matmul(grad_output[rows], value[rows].transpose(-1, -2))
             grad_scores = torch._softmax_backward_data(grad_probabilities, chunk, -1, chunk.dtype)
