@@ -1,7 +1,10 @@
-"""Django admin for annotation data. Judgments, prompts and responses are evidence: they are
-read-only here, because editing them would silently change what raters said or saw."""
+"""Django admin for annotation data and accounts. Judgments, prompts and responses are evidence:
+they are read-only here, because editing them would silently change what raters said or saw."""
 
 from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.models import User
+from django.http import HttpRequest
 
 from annotation.models import (
     AgreementReport,
@@ -14,6 +17,7 @@ from annotation.models import (
     Prompt,
     Response,
 )
+from annotation.selectors.people import user_manage_refusal
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -22,6 +26,37 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
         return False
+
+
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class AccountAdmin(UserAdmin):
+    """Django's user admin under the app's account rule (selectors.people.user_manage_refusal):
+    staff who may change accounts change plain users and themselves, never another staff user
+    or a superuser; and only a superuser grants staff, superuser status or permissions, so
+    nobody raises their own privilege here either."""
+
+    PRIVILEGE_FIELDS = ("is_staff", "is_superuser", "groups", "user_permissions")
+
+    def has_change_permission(self, request: HttpRequest, obj: User | None = None) -> bool:
+        allowed = super().has_change_permission(request, obj)
+        if obj is None or not allowed:
+            return allowed
+        return user_manage_refusal(actor=request.user, target=obj) is None  # type: ignore[arg-type]
+
+    def has_delete_permission(self, request: HttpRequest, obj: User | None = None) -> bool:
+        allowed = super().has_delete_permission(request, obj)
+        if obj is None or not allowed:
+            return allowed
+        return user_manage_refusal(actor=request.user, target=obj) is None  # type: ignore[arg-type]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: User | None = None) -> tuple:
+        fields = tuple(super().get_readonly_fields(request, obj))
+        if request.user.is_superuser:
+            return fields
+        return fields + self.PRIVILEGE_FIELDS
 
 
 class MembershipInline(admin.TabularInline):

@@ -33,6 +33,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection, transaction
 from django.test import Client, override_settings
@@ -205,6 +206,7 @@ class World:
     users: dict[str, Any]  # actor -> user (no "anon")
     target: Any  # a paused rater of alpha that membership actions act on
     loner: Any  # an active user who is in no project
+    peers: dict[str, Any]  # another staff user and another superuser, raters of alpha
     target_membership: Membership
     batch: Batch
     leases: dict[str, Assignment]  # actor -> a live lease in alpha
@@ -251,6 +253,12 @@ def _build(root: Path) -> World:
         project=alpha, user=target, role=Role.RATER, paused_at=timezone.now()
     )
     loner = UserFactory(username="loner")
+    peers = {
+        "staff": UserFactory(username="stan", is_staff=True),
+        "super": UserFactory(username="sue", is_staff=True, is_superuser=True),
+    }
+    for peer in peers.values():
+        MembershipFactory(project=alpha, user=peer, role=Role.RATER)
 
     batch = BatchFactory(project=alpha, uploaded_by=users["admin"])
     leases = {}
@@ -276,6 +284,7 @@ def _build(root: Path) -> World:
         users=users,
         target=target,
         loner=loner,
+        peers=peers,
         target_membership=target_membership,
         batch=batch,
         leases=leases,
@@ -747,3 +756,140 @@ def test_ids_around(world: World, db, kind, route, method, kwargs, asker) -> Non
         else:
             assert response.status_code == 404, (route, target.pk)
         assert _fingerprint(world.users[actor] if page else None) == before, (route, target.pk)
+
+
+# ------------------------------------------------------------------------------ accounts
+
+
+@dataclass(frozen=True)
+class Cell:
+    status: int
+    done: bool  # the account really changed (token issued, deactivated, edited)
+
+
+def Y(status: int) -> Cell:
+    return Cell(status, done=True)
+
+
+def N(status: int) -> Cell:
+    return Cell(status, done=False)
+
+
+ACCOUNT_ACTORS = ("anon", "rater", "lead", "admin", "staff", "super")
+ACCOUNT_TARGETS = ("self", "user", "staff", "super")
+# Every endpoint that acts on an account, every actor against every kind of target: oneself, a
+# plain user, another staff user, another superuser (reliability.md item 8). One rule decides
+# them all (annotation.selectors.people.user_manage_refusal): staff manage plain users and
+# themselves; only a superuser manages another staff user or superuser. For the members page,
+# staff and superusers are made admins of alpha first, so that the project boundary (covered
+# by MATRIX) is not what refuses them; for the Django admin, staff are given the permission to
+# change users, so that the rule is what refuses them. Anonymous callers have no "self" (None).
+# fmt: off
+ACCOUNT_MATRIX: dict[tuple[str, str], dict[str, tuple[Cell | None, ...]]] = {
+    #                              self        user       staff      super
+    ("api:user-token", "POST"): {
+        "anon":                    (None,      N(401),    N(401),    N(401)),
+        "rater":                   (N(403),    N(403),    N(403),    N(403)),
+        "lead":                    (N(403),    N(403),    N(403),    N(403)),
+        "admin":                   (N(403),    N(403),    N(403),    N(403)),
+        "staff":                   (Y(201),    Y(201),    N(403),    N(403)),
+        "super":                   (Y(201),    Y(201),    Y(201),    Y(201)),
+    },
+    # Nobody deactivates their own account: that refusal is a message on the page.
+    ("annotation:member-deactivate", "POST"): {
+        "anon":                    (None,      N(302),    N(302),    N(302)),
+        "rater":                   (N(403),    N(403),    N(403),    N(403)),
+        "lead":                    (N(403),    N(403),    N(403),    N(403)),
+        "admin":                   (N(403),    N(403),    N(403),    N(403)),
+        "staff":                   (N(302),    Y(302),    N(403),    N(403)),
+        "super":                   (N(302),    Y(302),    Y(302),    Y(302)),
+    },
+    # Only staff get past the admin's login; the rest are sent to it.
+    ("admin:auth_user_change", "POST"): {
+        "anon":                    (None,      N(302),    N(302),    N(302)),
+        "rater":                   (N(302),    N(302),    N(302),    N(302)),
+        "lead":                    (N(302),    N(302),    N(302),    N(302)),
+        "admin":                   (N(302),    N(302),    N(302),    N(302)),
+        "staff":                   (Y(302),    Y(302),    N(403),    N(403)),
+        "super":                   (Y(302),    Y(302),    Y(302),    Y(302)),
+    },
+}
+# fmt: on
+EDITED_EMAIL = "edited@example.org"
+
+
+def _account_target(world: World, actor: str, kind: str) -> Any:
+    if kind == "self":
+        return world.users[actor]
+    if kind == "user":
+        return world.target
+    return world.peers[kind]
+
+
+def _account_cells() -> Iterator[Any]:
+    for (route, method), rows in ACCOUNT_MATRIX.items():
+        for actor in ACCOUNT_ACTORS:
+            for kind, cell in zip(ACCOUNT_TARGETS, rows[actor], strict=True):
+                if cell is not None:
+                    label = f"{'done' if cell.done else 'refused'} {cell.status}"
+                    yield pytest.param(
+                        route, method, actor, kind, cell, id=f"{route} {actor} on {kind}: {label}"
+                    )
+
+
+def _admin_form(target: Any) -> dict[str, str]:
+    """The admin's change form for `target` as it is, with a new e-mail address."""
+    data = {
+        "username": target.username,
+        "email": EDITED_EMAIL,
+        "is_active": "on",
+        "date_joined_0": target.date_joined.strftime("%Y-%m-%d"),
+        "date_joined_1": target.date_joined.strftime("%H:%M:%S"),
+    }
+    for flag in ("is_staff", "is_superuser"):
+        if getattr(target, flag):
+            data[flag] = "on"
+    return data
+
+
+def _account_url(world: World, route: str, actor: str, target: Any) -> str:
+    if route == "annotation:member-deactivate":
+        if actor in ("staff", "super"):
+            Membership.objects.update_or_create(
+                project=world.alpha, user=world.users[actor], defaults={"role": Role.ADMIN}
+            )
+        membership = Membership.objects.get(project=world.alpha, user=target)
+        return reverse(route, kwargs={"slug": world.alpha.slug, "membership_id": membership.id})
+    if route == "admin:auth_user_change":
+        if actor == "staff":
+            world.users["staff"].user_permissions.add(
+                Permission.objects.get(codename="change_user", content_type__app_label="auth")
+            )
+        return reverse(route, kwargs={"object_id": target.pk})
+    return reverse(route, kwargs={"user_id": target.pk})
+
+
+def _account_changed(route: str, target: Any, response: Any) -> bool:
+    target.refresh_from_db()
+    if route == "api:user-token":
+        return Token.objects.filter(user=target, key=response.json().get("token")).exists()
+    if route == "annotation:member-deactivate":
+        return not target.is_active
+    return target.email == EDITED_EMAIL
+
+
+@pytest.mark.parametrize(("route", "method", "actor", "kind", "cell"), list(_account_cells()))
+def test_account_cell(world: World, db, route: str, method: str, actor: str, kind: str, cell: Cell):
+    target = _account_target(world, actor, kind)
+    url = _account_url(world, route, actor, target)
+    data = _admin_form(target) if route == "admin:auth_user_change" else {}
+    client = _client(world, actor)
+    before = _fingerprint()
+
+    response = client.post(url, data)
+
+    assert response.status_code == cell.status, response.content[:500]
+    if cell.done:
+        assert _account_changed(route, target, response)
+    else:
+        assert _fingerprint() == before, "a refused request changed an account"

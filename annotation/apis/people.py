@@ -15,6 +15,7 @@ from annotation.models import Membership, Project
 from annotation.selectors.access import project_access, project_list_for
 from annotation.services.projects import (
     MembershipRefused,
+    UserManagementRefused,
     membership_remove,
     membership_set,
     project_create,
@@ -136,14 +137,20 @@ class TokenOutputSerializer(serializers.Serializer):
 
 
 class UserTokenIssueApi(APIView):
-    """A new API token for a user (staff only); it replaces the user's previous token."""
+    """A new API token for a user; it replaces the user's previous token.
+
+    Staff issue tokens for themselves and plain users; only a superuser issues one for another
+    staff user or superuser."""
 
     permission_classes = [IsAdminUser]
 
     @extend_schema(request=None, responses={201: TokenOutputSerializer})
     def post(self, request: Request, user_id: int) -> Response:
         user = get_object_or_404(User, id=user_id)
-        token = token_issue(user=user)
+        try:
+            token = token_issue(user=user, by=request.user)  # type: ignore[arg-type]
+        except UserManagementRefused as refusal:
+            return Response({"detail": str(refusal)}, status=status.HTTP_403_FORBIDDEN)
         return Response({"token": token.key}, status=status.HTTP_201_CREATED)
 
 

@@ -16,6 +16,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from annotation.models import Invitation, Membership, Pair, Project
+from annotation.selectors.people import user_manage_refusal
 
 INVITATION_LIFETIME = timedelta(days=7)
 
@@ -61,8 +62,18 @@ class InvitationInvalid(Exception):
         self.reason = reason
 
 
+class UserManagementRefused(Exception):
+    """The person asking may not manage this account (selectors.people.user_manage_refusal)."""
+
+
 class UserDeactivationRefused(Exception):
-    """Deactivating this account is not allowed to the person who asked."""
+    """This account cannot be deactivated, whoever asks (one's own, for instance)."""
+
+
+def _check_may_manage(*, actor: User, target: User) -> None:
+    refusal = user_manage_refusal(actor=actor, target=target)
+    if refusal is not None:
+        raise UserManagementRefused(refusal)
 
 
 @transaction.atomic
@@ -177,22 +188,27 @@ def user_create(
 
 @transaction.atomic
 def user_deactivate(*, user: User, by: User) -> User:
-    """Switch an account off (site staff only): it can no longer log in, its sessions stop
-    authenticating and its API token is deleted. Judgments and memberships stay as history."""
-    if not by.is_staff:
-        raise UserDeactivationRefused("Only site staff can deactivate accounts.")
+    """Switch an account off: it can no longer log in, its sessions stop authenticating and its
+    API token is deleted. Judgments and memberships stay as history.
+
+    UserManagementRefused when `by` may not manage `user`; UserDeactivationRefused for one's own
+    account (nobody locks themselves out by mistake)."""
+    _check_may_manage(actor=by, target=user)
     if user.pk == by.pk:
         raise UserDeactivationRefused("You cannot deactivate your own account.")
-    if user.is_superuser and not by.is_superuser:
-        raise UserDeactivationRefused("Only a superuser can deactivate a superuser.")
     user.is_active = False
     user.save(update_fields=["is_active"])
     Token.objects.filter(user=user).delete()
     return user
 
 
-def token_issue(*, user: User) -> Token:
-    """A fresh API token for `user`; any earlier token stops working."""
+def token_issue(*, user: User, by: User | None = None) -> Token:
+    """A fresh API token for `user`; any earlier token stops working.
+
+    `by`: who asks, when it is someone else than `user` (UserManagementRefused when they may not
+    manage `user`); None when users rotate their own token."""
+    if by is not None:
+        _check_may_manage(actor=by, target=user)
     with transaction.atomic():
         Token.objects.filter(user=user).delete()
         return Token.objects.create(user=user)

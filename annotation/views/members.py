@@ -23,12 +23,18 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from annotation.forms import InvitationAcceptForm, InvitationForm, MemberAddForm, RoleForm
 from annotation.models import Invitation, Membership
 from annotation.selectors.access import ProjectAccess, project_access
-from annotation.selectors.people import invitation_list_open, member_list, token_for
+from annotation.selectors.people import (
+    invitation_list_open,
+    member_list,
+    token_for,
+    users_deactivatable_by,
+)
 from annotation.services.projects import (
     InvitationInvalid,
     IssuedInvitation,
     MembershipRefused,
     UserDeactivationRefused,
+    UserManagementRefused,
     invitation_accept,
     invitation_check,
     invitation_create,
@@ -55,10 +61,12 @@ def _members_page(
     issued: IssuedInvitation | None = None,
     status: int = 200,
 ) -> HttpResponse:
+    members = list(member_list(project=access.project))
     context: dict[str, Any] = {
         "access": access,
         "project": access.project,
-        "members": member_list(project=access.project),
+        "members": members,
+        "deactivatable": users_deactivatable_by(actor=request.user, members=members),  # type: ignore[arg-type]
         "invitations": invitation_list_open(project=access.project),
         "add_form": add_form or MemberAddForm(),
         "invite_form": InvitationForm(),
@@ -152,10 +160,10 @@ def member_deactivate(request: HttpRequest, slug: str, membership_id: int) -> Ht
     membership = get_object_or_404(
         Membership.objects.select_related("user"), id=membership_id, project=access.project
     )
-    if not request.user.is_staff:
-        raise PermissionDenied("Only site staff can deactivate accounts.")
     try:
         user_deactivate(user=membership.user, by=request.user)  # type: ignore[arg-type]
+    except UserManagementRefused as refusal:
+        raise PermissionDenied(str(refusal)) from refusal
     except UserDeactivationRefused as refusal:
         messages.error(request, str(refusal))
     else:

@@ -1,4 +1,6 @@
 import pytest
+from django.contrib.auth.models import Permission
+from rest_framework.authtoken.models import Token
 
 from annotation.models import Membership
 from tests.factories import UserFactory
@@ -101,3 +103,35 @@ def test_non_staff_cannot_create_projects(api, rater):
 
 def test_anonymous_api_calls_are_refused(api, project):
     assert api.get("/api/v1/projects/").status_code == 401
+
+
+def test_staff_cannot_take_over_a_superuser_by_issuing_their_token(api, staff):
+    superuser = UserFactory(username="root", is_staff=True, is_superuser=True)
+    own = Token.objects.create(user=superuser).key
+    api.force_authenticate(staff)
+
+    response = api.post(f"/api/v1/users/{superuser.id}/token/")
+
+    assert response.status_code == 403
+    assert "superuser" in response.data["detail"]
+    assert Token.objects.get(user=superuser).key == own  # the superuser's own token still works
+
+
+def test_a_staff_user_cannot_raise_their_own_privilege_in_the_admin(client, staff):
+    staff.user_permissions.add(Permission.objects.get(codename="change_user"))
+    client.force_login(staff)
+    data = {
+        "username": staff.username,
+        "email": "me@example.org",
+        "is_active": "on",
+        "is_staff": "on",
+        "is_superuser": "on",
+        "date_joined_0": staff.date_joined.strftime("%Y-%m-%d"),
+        "date_joined_1": staff.date_joined.strftime("%H:%M:%S"),
+    }
+    response = client.post(f"/admin/auth/user/{staff.id}/change/", data)
+
+    assert response.status_code == 302
+    staff.refresh_from_db()
+    assert staff.email == "me@example.org"
+    assert staff.is_superuser is False
