@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 from django import forms
@@ -17,6 +16,7 @@ from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
 from annotation.models import Membership, Project
+from annotation.selectors.server_paths import BaseModelRefused, base_model_resolve
 from annotation.services.login_throttle import (
     client_ip,
     login_blocked_until,
@@ -123,6 +123,11 @@ class ProjectForm(forms.ModelForm):
         help_text='A JSON object of training options, e.g. {"epochs": 2, "learning_rate": 3e-5}.',
     )
 
+    def __init__(self, *args: Any, show_paths: bool = False, **kwargs: Any) -> None:
+        """`show_paths`: errors may name server paths (site staff only)."""
+        super().__init__(*args, **kwargs)
+        self.show_paths = show_paths
+
     class Meta:
         model = Project
         fields = list(PROJECT_EDITABLE_FIELDS)  # the form edits exactly what the service may change
@@ -138,6 +143,10 @@ class ProjectForm(forms.ModelForm):
             "min_agreement": "Minimum agreement with the others (0 to 1)",
             "quality_min_judgments": "Judge a rater after this many judgments",
             "auto_pause": "Pause flagged raters automatically",
+        }
+        help_texts = {
+            "base_model": "Blank for the bundled MiniLM, or a model directory under one of the "
+            "base model roots the operator allows (BASE_MODEL_ROOTS).",
         }
 
     def clean_train_config(self) -> dict[str, Any]:
@@ -156,17 +165,10 @@ class ProjectForm(forms.ModelForm):
         value: str = self.cleaned_data.get("base_model", "").strip()
         if not value:
             return ""
-        # A local directory only: nothing is ever fetched from a model hub.
-        path = Path(value)
-        if not path.is_absolute():
-            raise ValidationError(
-                "Give the absolute path of a local model directory, e.g. /models/minilm; "
-                "model hub names are not downloaded."
-            )
-        if not path.is_dir():
-            raise ValidationError(f"No directory at {value} on the server.")
-        if not (path / "config.json").is_file():
-            raise ValidationError(f"{value} has no config.json: it is not a Hugging Face model.")
+        try:
+            base_model_resolve(value)
+        except BaseModelRefused as refusal:
+            raise ValidationError(refusal.detail if self.show_paths else refusal.public) from None
         return value
 
     def clean(self) -> dict[str, Any]:
@@ -186,7 +188,10 @@ class ProjectCreateForm(ProjectForm):
 
     class Meta(ProjectForm.Meta):
         fields = ["slug", *ProjectForm.Meta.fields]
-        help_texts = {"slug": "Lower-case letters, digits and -; used in URLs; cannot change."}
+        help_texts = {
+            **ProjectForm.Meta.help_texts,
+            "slug": "Lower-case letters, digits and -; used in URLs; cannot change.",
+        }
 
     def clean_slug(self) -> str:
         slug: str = self.cleaned_data["slug"].lower()

@@ -264,6 +264,11 @@ TRAINING_MAX_ATTEMPTS = env.int("TRAINING_MAX_ATTEMPTS", default=2)
 # The scorer process (manage.py scorer) that answers the score API; never exposed publicly.
 SCORER_URL = env.str("SCORER_URL", default="http://127.0.0.1:8765")
 SCORER_TIMEOUT = env.float("SCORER_TIMEOUT", default=30.0)
+# The secret every score request carries to the scorer; blank: derived from SECRET_KEY.
+SCORER_SECRET = env.str("SCORER_SECRET", default="")
+# Base models a project may train from: model directories under these roots (comma-separated
+# absolute paths), besides the bundled MiniLM. The checkpoint store never counts as one.
+BASE_MODEL_ROOTS = [Path(root) for root in env.list("BASE_MODEL_ROOTS", default=[])]
 DEMO_DATA_DIR = BASE_DIR / "annotation" / "demo_data"
 
 LOGGING = {

@@ -1,21 +1,28 @@
 """The scorer process (`manage.py scorer`): scores (prompt, response) pairs with each project's
-published reward model, over HTTP on 127.0.0.1, for the web process's score API.
+published reward model, over HTTP on an internal address, for the web process's score API.
 
 The web process never imports torch (design.md section 1), so it forwards score requests here.
 Requests are handled on threads, but one thread runs the models: it takes every request waiting
 (up to MAX_BATCH_ITEMS pairs), groups them by project and scores each group in length-sorted
 batches, so concurrent small requests share forward passes. Each batch looks up the published
 version (one query) and loads it when it changed, verifying every file's sha256 against the
-database and refusing anything outside CHECKPOINT_ROOT. Not for the public internet: no auth.
+database and refusing anything outside CHECKPOINT_ROOT.
 
-    POST /score   {"project": slug, "items": [{"prompt", "response"}]}
+Every score request must carry the shared secret (`X-Scorer-Secret`, see
+rewardtrain.services.scoring.scorer_secret): anything else that reaches the port (another
+container, a forwarded port) gets 401. It is still no public service: bind it to an internal
+network only (docker-compose.yml does).
+
+    POST /score   {"project": slug, "items": [{"prompt", "response"}]}, X-Scorer-Secret
                   -> 200 {"model_version": N, "scores": [...]}, 404 nothing published,
-                     503 the published version failed its check, 400 bad input
+                     503 the published version failed its check, 400 bad input,
+                     401 no or a wrong secret
     GET  /health  -> 200 {"status": "ok"}
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import queue
@@ -159,7 +166,12 @@ class Batcher:
             job.done.set()
 
 
-def scorer_app(batcher: Batcher) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
+def scorer_app(
+    batcher: Batcher, *, secret: str
+) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
+    if not secret:
+        raise ValueError("the scorer needs a shared secret")
+
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
         if path == "/health" and method == "GET":
@@ -168,6 +180,9 @@ def scorer_app(batcher: Batcher) -> Callable[[dict[str, Any], StartResponse], It
             return _json(start_response, "404 Not Found", {"detail": f"no route {path}"})
         if method != "POST":
             return _json(start_response, "405 Method Not Allowed", {"detail": "POST only"})
+        given = environ.get("HTTP_X_SCORER_SECRET", "")
+        if not hmac.compare_digest(given.encode(), secret.encode()):
+            return _json(start_response, "401 Unauthorized", {"detail": "no or a wrong secret"})
         try:
             project, prompts, responses = _parse(environ)
         except ValueError as error:
@@ -229,13 +244,14 @@ class _QuietHandler(WSGIRequestHandler):
         logger.debug("scorer %s", format % args)
 
 
-def scorer_server(*, host: str, port: int, device: str = "auto") -> WSGIServer:
-    """A bound, not yet serving scorer; `serve_forever()` runs it, port 0 picks a free one."""
+def scorer_server(*, host: str, port: int, secret: str, device: str = "auto") -> WSGIServer:
+    """A bound, not yet serving scorer; `serve_forever()` runs it, port 0 picks a free one.
+    `secret`: what every score request must carry in X-Scorer-Secret."""
     batcher = Batcher(ModelCache(device=device))
     return make_server(
         host,
         port,
-        scorer_app(batcher),
+        scorer_app(batcher, secret=secret),
         server_class=_ThreadingServer,
         handler_class=_QuietHandler,
     )

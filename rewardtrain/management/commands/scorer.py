@@ -18,9 +18,13 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         from rewardtrain.scorer import scorer_server  # torch: the scorer is not the web
+        from rewardtrain.services.scoring import scorer_secret
 
         with scorer_server(
-            host=options["host"], port=options["port"], device=options["device"]
+            host=options["host"],
+            port=options["port"],
+            secret=scorer_secret(),
+            device=options["device"],
         ) as server:
             port = server.server_address[1]
             self.stdout.write(f"scorer listening on http://{options['host']}:{port}")
