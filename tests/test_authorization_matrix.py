@@ -176,6 +176,7 @@ MATRIX: dict[tuple[str, str], E] = {
     ("api:rating-undo", "POST"):                    E(401, 200, 200, 200, 404, 404, 200),
     ("api:rating-skip", "POST"):                    E(401, 204, 204, 204, 404, 404, 204),
     ("api:agreement", "GET"):                       E(401, 403, 200, 200, 404, 404, 200),
+    # With an API token only (a session cookie gets 401: test_export_api_refuses_a_session).
     ("api:export", "GET"):                          E(401, 403, 200, 200, 404, 404, 200),
     ("training-api:run-list", "GET"):               E(401, 403, 200, 200, 404, 404, 200),
     ("training-api:run-list", "POST"):              E(401, 403, 201, 201, 404, 404, 201),
@@ -207,6 +208,7 @@ class World:
     target: Any  # a paused rater of alpha that membership actions act on
     loner: Any  # an active user who is in no project
     peers: dict[str, Any]  # another staff user and another superuser, raters of alpha
+    tokens: dict[str, str]  # actor -> API token key, for the routes that take a token only
     target_membership: Membership
     batch: Batch
     leases: dict[str, Assignment]  # actor -> a live lease in alpha
@@ -259,6 +261,7 @@ def _build(root: Path) -> World:
     }
     for peer in peers.values():
         MembershipFactory(project=alpha, user=peer, role=Role.RATER)
+    tokens = {actor: Token.objects.create(user=user).key for actor, user in users.items()}
 
     batch = BatchFactory(project=alpha, uploaded_by=users["admin"])
     leases = {}
@@ -285,6 +288,7 @@ def _build(root: Path) -> World:
         target=target,
         loner=loner,
         peers=peers,
+        tokens=tokens,
         target_membership=target_membership,
         batch=batch,
         leases=leases,
@@ -360,6 +364,7 @@ class Call:
     data: Callable[[World, str], Any] = lambda w, a: {}
     json: bool = False
     htmx: bool = False
+    token: bool = False  # ask with the actor's API token instead of a session
 
 
 def _lease(w: World, actor: str) -> Assignment:
@@ -491,6 +496,7 @@ CALLS: dict[tuple[str, str], Call] = {
     ("api:rating-skip", "POST"): Call(
         kwargs=lambda w, a: {"slug": w.alpha.slug, "assignment_id": _lease(w, a).id}
     ),
+    ("api:export", "GET"): Call(token=True),
     ("training-api:run-detail", "GET"): Call(kwargs=lambda w, a: {"run_id": w.run.id}),
     ("training-api:model-publish", "POST"): Call(kwargs=_version),
     ("training-api:model-download", "GET"): Call(kwargs=_version),
@@ -505,7 +511,7 @@ def _call_for(route: str, method: str) -> Call:
     if (route, method) in CALLS:
         return CALLS[route, method]
     same_route = next((call for (r, _), call in CALLS.items() if r == route), Call())
-    return Call(kwargs=same_route.kwargs)
+    return Call(kwargs=same_route.kwargs, token=same_route.token)
 
 
 def _fingerprint(skip_leases_of: Any = None) -> dict[str, str]:
@@ -553,14 +559,18 @@ def _fingerprint(skip_leases_of: Any = None) -> dict[str, str]:
 _CLIENT: list[Client] = []
 
 
-def _client(world: World, actor: str) -> Client:
+def _client(world: World, actor: str, *, token: bool = False) -> Client:
     """One test client for the module, its cookies cleared: each new Client loads the middleware
-    again, and WhiteNoise then scans every static file (a quarter of a second each time)."""
+    again, and WhiteNoise then scans every static file (a quarter of a second each time).
+    `token`: the actor asks with their API token, and without a session."""
     if not _CLIENT:
         _CLIENT.append(Client())
     client = _CLIENT[0]
     client.cookies = SimpleCookie()
-    if actor != "anon":
+    client.defaults.pop("HTTP_AUTHORIZATION", None)
+    if actor != "anon" and token:
+        client.defaults["HTTP_AUTHORIZATION"] = f"Token {world.tokens[actor]}"
+    elif actor != "anon":
         client.force_login(world.users[actor])
     return client
 
@@ -604,7 +614,7 @@ def _cells() -> Iterator[Any]:
 def test_cell(world: World, db, route: str, method: str, actor: str, expected: int) -> None:
     call = _call_for(route, method)
     url = reverse(route, kwargs=call.kwargs(world, actor))
-    client = _client(world, actor)
+    client = _client(world, actor, token=call.token)
     before = _fingerprint()
 
     response = _request(client, method, url, call, world, actor)
@@ -638,7 +648,7 @@ def test_unlisted_method_is_not_allowed(world: World, db, route: str, method: st
     listed = next(m for (r, m) in MATRIX if r == route)
     call = _call_for(route, listed)
     url = reverse(route, kwargs=call.kwargs(world, actor))
-    client = _client(world, actor)
+    client = _client(world, actor, token=call.token)
     before = _fingerprint()
 
     response = client.generic(method, url)
@@ -893,3 +903,13 @@ def test_account_cell(world: World, db, route: str, method: str, actor: str, kin
         assert _account_changed(route, target, response)
     else:
         assert _fingerprint() == before, "a refused request changed an account"
+
+
+@pytest.mark.parametrize("actor", ["rater", "lead", "admin", "super"])
+def test_export_api_refuses_a_session(world: World, db, actor: str) -> None:
+    """A cross-site GET carries the session cookie: the export API answers it 401, for every
+    role, so another site cannot make a browser start exports (reliability.md item 7)."""
+    client = _client(world, actor)
+    response = client.get(reverse("api:export", kwargs={"slug": world.alpha.slug}))
+    _consume(response)
+    assert response.status_code == 401

@@ -270,6 +270,16 @@ def test_an_export_starts_only_by_post(client, judged, lead):
     _body(started)
 
 
+def test_the_export_api_does_not_start_on_a_session_cookie(client, judged, lead):
+    """A cross-site GET carries the lead's session cookie: it must not start an export."""
+    login(client, lead)
+    response = client.get("/api/v1/projects/alpha/export/", {"format": "trl"})
+    assert response.status_code == 401
+    assert not response.streaming
+    assert "Content-Disposition" not in response
+    assert _api(lead).get("/api/v1/projects/alpha/export/").status_code == 200
+
+
 def test_retraining_and_refreshes_start_only_by_post(client, project, lead):
     login(client, lead)
     for url in ("/p/alpha/training/runs/", "/p/alpha/agreement/refresh/"):

@@ -1,11 +1,11 @@
 """The export in the JSON API: `GET /api/v1/projects/{slug}/export/?format=trl&...`, streamed.
 
-GET, as the API contract says: an export changes nothing, and API clients (scripts with a token)
-are not exposed to CSRF, which only concerns cookies a browser sends by itself. A browser that
-carries a session cookie could be made to start a GET download from another site, but it would
-only start a download into that user's own browser, which the other site cannot read (the API
-sends no CORS headers), so GET leaks nothing; the page, which browsers use, starts exports only by
-POST under CSRF protection all the same (reliability item 7).
+GET, as the API contract says, and with an API token only (`Authorization: Token ...`): a
+session cookie is not accepted here. A browser sends its cookie with any cross-site GET, so with
+session auth another site could make a lead's browser start exports (a full snapshot and stream
+each time) without the lead knowing; a token is never sent by a browser on its own. Scripts keep
+working unchanged, and people in a browser use the export page, which starts exports only by a
+POST under CSRF protection (reliability item 7).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from annotation.models import Batch, Membership
 from annotation.selectors.access import project_access
 from annotation.selectors.exports import EXPORT_FORMATS, ExportOptions, export_stream
 from annotation.views.exports import export_response
+from config.authentication import TokenAuthentication
 
 
 class ExportQuerySerializer(serializers.Serializer):
@@ -75,8 +76,9 @@ _FILE = OpenApiResponse(
 
 
 class ProjectExportApi(APIView):
-    """Stream an export of the project (leads and admins)."""
+    """Stream an export of the project (leads and admins, with an API token)."""
 
+    authentication_classes = [TokenAuthentication]  # never a session cookie: see the docstring
     renderer_classes = [JSONRenderer]
     content_negotiation_class = _IgnoreFormatParameter
 

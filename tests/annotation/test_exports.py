@@ -13,6 +13,7 @@ from django.core.management import call_command
 from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rest_framework.authtoken.models import Token
 
 from annotation.exports.aggregation import Decision, Votes, decide
 from annotation.exports.formats import neutralise
@@ -370,11 +371,17 @@ def test_the_page_says_what_was_wrong_and_starts_nothing(client, project, lead, 
     assert b"Batches" in response.content
 
 
+def _api(user) -> Client:
+    """The export API takes an API token only, never a session cookie."""
+    token, _ = Token.objects.get_or_create(user=user)
+    return Client(enforce_csrf_checks=True, headers={"Authorization": f"Token {token.key}"})
+
+
 def test_raters_never_export(client, project, rater):
     login(client, rater)
     assert client.get(f"/p/{project.slug}/export/").status_code == 403
     assert client.post(f"/p/{project.slug}/export/", {"format": "trl"}).status_code == 403
-    assert client.get(f"/api/v1/projects/{project.slug}/export/").status_code == 403
+    assert _api(rater).get(f"/api/v1/projects/{project.slug}/export/").status_code == 403
     assert b"/export/" not in client.get(f"/p/{project.slug}/").content
 
 
@@ -382,7 +389,7 @@ def test_members_of_another_project_get_404(client, project, outsider):
     login(client, outsider)
     assert client.get(f"/p/{project.slug}/export/").status_code == 404
     assert client.post(f"/p/{project.slug}/export/", {"format": "trl"}).status_code == 404
-    assert client.get(f"/api/v1/projects/{project.slug}/export/").status_code == 404
+    assert _api(outsider).get(f"/api/v1/projects/{project.slug}/export/").status_code == 404
 
 
 def test_anonymous_users_are_sent_to_log_in_or_refused(client, project):
@@ -390,8 +397,8 @@ def test_anonymous_users_are_sent_to_log_in_or_refused(client, project):
     assert client.get(f"/api/v1/projects/{project.slug}/export/").status_code == 401
 
 
-def test_the_api_streams_each_format_with_its_type(client, project, lead, data):
-    login(client, lead)
+def test_the_api_streams_each_format_with_its_type(project, lead, data):
+    client = _api(lead)
     url = f"/api/v1/projects/{project.slug}/export/"
     types = {
         "trl": "application/jsonl; charset=utf-8",
@@ -411,9 +418,9 @@ def test_the_api_streams_each_format_with_its_type(client, project, lead, data):
     )
 
 
-def test_the_api_refuses_bad_filters_with_the_field_named(client, project, lead, other_project):
+def test_the_api_refuses_bad_filters_with_the_field_named(project, lead, other_project):
     foreign = BatchFactory(project=other_project)
-    login(client, lead)
+    client = _api(lead)
     url = f"/api/v1/projects/{project.slug}/export/"
     response = client.get(url, {"format": "xml"})
     assert response.status_code == 400
@@ -426,21 +433,16 @@ def test_the_api_refuses_bad_filters_with_the_field_named(client, project, lead,
     assert "until" in response.json()
 
 
-def test_the_api_takes_a_token(project, lead, data):
-    from rest_framework.authtoken.models import Token
-
-    token = Token.objects.create(user=lead)
-    client = Client(enforce_csrf_checks=True)
-    response = client.get(
-        f"/api/v1/projects/{project.slug}/export/?format=judgments",
-        headers={"Authorization": f"Token {token.key}"},
-    )
+def test_the_api_takes_a_token_and_not_a_session_cookie(client, project, lead, data):
+    response = _api(lead).get(f"/api/v1/projects/{project.slug}/export/?format=judgments")
     assert response.status_code == 200
     assert b"".join(response.streaming_content) == _export(project, format="judgments")
-
-
-def test_the_command_writes_the_same_bytes_as_the_api(client, project, lead, data, tmp_path):
     login(client, lead)
+    assert client.get(f"/api/v1/projects/{project.slug}/export/").status_code == 401
+
+
+def test_the_command_writes_the_same_bytes_as_the_api(project, lead, data, tmp_path):
+    client = _api(lead)
     for name in ("trl", "judgments", "csv", "parquet"):
         out = tmp_path / f"export.{name}"
         call_command("export", project.slug, "--format", name, "-o", str(out), stderr=io.StringIO())
