@@ -116,11 +116,14 @@ LOGIN_REDIRECT_URL = "annotation:home"
 LOGOUT_REDIRECT_URL = "login"
 # Sessions live in the database, never in Redis: raters keep rating with Redis down.
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
-# Failed logins allowed per username and per client address within the window (counted in the
-# database, see annotation.services.login_throttle), e.g. {"per_ip": 100} behind a shared NAT.
+# Failed logins allowed within the window (counted in the database, see
+# annotation.services.login_throttle): for one username from one client address; from one
+# address, any username (raise it behind a shared NAT); and for one username from all addresses
+# together, a ceiling high enough that no single address can lock a user out.
 LOGIN_FAILURE_LIMITS = {
-    "per_username": 10,
+    "per_username_and_ip": 10,
     "per_ip": 50,
+    "per_username": 100,
     "window_minutes": 15,
     **env.json("LOGIN_FAILURE_LIMITS", default={}),
 }

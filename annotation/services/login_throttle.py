@@ -1,6 +1,11 @@
-"""Failed-login counting: at most LOGIN_FAILURE_LIMITS failures per username and per client
-address within a sliding window, counted in PostgreSQL (never Redis: raters must be able to log
-in with Redis down, and all web processes must share the counts).
+"""Failed-login counting within a sliding window, counted in PostgreSQL (never Redis: raters must
+be able to log in with Redis down, and all web processes must share the counts).
+
+Three limits (LOGIN_FAILURE_LIMITS): failures for one username from one client address (the
+lock a guesser meets), failures from one address whatever the username, and a much higher
+ceiling for one username from all addresses together. Locking by username alone let anyone
+lock a known user out from anywhere; now a guesser locks out only their own address, and
+reaching the ceiling takes per_username / per_username_and_ip addresses.
 
 Two concurrent wrong guesses can both pass the check before either is recorded, so an attacker
 gets at most a few more tries than the limit: that is a rounding error against a 15-minute lock.
@@ -22,14 +27,16 @@ from annotation.models import LoginFailure
 
 @dataclass(frozen=True)
 class LoginLimits:
-    per_username: int
-    per_ip: int
+    per_username_and_ip: int  # one username from one address
+    per_username: int  # one username from all addresses: the global ceiling
+    per_ip: int  # one address, every username
     window: timedelta
 
 
 def login_limits() -> LoginLimits:
     limits = settings.LOGIN_FAILURE_LIMITS
     return LoginLimits(
+        per_username_and_ip=int(limits["per_username_and_ip"]),
         per_username=int(limits["per_username"]),
         per_ip=int(limits["per_ip"]),
         window=timedelta(minutes=float(limits["window_minutes"])),
@@ -50,13 +57,14 @@ def _key(username: str) -> str:
 
 
 def login_blocked_until(*, username: str, ip: str | None) -> datetime | None:
-    """When logins for this username or from this address may be tried again, or None if now."""
+    """When this username may be tried again from this address, or None if now."""
     limits = login_limits()
     since = timezone.now() - limits.window
     recent = LoginFailure.objects.filter(created_at__gt=since)
     blocked: list[datetime] = []
     checks = [(Q(username=_key(username)), limits.per_username)]
     if ip is not None:
+        checks.append((Q(username=_key(username), ip=ip), limits.per_username_and_ip))
         checks.append((Q(ip=ip), limits.per_ip))
     for condition, limit in checks:
         failures = recent.filter(condition)

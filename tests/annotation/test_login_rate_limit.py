@@ -1,4 +1,5 @@
-"""Failed logins are limited per username and per client address, in the database (not Redis)."""
+"""Failed logins are limited per (username, client address), per address, and per username from
+all addresses together (a higher ceiling), in the database (not Redis)."""
 
 from datetime import timedelta
 
@@ -11,7 +12,12 @@ from tests.factories import PASSWORD
 
 @pytest.fixture(autouse=True)
 def _small_limits(settings):
-    settings.LOGIN_FAILURE_LIMITS = {"per_username": 3, "per_ip": 5, "window_minutes": 15}
+    settings.LOGIN_FAILURE_LIMITS = {
+        "per_username_and_ip": 3,
+        "per_ip": 5,
+        "per_username": 6,
+        "window_minutes": 15,
+    }
 
 
 def _try(client, username, password, ip="10.0.0.1"):
@@ -28,9 +34,21 @@ def test_after_too_many_failures_even_the_right_password_is_refused_with_a_messa
     assert "_auth_user_id" not in client.session
 
 
-def test_the_username_limit_holds_across_addresses_and_letter_case(client, rater):
-    for n, name in enumerate(["rita", "RITA", "Rita"]):
-        _try(client, name, "wrong", ip=f"10.0.0.{n}")
+def test_the_username_limit_from_one_address_ignores_letter_case(client, rater):
+    for name in ["rita", "RITA", "Rita"]:
+        _try(client, name, "wrong", ip="10.0.0.1")
+    assert _try(client, "rita", PASSWORD, ip="10.0.0.1").status_code == 429
+
+
+def test_a_stranger_guessing_from_another_address_does_not_lock_the_user_out(client, rater):
+    guesses = [_try(client, "rita", "wrong", ip="10.6.6.6").status_code for _ in range(6)]
+    assert guesses == [200, 200, 200, 429, 429, 429]  # the guesser is locked out after 3
+    assert _try(client, "rita", PASSWORD, ip="10.0.0.1").status_code == 302  # rita is not
+
+
+def test_the_username_ceiling_holds_across_addresses(client, rater):
+    for n in range(6):
+        _try(client, "rita", "wrong", ip=f"10.0.1.{n}")
     assert _try(client, "rita", PASSWORD, ip="10.9.9.9").status_code == 429
 
 
