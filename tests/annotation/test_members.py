@@ -269,6 +269,24 @@ def test_staff_cannot_deactivate_themselves(client, project, staff):
     assert staff.is_active is True
 
 
+def test_staff_see_the_deactivate_button_only_for_accounts_they_may_manage(
+    client, project, rater, staff
+):
+    MembershipFactory(project=project, user=staff, role=Membership.Role.ADMIN)
+    root = UserFactory(username="root", is_staff=True, is_superuser=True)
+    MembershipFactory(project=project, user=root, role=Membership.Role.RATER)
+    login(client, staff)
+    page = client.get(_members_url(project)).content.decode()
+    forms = re.findall(r'action="/p/alpha/members/(\d+)/deactivate/"', page)
+    assert forms == [str(_membership(project, rater).id)]
+    response = client.post(
+        reverse("annotation:member-deactivate", args=[project.slug, _membership(project, root).id])
+    )
+    assert response.status_code == 403
+    root.refresh_from_db()
+    assert root.is_active is True
+
+
 def _admin_urls(project, membership_id, invitation_id):
     slug = project.slug
     return [
