@@ -506,7 +506,8 @@ def _warm_start_source(
     try:
         checkpoint_verify(path, root=root, expected_sha256=published.file_sha256)
     except (CheckpointError, OSError) as error:
-        return None, f"from the base model: the published version failed its check ({error})"
+        reason = without_server_paths(str(error))  # shown to leads with the run's metrics
+        return None, f"from the base model: the published version failed its check ({reason})"
     return path, f"warm-started from v{published.version}, replaying all labels"
 
 
@@ -532,7 +533,8 @@ def _evaluate_published(
             bf16_weights=False,  # the new version is scored with fp32 weights too
         )
     except Exception as error:  # a published version that cannot load cannot serve either
-        return {"version": published.version, "error": f"{type(error).__name__}: {error}"}
+        reason = without_server_paths(f"{type(error).__name__}: {error}")  # leads read it
+        return {"version": published.version, "error": reason}
     old = evaluate(
         scorer.model,
         scorer.tokenizer,
