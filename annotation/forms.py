@@ -138,6 +138,8 @@ class ProjectForm(forms.ModelForm):
             "min_agreement": "Minimum agreement with the others (0 to 1)",
             "quality_min_judgments": "Judge a rater after this many judgments",
             "auto_pause": "Pause flagged raters automatically",
+            "aggregation": "Label each pair by",
+            "min_posterior": "Minimum p_chosen (0.5 to 1)",
         }
 
     def clean_train_config(self) -> dict[str, Any]:

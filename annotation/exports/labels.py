@@ -21,7 +21,7 @@ Django here, so the trainer, the benchmarks and the selectors share it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -34,6 +34,13 @@ A, B, TIE, BOTH_BAD = range(4)
 MIN_GOLD = 5  # gold answers below this say too little; agreement with the others is used instead
 SPAMMER_SCORE = 0.2  # |P(a | a better) - P(a | b better)| below this: votes carry ~no information
 MIN_FLAG_VOTES = 20  # decisive votes a rater needs before any reliability flag is raised
+
+
+def as_aggregation(name: str) -> Aggregation:
+    """A stored or submitted rule name, checked."""
+    if name not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {name!r}; use one of {', '.join(AGGREGATIONS)}")
+    return cast(Aggregation, name)
 
 
 @dataclass(frozen=True)
@@ -53,23 +60,23 @@ def pair_labels(
 ) -> PairLabels:
     """P(a better) for every pair, by `aggregation`; `known[p]` is A, B or UNKNOWN."""
     pair, rater, choice = (np.asarray(x, dtype=np.int64) for x in (pair, rater, choice))
-    known = np.asarray(known, dtype=np.int64)
-    known = np.where((known == A) | (known == B), known, UNKNOWN)
-    n_pairs = len(known)
+    answers = np.asarray(known, dtype=np.int64)
+    answers = np.where((answers == A) | (answers == B), answers, UNKNOWN)
+    n_pairs = len(answers)
     n_raters = int(rater.max()) + 1 if n_raters is None and len(rater) else (n_raters or 0)
     fitted = dawid_skene(
-        pair, rater, choice, n_items=n_pairs, n_raters=n_raters, n_labels=4, known=known
+        pair, rater, choice, n_items=n_pairs, n_raters=n_raters, n_labels=4, known=answers
     )
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {aggregation!r}; use one of {AGGREGATIONS}")
     if aggregation == "dawid_skene":
         p_a = fitted.posteriors[:, A].copy()
     elif aggregation == "weighted":
-        p_a = _weighted(pair, rater, choice, known, n_pairs=n_pairs, n_raters=n_raters)
-    elif aggregation == "majority":
-        p_a = _vote_share(pair, choice, n_pairs=n_pairs)
+        p_a = _weighted(pair, rater, choice, answers, n_pairs=n_pairs, n_raters=n_raters)
     else:
-        raise ValueError(f"unknown aggregation {aggregation!r}; use one of {AGGREGATIONS}")
-    is_known = known != UNKNOWN
-    p_a[is_known] = (known[is_known] == A).astype(np.float64)
+        p_a = _vote_share(pair, choice, n_pairs=n_pairs)
+    is_known = answers != UNKNOWN
+    p_a[is_known] = (answers[is_known] == A).astype(np.float64)
     return PairLabels(p_a=p_a, reliability=fitted)
 
 
