@@ -64,9 +64,9 @@ def training_data_at(
         pair__project=project, pair__is_active=True, id__lte=judgment_cutoff
     )
     tallies = _tallies(judgments)
-    p_a = None
+    estimate = None
     if rule.aggregation != "majority":
-        p_a = label_estimate(judgments=judgments, aggregation=rule.aggregation).p_a_of()
+        estimate = label_estimate(judgments=judgments, aggregation=rule.aggregation)
     judged = Judgment.objects.filter(pair=OuterRef("pk"), id__lte=judgment_cutoff)
     candidates = (
         Pair.objects.filter(project=project, is_active=True, id__lte=pair_cutoff)
@@ -78,7 +78,7 @@ def training_data_at(
     from_judgments = from_seed = 0
     for pair in candidates.iterator(chunk_size=2000):
         tally = tallies.get(pair.id, {})
-        labelled = _label(tally, None if p_a is None else p_a.get(pair.id), rule)
+        labelled = _label(tally, None if estimate is None else estimate.p_a_for(pair.id), rule)
         if labelled is not None:
             from_judgments += 1
         else:

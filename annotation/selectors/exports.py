@@ -14,8 +14,8 @@ Memory: rows come from server-side cursors (`.iterator(chunk_size=...)`) and lea
 bytes; the `trl` stream aggregates votes per pair in SQL and fetches texts a chunk of pairs at a
 time, so nothing grows with the size of the project, with one exception: a `trl` export under
 the `weighted` or `dawid_skene` rule, and every `judgments` export (for each rater's estimated
-accuracy), first read the snapshot's judgments as integer arrays (about 32 bytes a judgment) and
-aggregate them (annotation.selectors.labels).
+accuracy), first read the snapshot's judgments as integer arrays and aggregate them
+(annotation.selectors.labels: about 80 MB at the peak for a million judgments, then freed).
 """
 
 from __future__ import annotations
@@ -247,7 +247,7 @@ def _estimate(
 
 
 def _decision(
-    row: dict[str, Any], options: ExportOptions, p_a: dict[int, float] | None
+    row: dict[str, Any], options: ExportOptions, estimate: LabelEstimate | None
 ) -> Decision | None:
     if row["seed_choice"]:
         return known(row["seed_choice"])
@@ -261,20 +261,18 @@ def _decision(
         strength_a=row["s_a"],
         strength_b=row["s_b"],
     )
-    if p_a is None:
+    if estimate is None:
         return decide(votes, ties=options.ties)
-    if row["id"] not in p_a:
-        return None
-    return decide_by_probability(votes, p_a[row["id"]], ties=options.ties)
+    p_a = estimate.p_a_for(row["id"])
+    return None if p_a is None else decide_by_probability(votes, p_a, ties=options.ties)
 
 
 def _decided(
     project: Project, options: ExportOptions, cut: _Cutoff, estimate: LabelEstimate | None
 ) -> Iterator[tuple[int, Decision]]:
     """Pairs with a winner that clear both the agreement and the p_chosen thresholds."""
-    p_a = estimate.p_a_of() if estimate is not None else None
     for row in _voted_pairs(project, options, cut).iterator(chunk_size=CHUNK_ROWS):
-        decision = _decision(row, options, p_a)
+        decision = _decision(row, options, estimate)
         if (
             decision is not None
             and decision.agreement >= options.min_agreement

@@ -2,7 +2,8 @@
 
 The estimate is over every judgment handed in (all pairs, gold included, since gold answers
 anchor the raters' confusion matrices); callers then pick the pairs they export or train on.
-Memory: four integers per judgment (about 32 MB for a million), read in one pass.
+Memory: the judgments are read in one pass into integer arrays and fitted there; a million
+judgments peak at about 80 MB (numpy), freed when the estimate is.
 """
 
 from __future__ import annotations
@@ -29,9 +30,13 @@ class LabelEstimate:
     rater_ids: NDArray[np.int64]  # sorted; index i is dense rater i
     reliability: DawidSkeneResult  # per dense rater
 
-    def p_a_of(self) -> dict[int, float]:
-        """P(a better) by pair id, for pairs with at least one judgment."""
-        return dict(zip(self.pair_ids.tolist(), self.p_a.tolist(), strict=True))
+    def p_a_for(self, pair_id: int) -> float | None:
+        """P(a better) of a pair, None for a pair without a judgment here. A binary search in
+        the sorted ids: a dict of every pair would cost more memory than the arrays."""
+        index = int(np.searchsorted(self.pair_ids, pair_id))
+        if index == len(self.pair_ids) or self.pair_ids[index] != pair_id:
+            return None
+        return float(self.p_a[index])
 
     def accuracy_of(self) -> dict[int, float | None]:
         """Each rater's estimated accuracy by user id (None without a decisive vote)."""
