@@ -5,8 +5,17 @@ import pandas as pd
 import pytest
 from crowdkit.aggregation import DawidSkene
 
+from annotation.exports.aggregation import Decision, Votes, decide_by_probability
 from annotation.exports.dawid_skene import UNKNOWN, dawid_skene
-from annotation.exports.labels import TIE, A, B, pair_labels, reliability_flags, spammer_score
+from annotation.exports.labels import (
+    TIE,
+    A,
+    B,
+    pair_labels,
+    rater_accuracy,
+    reliability_flags,
+    spammer_score,
+)
 
 
 def _simulate(confusions, *, n_items=2000, per_item=3, prior_a=0.5, seed=0):
@@ -215,3 +224,34 @@ def test_refuses_labels_out_of_range():
         dawid_skene(np.array([0]), np.array([0]), np.array([2]), n_items=1, n_raters=1)
     with pytest.raises(ValueError, match="unknown aggregation"):
         pair_labels([0], [0], [A], [UNKNOWN], aggregation="mean")  # type: ignore[arg-type]
+
+
+def test_without_gold_a_raters_weight_is_their_agreement_with_the_others():
+    # Raters 0-2 agree on 20 pairs; rater 3 always says the opposite. On an open pair where
+    # raters 0 and 3 say a and raters 1 and 2 say b, rater 3's vote counts for b: b wins clearly.
+    pair, rater, choice = [], [], []
+    for p in range(20):
+        for r, c in ((0, A), (1, A), (2, A), (3, B)):
+            pair.append(p)
+            rater.append(r)
+            choice.append(c)
+    for r, c in ((0, A), (1, B), (2, B), (3, A)):
+        pair.append(20)
+        rater.append(r)
+        choice.append(c)
+    known = [UNKNOWN] * 21
+
+    accuracy = rater_accuracy(
+        np.array(pair), np.array(rater), np.array(choice), np.array(known), n_pairs=21, n_raters=4
+    )
+    weighted = pair_labels(pair, rater, choice, known, aggregation="weighted")
+
+    assert accuracy[3] < 0.1 < 0.9 < accuracy[:3].min()
+    assert weighted.p_a[20] < 0.01
+
+
+def test_a_probability_rule_may_side_with_the_minority_and_counts_its_margin_from_the_votes():
+    votes = Votes(a=1, b=2, strength_a=3, strength_b=6)
+    assert decide_by_probability(votes, 0.9) == Decision("a", 0.333333, 0.0, p_chosen=0.9)
+    assert decide_by_probability(votes, 0.2) == Decision("b", 0.666667, 0.333333, p_chosen=0.8)
+    assert decide_by_probability(votes, 0.5) is None
