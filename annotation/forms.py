@@ -143,6 +143,8 @@ class ProjectForm(forms.ModelForm):
             "min_agreement": "Minimum agreement with the others (0 to 1)",
             "quality_min_judgments": "Judge a rater after this many judgments",
             "auto_pause": "Pause flagged raters automatically",
+            "aggregation": "Label each pair by",
+            "min_posterior": "Minimum p_chosen (0.5 to 1)",
         }
         help_texts = {
             "base_model": "Blank for the bundled MiniLM, or a model directory under one of the "

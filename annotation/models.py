@@ -28,6 +28,11 @@ class Project(models.Model):
         ALL = "all", "All pairs of a prompt's responses"
         K_PER_PROMPT = "k_per_prompt", "k pairs per prompt, preferring different models"
 
+    class Aggregation(models.TextChoices):
+        MAJORITY = "majority", "Majority of votes"
+        WEIGHTED = "weighted", "Votes weighted by each rater's accuracy"
+        DAWID_SKENE = "dawid_skene", "Dawid-Skene (each rater's confusion matrix)"
+
     class AssignmentOrder(models.TextChoices):
         FILL_FIRST = "fill_first", "Finish partly judged pairs first"
         RANDOM = "random", "Random"
@@ -106,6 +111,19 @@ class Project(models.Model):
     )
     auto_pause = models.BooleanField(
         default=False, help_text="Pause flagged raters automatically; a lead can unpause them."
+    )
+    # Labels: how a pair's judgments become one preference for exports and training.
+    aggregation = models.CharField(
+        max_length=12,
+        choices=Aggregation,
+        default=Aggregation.MAJORITY,
+        help_text="How judgments become one label per pair; see docs/agreement.md.",
+    )
+    min_posterior = models.FloatField(
+        default=0.5,
+        validators=[MinValueValidator(0.5), MaxValueValidator(1.0)],
+        help_text="Leave out pairs whose probability that the chosen response is better "
+        "(p_chosen) is below this.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     archived_at = models.DateTimeField(null=True, blank=True)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Device = Literal["auto", "cpu", "cuda"]
+TiePolicy = Literal["drop", "model"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,6 +26,12 @@ class TrainConfig:
     bf16: bool = True  # bf16 compute, fp32 master weights, where the hardware has bf16 (AVX-512
     # BF16/AMX CPUs, CUDA); scoring uses bf16 autocast
     use_margin: bool = False  # subtract each pair's margin inside the loss (Llama 2 style)
+    soft_labels: bool = False  # train toward each pair's p_chosen rather than 1, so a 2-1 split
+    # pushes less than a unanimous call; off until benchmarks/label_quality.py shows it helps
+    tie_policy: TiePolicy = "drop"  # "model": pairs the raters called a tie are kept and pull
+    # their rewards together under Davidson's tie likelihood (rewardtrain.train.preference_loss)
+    tie_weight: float = 1.0  # Davidson's nu: a tie between equal rewards has probability
+    # nu / (2 + nu); 1 makes win, loss and tie equally likely between equals
     disable_dropout: bool = True  # dropout gives chosen and rejected different noise (TRL too)
     seed: int = 0  # same pairs + same config => same checkpoint on the same hardware
     device: Device = "auto"  # "auto" takes CUDA when present, else the CPU
@@ -43,6 +50,10 @@ class TrainConfig:
             raise ValueError("warmup_ratio must be in [0, 1)")
         if self.learning_rate <= 0:
             raise ValueError("learning_rate must be positive")
+        if self.tie_policy not in ("drop", "model"):
+            raise ValueError(f"unknown tie_policy {self.tie_policy!r}; use drop or model")
+        if self.tie_weight <= 0:
+            raise ValueError("tie_weight must be positive")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"unknown device {self.device!r}")
 

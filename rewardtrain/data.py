@@ -27,6 +27,8 @@ class PreferencePair:
     rejected: str
     margin: float = 0.0  # how much better chosen is, from strength and agreement; >= 0
     strength: int | None = None  # the raters' strength (1 slightly .. 3 much better), if asked
+    p_chosen: float = 1.0  # the probability that chosen is better (0.5 to 1), from aggregation
+    tie: bool = False  # the raters called the two equal; chosen and rejected are just a and b
     group: str = field(default="")  # pairs of one group stay on one side of the held-out split
 
     def __post_init__(self) -> None:
@@ -40,6 +42,8 @@ class PreferencePair:
             "rejected": self.rejected,
             "margin": self.margin,
             "strength": self.strength,
+            "p_chosen": self.p_chosen,
+            "tie": self.tie,
             "group": self.group,
         }
 

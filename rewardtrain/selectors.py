@@ -13,12 +13,21 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from django.conf import settings
-from django.db.models import Count, Exists, Max, OuterRef, Q, Sum
+from django.db.models import Count, Exists, Max, OuterRef, Q, QuerySet, Sum
 
-from annotation.exports.aggregation import FULL_STRENGTH, Votes, decide, known
+from annotation.exports.aggregation import (
+    FULL_STRENGTH,
+    Votes,
+    decide,
+    decide_by_probability,
+    known,
+)
+from annotation.exports.labels import Aggregation
 from annotation.models import AgreementReport, Judgment, Pair, Project
+from annotation.selectors.labels import label_estimate
 from rewardtrain.data import PreferencePair
 from rewardtrain.models import ModelVersion, TrainingRun
 
@@ -26,34 +35,38 @@ from rewardtrain.models import ModelVersion, TrainingRun
 @dataclass(frozen=True, kw_only=True)
 class TrainingData:
     pairs: list[PreferencePair]  # in pair id order: the order is part of the data digest
-    from_judgments: int  # pairs labelled by their raters' majority
+    from_judgments: int  # pairs labelled by their raters' judgments (ties included)
     from_seed: int  # pairs labelled by an imported seed label only
 
 
-def training_data_at(*, project: Project, judgment_cutoff: int, pair_cutoff: int) -> TrainingData:
+@dataclass(frozen=True, kw_only=True)
+class LabelRule:
+    """How a run turns judgments into labels: frozen into the run's config when it is requested."""
+
+    aggregation: Aggregation = "majority"
+    min_posterior: float = 0.5  # pairs whose p_chosen is below this are left out
+    keep_ties: bool = False  # pairs most raters called a tie become tie pairs (tie_policy model)
+
+
+def training_data_at(
+    *, project: Project, judgment_cutoff: int, pair_cutoff: int, rule: LabelRule | None = None
+) -> TrainingData:
     """One preference per pair from the judgments with id <= `judgment_cutoff`, plus seed labels.
 
-    The rule is the export's (`annotation.exports.aggregation.decide`, ties and both-bad votes
-    counted, so a pair mostly called a tie is left out), so a model is trained on exactly what a
-    TRL export of the same judgments holds. A pair without a majority falls back to its imported
-    seed label. Pairs of retired batches and pairs imported after `pair_cutoff` are left out.
+    The rule is the export's (`annotation.exports.aggregation`, ties and both-bad votes counted,
+    the project's aggregation and p_chosen threshold), so a model is trained on exactly what a
+    TRL export of the same judgments holds. With `keep_ties`, a pair most of whose raters called
+    a tie is kept as a tie pair. A pair without a label falls back to its imported seed label.
+    Pairs of retired batches and pairs imported after `pair_cutoff` are left out.
     """
-    tallies: dict[int, dict[str, tuple[int, int, int]]] = defaultdict(dict)
-    rows = (
-        Judgment.objects.filter(
-            pair__project=project, pair__is_active=True, id__lte=judgment_cutoff
-        )
-        .values("pair_id", "choice")
-        .annotate(n=Count("id"), strength_sum=Sum("strength"), strength_n=Count("strength"))
-        .order_by()
+    rule = rule or LabelRule()
+    judgments = Judgment.objects.filter(
+        pair__project=project, pair__is_active=True, id__lte=judgment_cutoff
     )
-    for row in rows:
-        tallies[row["pair_id"]][row["choice"]] = (
-            row["n"],
-            row["strength_sum"] or 0,
-            row["strength_n"],
-        )
-
+    tallies = _tallies(judgments)
+    estimate = None
+    if rule.aggregation != "majority":
+        estimate = label_estimate(judgments=judgments, aggregation=rule.aggregation)
     judged = Judgment.objects.filter(pair=OuterRef("pk"), id__lte=judgment_cutoff)
     candidates = (
         Pair.objects.filter(project=project, is_active=True, id__lte=pair_cutoff)
@@ -65,20 +78,18 @@ def training_data_at(*, project: Project, judgment_cutoff: int, pair_cutoff: int
     from_judgments = from_seed = 0
     for pair in candidates.iterator(chunk_size=2000):
         tally = tallies.get(pair.id, {})
-        decision = decide(_votes(tally)) if tally else None
-        strength = None
-        if decision is not None:
+        labelled = _label(tally, None if estimate is None else estimate.p_a_for(pair.id), rule)
+        if labelled is not None:
             from_judgments += 1
-            _, strength_sum, strength_n = tally.get(decision.winner, (0, 0, 0))
-            strength = round(strength_sum / strength_n) if strength_n else None
         else:
             decision = known(pair.seed_choice)
             if decision is None:
                 continue
             from_seed += 1
+            labelled = _Label(decision.winner, decision.margin, None, decision.p_chosen, False)
         chosen, rejected = (
             (pair.response_a, pair.response_b)
-            if decision.winner == "a"
+            if labelled.winner == "a"
             else (pair.response_b, pair.response_a)
         )
         prompt = pair.prompt
@@ -87,15 +98,60 @@ def training_data_at(*, project: Project, judgment_cutoff: int, pair_cutoff: int
                 prompt=prompt.messages if prompt.messages else prompt.text,
                 chosen=chosen.text,
                 rejected=rejected.text,
-                margin=decision.margin,
-                strength=strength,
+                margin=labelled.margin,
+                strength=labelled.strength,
+                p_chosen=labelled.p_chosen,
+                tie=labelled.tie,
                 group=prompt.content_hash,
             )
         )
     return TrainingData(pairs=pairs, from_judgments=from_judgments, from_seed=from_seed)
 
 
-def _votes(tally: dict[str, tuple[int, int, int]]) -> Votes:
+_Tally = dict[str, tuple[int, int, int]]  # choice: (count, strength sum, strength count)
+
+
+def _tallies(judgments: QuerySet[Judgment]) -> dict[int, _Tally]:
+    tallies: dict[int, _Tally] = defaultdict(dict)
+    rows = (
+        judgments.values("pair_id", "choice")
+        .annotate(n=Count("id"), strength_sum=Sum("strength"), strength_n=Count("strength"))
+        .order_by()
+    )
+    for row in rows:
+        tallies[row["pair_id"]][row["choice"]] = (
+            row["n"],
+            row["strength_sum"] or 0,
+            row["strength_n"],
+        )
+    return tallies
+
+
+@dataclass(frozen=True)
+class _Label:
+    winner: Literal["a", "b"]
+    margin: float
+    strength: int | None
+    p_chosen: float
+    tie: bool
+
+
+def _label(tally: _Tally, p_a: float | None, rule: LabelRule) -> _Label | None:
+    """A pair's label from its raters under `rule`, or None (no votes, no winner, too unsure)."""
+    if not tally:
+        return None
+    votes = _votes(tally)
+    if rule.keep_ties and 2 * votes.tie > votes.a + votes.b + votes.tie + votes.both_bad:
+        return _Label("a", 0.0, None, 0.5, True)
+    decision = decide(votes) if p_a is None else decide_by_probability(votes, p_a)
+    if decision is None or decision.p_chosen < rule.min_posterior:
+        return None
+    _, strength_sum, strength_n = tally.get(decision.winner, (0, 0, 0))
+    strength = round(strength_sum / strength_n) if strength_n else None
+    return _Label(decision.winner, decision.margin, strength, decision.p_chosen, False)
+
+
+def _votes(tally: _Tally) -> Votes:
     """Votes from (count, strength sum, strength count) per choice; a vote without strength
     weighs full strength, as the export counts it."""
 

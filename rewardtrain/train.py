@@ -84,6 +84,55 @@ def bradley_terry_loss(chosen: Tensor, rejected: Tensor, margin: Tensor | None =
     return -functional.logsigmoid(difference).mean()
 
 
+def preference_loss(
+    chosen: Tensor,
+    rejected: Tensor,
+    *,
+    margin: Tensor | None = None,
+    target: Tensor | None = None,
+    tie: Tensor | None = None,
+    tie_weight: float | None = None,
+) -> Tensor:
+    """Mean negative log-likelihood of soft and tied preferences; with none of the options it is
+    `bradley_terry_loss`.
+
+    d = r_chosen - r_rejected - margin. `target` is each pair's p_chosen: the loss is the
+    cross-entropy of the model's P(chosen better) against it, so at p = 2/3 the gradient on d at
+    d = 0 is a third of a unanimous pair's.
+
+    Bradley-Terry (`tie_weight` None): P(chosen better) = sigmoid(d); at d = 0 the loss is log 2
+    whatever the target.
+
+    Davidson's ties (`tie_weight` = nu > 0): R. R. Davidson, "On Extending the Bradley-Terry
+    Model to Accommodate Ties in Paired Comparison Experiments", Journal of the American
+    Statistical Association 65(329), 1970, 317-328. With strengths pi = exp(r),
+        P(chosen better) = pi_c / (pi_c + pi_r + nu sqrt(pi_c pi_r)) = e^(d/2) / Z,
+        P(rejected better) = e^(-d/2) / Z,  P(tie) = nu / Z,  Z = e^(d/2) + e^(-d/2) + nu.
+    A pair with `tie` true costs -log P(tie), least at d = 0, so tie votes pull the two rewards
+    together; a decisive pair costs the cross-entropy over the two wins. At d = 0 those are
+    log((2 + nu) / nu) and log(2 + nu).
+    """
+    difference = chosen - rejected
+    if margin is not None:
+        difference = difference - margin
+    p = target if target is not None else torch.ones_like(difference)
+    if tie_weight is None:
+        if tie is not None and bool(tie.any()):
+            raise ValueError("tie pairs need a tie likelihood: pass tie_weight")
+        losses = -(
+            p * functional.logsigmoid(difference) + (1 - p) * functional.logsigmoid(-difference)
+        )
+        return losses.mean()
+    half = difference / 2
+    log_z = torch.logsumexp(
+        torch.stack([half, -half, torch.full_like(half, math.log(tie_weight))]), dim=0
+    )
+    decisive = log_z - (2 * p - 1) * half
+    if tie is None:
+        return decisive.mean()
+    return torch.where(tie, log_z - math.log(tie_weight), decisive).mean()
+
+
 def train(
     config: TrainConfig,
     train_pairs: Sequence[PreferencePair],
@@ -97,6 +146,8 @@ def train(
     `progress(fraction_done, {"step", "loss", "learning_rate"})` is called about 100 times;
     `should_stop()` is asked before every step and raises `TrainingCancelled` when true.
     """
+    if config.tie_policy == "drop":
+        train_pairs = [pair for pair in train_pairs if not pair.tie]
     if not train_pairs:
         raise ValueError("no pairs to train on")
     started = time.perf_counter()
@@ -121,6 +172,9 @@ def train(
         max(len(c.input_ids), len(r.input_ids)) for c, r in zip(chosen, rejected, strict=True)
     ]
     margins = [pair.margin for pair in train_pairs]
+    targets = [pair.p_chosen if config.soft_labels else 1.0 for pair in train_pairs]
+    ties = [pair.tie for pair in train_pairs]
+    tie_weight = config.tie_weight if config.tie_policy == "model" else None
 
     batches = [
         batch
@@ -180,9 +234,16 @@ def train(
             )
             rewards = model(**inputs).logits[:, 0].float()
             margin = None
-            if config.use_margin:
+            if config.use_margin:  # a tie pair's margin is 0: there is no side to favour
                 margin = torch.tensor([margins[i] for i in batch], device=device)
-            loss = bradley_terry_loss(rewards[: len(batch)], rewards[len(batch) :], margin)
+            loss = preference_loss(
+                rewards[: len(batch)],
+                rewards[len(batch) :],
+                margin=margin,
+                target=torch.tensor([targets[i] for i in batch], device=device),
+                tie=torch.tensor([ties[i] for i in batch], device=device),
+                tie_weight=tie_weight,
+            )
             loss.backward()
             weights.gradients_to_master()
             if config.grad_clip > 0:

@@ -23,6 +23,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from annotation.exports.aggregation import TIE_POLICIES
+from annotation.exports.labels import AGGREGATIONS, as_aggregation
 from annotation.models import Batch, Membership
 from annotation.selectors.access import project_access
 from annotation.selectors.exports import EXPORT_FORMATS, ExportOptions, export_stream
@@ -51,6 +52,12 @@ class ExportQuerySerializer(serializers.Serializer):
     include_gold = serializers.BooleanField(default=False)
     include_seed = serializers.BooleanField(default=False)
     ties = serializers.ChoiceField(choices=TIE_POLICIES, default="exclude")
+    aggregation = serializers.ChoiceField(
+        choices=AGGREGATIONS,
+        required=False,
+        help_text="How votes become a label; default: the project's setting. Pairs whose "
+        "p_chosen is below the project's min_posterior are left out.",
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         since, until = attrs.get("since"), attrs.get("until")
@@ -126,5 +133,7 @@ class ProjectExportApi(APIView):
             include_gold=data["include_gold"],
             include_seed=data["include_seed"],
             ties=data["ties"],
+            aggregation=as_aggregation(data.get("aggregation") or access.project.aggregation),
+            min_posterior=access.project.min_posterior,
         )
         return export_response(export_stream(project=access.project, options=options))

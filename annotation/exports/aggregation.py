@@ -17,8 +17,13 @@ the winner and one "slightly" against give (4/3 - 1/3) / 3 = 1/3; without streng
 (winner votes - loser votes) / counted votes. TRL's RewardTrainer subtracts it inside the loss
 (-log sigmoid(r_chosen - r_rejected - margin)), so confident, unanimous pairs push harder.
 
+p_chosen: the probability that the chosen response is better. Under this rule it is the winner's
+share of the decisive votes (ties and both-bad left out): 2/3 for a 2-1 split, 1 when unanimous.
+The `weighted` and `dawid_skene` rules (`labels.py`) estimate it from every rater's reliability
+instead, and `decide_by_probability` turns their estimate into a decision with the same margin.
+
 A known answer (a gold pair's or a seed label's) is one decisive vote without strength: agreement
-1, margin 1.
+1, margin 1, p_chosen 1.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ class Decision:
     winner: Literal["a", "b"]
     agreement: float  # the winner's share of the counted votes
     margin: float  # strength-weighted net agreement, 0 to 1
+    p_chosen: float = 1.0  # the probability that the winner is the better response, 0.5 to 1
 
 
 def decide(votes: Votes, *, ties: TiePolicy = "exclude") -> Decision | None:
@@ -57,16 +63,39 @@ def decide(votes: Votes, *, ties: TiePolicy = "exclude") -> Decision | None:
         counted += votes.tie + votes.both_bad
     if votes.a == votes.b or counted == 0:
         return None
-    if votes.a > votes.b:
-        winner: Literal["a", "b"] = "a"
-        top, weight_for, weight_against = votes.a, votes.strength_a, votes.strength_b
-    else:
-        winner = "b"
-        top, weight_for, weight_against = votes.b, votes.strength_b, votes.strength_a
+    winner: Literal["a", "b"] = "a" if votes.a > votes.b else "b"
+    top = max(votes.a, votes.b)
     if 2 * top <= counted:
         return None
-    margin = max(0.0, (weight_for - weight_against) / (FULL_STRENGTH * counted))
-    return Decision(winner, round(top / counted, 6), round(margin, 6))
+    share = round(top / (votes.a + votes.b), 6)
+    return Decision(winner, round(top / counted, 6), _margin(votes, winner, counted), share)
+
+
+def decide_by_probability(
+    votes: Votes, p_a: float, *, ties: TiePolicy = "exclude"
+) -> Decision | None:
+    """The decision of a rule that estimated P(a better) = `p_a` (None at exactly one half):
+    agreement and margin are counted from the votes as above, for the side the estimate picks,
+    which may be the side fewer raters chose."""
+    if p_a == 0.5:
+        return None
+    winner: Literal["a", "b"] = "a" if p_a > 0.5 else "b"
+    counted = votes.a + votes.b
+    if ties == "exclude":
+        counted += votes.tie + votes.both_bad
+    top = votes.a if winner == "a" else votes.b
+    agreement = round(top / counted, 6) if counted else 0.0
+    margin = _margin(votes, winner, counted) if counted else 0.0
+    return Decision(winner, agreement, margin, round(max(p_a, 1.0 - p_a), 6))
+
+
+def _margin(votes: Votes, winner: Literal["a", "b"], counted: int) -> float:
+    weight_for, weight_against = (
+        (votes.strength_a, votes.strength_b)
+        if winner == "a"
+        else (votes.strength_b, votes.strength_a)
+    )
+    return round(max(0.0, (weight_for - weight_against) / (FULL_STRENGTH * counted)), 6)
 
 
 def known(choice: str) -> Decision | None:

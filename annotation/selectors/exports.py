@@ -12,7 +12,10 @@ hands out ids in commit order, that excludes everything committed later.
 
 Memory: rows come from server-side cursors (`.iterator(chunk_size=...)`) and leave as chunks of
 bytes; the `trl` stream aggregates votes per pair in SQL and fetches texts a chunk of pairs at a
-time, so nothing grows with the size of the project.
+time, so nothing grows with the size of the project, with one exception: a `trl` export under
+the `weighted` or `dawid_skene` rule, and every `judgments` export (for each rater's estimated
+accuracy), first read the snapshot's judgments as integer arrays and aggregate them
+(annotation.selectors.labels: about 80 MB at the peak for a million judgments, then freed).
 """
 
 from __future__ import annotations
@@ -33,8 +36,18 @@ from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from annotation.exports import formats
-from annotation.exports.aggregation import FULL_STRENGTH, Decision, TiePolicy, Votes, decide, known
+from annotation.exports.aggregation import (
+    FULL_STRENGTH,
+    Decision,
+    TiePolicy,
+    Votes,
+    decide,
+    decide_by_probability,
+    known,
+)
+from annotation.exports.labels import Aggregation
 from annotation.models import Judgment, Pair, Project
+from annotation.selectors.labels import LabelEstimate, label_estimate
 
 ExportFormat = Literal["trl", "judgments", "csv", "parquet"]
 EXPORT_FORMATS: tuple[ExportFormat, ...] = ("trl", "judgments", "csv", "parquet")
@@ -70,8 +83,9 @@ JUDGMENT_COLUMNS = (
     "active_ms",
     "created_at",
     "gold_choice",
+    "rater_accuracy",
 )
-TRL_COLUMNS = ("prompt", "chosen", "rejected", "margin")
+TRL_COLUMNS = ("prompt", "chosen", "rejected", "margin", "p_chosen")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,6 +99,8 @@ class ExportOptions:
     include_gold: bool = False  # gold pairs (with their known answer in `trl`)
     include_seed: bool = False  # seed labels from imports
     ties: TiePolicy = "exclude"
+    aggregation: Aggregation = "majority"  # how votes become a label (the project's setting)
+    min_posterior: float = 0.5  # pairs whose p_chosen is below this are left out
 
     @property
     def rows(self) -> Literal["trl", "judgments"]:
@@ -128,11 +144,15 @@ def _chunks(project: Project, options: ExportOptions) -> Iterator[bytes]:
         cut = _Cutoff.take(project) if frozen else _Cutoff(None, None)
         conversational = _has_chat_prompts(project, options, cut)
         if options.rows == "trl":
-            rows = _trl_rows(project, options, cut, conversational=conversational)
+            estimate = None
+            if options.aggregation != "majority":
+                estimate = _estimate(project, options, cut, options.aggregation)
+            rows = _trl_rows(project, options, cut, estimate, conversational=conversational)
         else:
             # CSV cells hold text, so there the prompts keep their own form (chats as JSON).
             uniform = conversational and options.format != "csv"
-            rows = _judgment_rows(project, options, cut, conversational=uniform)
+            reliability = _estimate(project, options, cut, "dawid_skene").accuracy_of()
+            rows = _judgment_rows(project, options, cut, reliability, conversational=uniform)
         if options.format == "csv":
             yield from formats.csv_rows(JUDGMENT_COLUMNS, rows)
         elif options.format == "parquet":
@@ -217,7 +237,18 @@ def _voted_pairs(
     )
 
 
-def _decision(row: dict[str, Any], options: ExportOptions) -> Decision | None:
+def _estimate(
+    project: Project, options: ExportOptions, cut: _Cutoff, aggregation: Aggregation
+) -> LabelEstimate:
+    """The label estimate over every judgment of the export's snapshot and dates (all batches:
+    the other batches' judgments still tell how reliable each rater is)."""
+    judgments = Judgment.objects.filter(_judgment_filter(options, cut), pair__project=project)
+    return label_estimate(judgments=judgments, aggregation=aggregation)
+
+
+def _decision(
+    row: dict[str, Any], options: ExportOptions, estimate: LabelEstimate | None
+) -> Decision | None:
     if row["seed_choice"]:
         return known(row["seed_choice"])
     if row["gold_choice"]:
@@ -230,22 +261,35 @@ def _decision(row: dict[str, Any], options: ExportOptions) -> Decision | None:
         strength_a=row["s_a"],
         strength_b=row["s_b"],
     )
-    return decide(votes, ties=options.ties)
+    if estimate is None:
+        return decide(votes, ties=options.ties)
+    p_a = estimate.p_a_for(row["id"])
+    return None if p_a is None else decide_by_probability(votes, p_a, ties=options.ties)
 
 
 def _decided(
-    project: Project, options: ExportOptions, cut: _Cutoff
+    project: Project, options: ExportOptions, cut: _Cutoff, estimate: LabelEstimate | None
 ) -> Iterator[tuple[int, Decision]]:
+    """Pairs with a winner that clear both the agreement and the p_chosen thresholds."""
     for row in _voted_pairs(project, options, cut).iterator(chunk_size=CHUNK_ROWS):
-        decision = _decision(row, options)
-        if decision is not None and decision.agreement >= options.min_agreement:
+        decision = _decision(row, options, estimate)
+        if (
+            decision is not None
+            and decision.agreement >= options.min_agreement
+            and decision.p_chosen >= options.min_posterior
+        ):
             yield row["id"], decision
 
 
 def _trl_rows(
-    project: Project, options: ExportOptions, cut: _Cutoff, *, conversational: bool
+    project: Project,
+    options: ExportOptions,
+    cut: _Cutoff,
+    estimate: LabelEstimate | None,
+    *,
+    conversational: bool,
 ) -> Iterator[dict[str, Any]]:
-    decided = _decided(project, options, cut)
+    decided = _decided(project, options, cut, estimate)
     while chunk := list(islice(decided, CHUNK_ROWS)):
         texts: dict[int, list[Any]] = {
             pair_id: rest
@@ -261,6 +305,7 @@ def _trl_rows(
                 "chosen": _answer(chosen, conversational=conversational),
                 "rejected": _answer(rejected, conversational=conversational),
                 "margin": decision.margin,
+                "p_chosen": decision.p_chosen,
             }
 
 
@@ -298,7 +343,12 @@ def _judgment_prompt(text: str, messages: Any, *, conversational: bool) -> Any:
 
 
 def _judgment_rows(
-    project: Project, options: ExportOptions, cut: _Cutoff, *, conversational: bool
+    project: Project,
+    options: ExportOptions,
+    cut: _Cutoff,
+    reliability: dict[int, float | None],
+    *,
+    conversational: bool,
 ) -> Iterator[dict[str, Any]]:
     judgments = Judgment.objects.filter(
         _judgment_filter(options, cut),
@@ -374,6 +424,7 @@ def _judgment_rows(
             "active_ms": active_ms,
             "created_at": _iso(created_at),
             "gold_choice": gold_choice or None,
+            "rater_accuracy": reliability.get(rater_id),
         }
     if options.include_seed:
         yield from _seed_rows(project, options, cut, conversational=conversational)
@@ -435,6 +486,7 @@ def _seed_rows(
             "active_ms": None,
             "created_at": _iso(at),
             "gold_choice": None,
+            "rater_accuracy": None,
         }
 
 
@@ -455,6 +507,7 @@ def _schema(rows: Literal["trl", "judgments"], *, conversational: bool) -> Any:
                 ("chosen", answer_type),
                 ("rejected", answer_type),
                 ("margin", pa.float64()),
+                ("p_chosen", pa.float64()),
             ]
         )
     return pa.schema(
@@ -479,5 +532,6 @@ def _schema(rows: Literal["trl", "judgments"], *, conversational: bool) -> Any:
             ("active_ms", pa.int64()),
             ("created_at", pa.string()),
             ("gold_choice", pa.string()),
+            ("rater_accuracy", pa.float64()),
         ]
     )

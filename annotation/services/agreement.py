@@ -15,6 +15,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from annotation.agreement.metrics import agreement_summary
+from annotation.agreement.reliability import attach_reliability
 from annotation.models import AgreementReport, Judgment, Membership, Pair, Project
 from annotation.selectors.agreement import (
     AgreementScope,
@@ -29,6 +30,9 @@ from annotation.selectors.agreement import (
 MAJORITY = (2, 3)
 MIN_GOLD_JUDGMENTS = 5  # fewer gold answers say too little to flag anyone on gold accuracy
 KEEP_FULL_REPORTS = 20  # per scope; older reports keep only their headline numbers (the trend)
+# The rater flags, in display order; `spammer` and `inverted` come from Dawid-Skene
+# (annotation.agreement.reliability). Any flag counts for pausing.
+RATER_FLAGS = ("too_fast", "low_gold_accuracy", "low_agreement", "spammer", "inverted")
 _HEAVY_SECTIONS = ("raters", "rater_pairs", "pair_agreement")
 
 
@@ -44,7 +48,7 @@ def _annotate_raters(
         row["low_gold_accuracy"] = bool(
             row["low_gold_accuracy"] and row["gold_judgments"] >= MIN_GOLD_JUDGMENTS
         )
-        flags = [name for name in ("too_fast", "low_gold_accuracy", "low_agreement") if row[name]]
+        flags = [name for name in RATER_FLAGS if row.get(name)]
         # Too few judgments say nothing reliable about a rater: never flag on them.
         row["flags"] = flags if row["judgments"] >= project.quality_min_judgments else []
 
@@ -114,6 +118,7 @@ def agreement_metrics_compute(
         min_gold_accuracy=project.min_gold_accuracy,
         min_agreement=project.min_agreement,
     )
+    attach_reliability(metrics["raters"], loaded.arrays)
     _annotate_raters(project=project, raters=metrics["raters"], rater_ids=loaded.rater_ids.tolist())
     metrics["thresholds"] = {
         "too_fast_ms": project.too_fast_ms,

@@ -47,6 +47,8 @@ PROJECT_EDITABLE_FIELDS = (
     "min_agreement",
     "quality_min_judgments",
     "auto_pause",
+    "aggregation",
+    "min_posterior",
 )
 
 

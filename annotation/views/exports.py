@@ -13,12 +13,13 @@ from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
 from annotation.exports.aggregation import TIE_POLICIES
+from annotation.exports.labels import AGGREGATIONS, as_aggregation
 from annotation.models import Batch, Membership, Project
 from annotation.selectors.access import project_access
 from annotation.selectors.exports import EXPORT_FORMATS, ExportFile, ExportOptions, export_stream
 
 _FORMAT_LABELS = {
-    "trl": "TRL preferences (JSONL: prompt, chosen, rejected, margin)",
+    "trl": "TRL preferences (JSONL: prompt, chosen, rejected, margin, p_chosen)",
     "judgments": "Judgments (JSONL, one line per judgment)",
     "csv": "Judgments (CSV, for spreadsheets)",
     "parquet": "Parquet",
@@ -71,6 +72,13 @@ class ExportForm(forms.Form):
         initial="exclude",
         required=False,
     )
+    aggregation = forms.ChoiceField(
+        label="Label each pair by",
+        choices=[(a, Project.Aggregation(a).label) for a in AGGREGATIONS],
+        required=False,
+        help_text="Starts at the project's setting; pairs whose p_chosen is below the "
+        "project's minimum are left out.",
+    )
     include_gold = forms.BooleanField(label="Include gold pairs", required=False)
     include_seed = forms.BooleanField(label="Include seed labels from imports", required=False)
 
@@ -80,6 +88,8 @@ class ExportForm(forms.Form):
         assert isinstance(field, forms.ModelMultipleChoiceField)
         # Only this project's batches are choices: another project's batch id is refused.
         field.queryset = Batch.objects.filter(project=project).order_by("-created_at")
+        self.fields["aggregation"].initial = project.aggregation
+        self.project = project
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -100,6 +110,8 @@ class ExportForm(forms.Form):
             include_gold=data["include_gold"],
             include_seed=data["include_seed"],
             ties=data.get("ties") or "exclude",
+            aggregation=as_aggregation(data.get("aggregation") or self.project.aggregation),
+            min_posterior=self.project.min_posterior,
         )
 
 

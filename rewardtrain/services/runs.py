@@ -32,6 +32,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from annotation.exports.labels import as_aggregation
 from annotation.models import Project
 from annotation.selectors.server_paths import (
     BaseModelRefused,
@@ -113,6 +114,10 @@ def training_run_request(
                     "pair_cutoff_id": selectors.pair_cutoff_now(project=project),
                     "heldout_fraction": HELDOUT_FRACTION,
                     "heldout_salt": f"project-{project.id}",
+                    "labels": {
+                        "aggregation": project.aggregation,
+                        "min_posterior": project.min_posterior,
+                    },
                 },
             )
             if enqueue:
@@ -319,6 +324,16 @@ def training_run_execute(*, run_id: int, echo: Echo | None = None) -> TrainingRu
     return run
 
 
+def _label_rule(*, run: TrainingRun, config: TrainConfig) -> selectors.LabelRule:
+    """The label rule frozen into the run (runs requested before it existed used majority)."""
+    labels = run.config.get("labels", {})
+    return selectors.LabelRule(
+        aggregation=as_aggregation(labels.get("aggregation", "majority")),
+        min_posterior=float(labels.get("min_posterior", 0.5)),
+        keep_ties=config.tie_policy == "model",
+    )
+
+
 def _train_and_write(*, run: TrainingRun, reporter: _Reporter) -> _Outcome:
     from rewardtrain.checkpoints import checkpoint_write
     from rewardtrain.train import TrainingCancelled, evaluate, train
@@ -330,10 +345,13 @@ def _train_and_write(*, run: TrainingRun, reporter: _Reporter) -> _Outcome:
         project=project,
         judgment_cutoff=run.data_cutoff_judgment_id,
         pair_cutoff=int(run.config.get("pair_cutoff_id", 0)),
+        rule=_label_rule(run=run, config=config),
     )
     train_pairs, heldout = heldout_split(
         data.pairs, salt=run.config["heldout_salt"], fraction=run.config["heldout_fraction"]
     )
+    # A tie pair has no right side: it trains, but accuracy is measured on decided pairs only.
+    heldout = [pair for pair in heldout if not pair.tie]
     if not train_pairs:
         raise ValueError(
             f"no pairs to train on: {len(data.pairs)} labelled pair(s) up to judgment "

@@ -303,7 +303,8 @@ def test_the_dashboard_shows_the_stored_report_with_charts_and_tables(
     assert "0.268" in content
     assert "fair" in content  # Landis & Koch's band for 0.27
     assert "Report time (UTC)" in content  # the trend chart's labelled axis
-    assert content.count("<svg") == 3  # trend, rater grid, per-pair distribution
+    # trend, rater grid, per-pair distribution; and a confusion matrix per rater (3 raters)
+    assert content.count("<svg") == 3 + content.count('<svg class="confusion"') == 6
     assert "Trend as a table" in content
     assert "Distribution as a table" in content
     assert 'href="/p/alpha/agreement/"' in content  # the project nav links here

@@ -99,12 +99,14 @@ def _lines(content: bytes) -> list[dict]:
 
 def test_a_strict_majority_wins_and_the_margin_weighs_strength_and_dissent():
     votes = Votes(a=2, b=1, strength_a=5, strength_b=1)
-    assert decide(votes) == Decision("a", 0.666667, 0.444444)
+    assert decide(votes) == Decision("a", 0.666667, 0.444444, p_chosen=0.666667)
 
 
 def test_unanimous_full_strength_is_margin_one_and_without_strength_margin_is_net_agreement():
     assert decide(Votes(b=3, strength_b=9)) == Decision("b", 1.0, 1.0)
-    assert decide(Votes(a=3, b=1, strength_a=9, strength_b=3)) == Decision("a", 0.75, 0.5)
+    assert decide(Votes(a=3, b=1, strength_a=9, strength_b=3)) == Decision(
+        "a", 0.75, 0.5, p_chosen=0.75
+    )
 
 
 def test_draws_and_tie_majorities_are_excluded_by_default():
@@ -120,7 +122,9 @@ def test_ties_may_abstain_so_the_decisive_votes_decide():
 
 
 def test_the_margin_is_never_negative():
-    assert decide(Votes(a=2, b=1, strength_a=2, strength_b=3)) == Decision("a", 0.666667, 0.0)
+    assert decide(Votes(a=2, b=1, strength_a=2, strength_b=3)) == Decision(
+        "a", 0.666667, 0.0, p_chosen=0.666667
+    )
 
 
 # -- formats -------------------------------------------------------------------------------
@@ -130,8 +134,9 @@ def test_trl_holds_one_line_per_decided_pair_in_its_exact_form(data):
     content = _export(data["batch"].project, format="trl")
     assert content.decode("utf-8") == (
         '{"prompt": "Say hi", "chosen": "Hi! 👋", "rejected": "=HYPERLINK(\\"http://x\\")", '
-        '"margin": 0.444444}\n'
-        '{"prompt": "مرحبا\u200f", "chosen": "سلام", "rejected": "أهلا", "margin": 1.0}\n'
+        '"margin": 0.444444, "p_chosen": 0.666667}\n'
+        '{"prompt": "مرحبا\u200f", "chosen": "سلام", "rejected": "أهلا", "margin": 1.0, '
+        '"p_chosen": 1.0}\n'
     )
 
 
@@ -143,6 +148,7 @@ def test_trl_with_abstaining_ties_adds_the_pair_that_raters_mostly_called_a_tie(
         "chosen": "Paris",
         "rejected": "París",
         "margin": 0.666667,
+        "p_chosen": 1.0,
     }
 
 
@@ -161,6 +167,7 @@ def test_chat_prompts_export_in_trl_conversational_form(project, raters):
         "chosen": [{"role": "assistant", "content": pair.response_a.text}],
         "rejected": [{"role": "assistant", "content": pair.response_b.text}],
         "margin": 1.0,
+        "p_chosen": 1.0,
     }
     # One file, one form: the plain prompt becomes a user message so every line has one type.
     assert lines[1]["prompt"] == [{"role": "user", "content": "Plain?"}]
@@ -193,7 +200,9 @@ def test_judgments_hold_every_field_with_a_pseudonymous_rater(data, raters):
         "active_ms": None,
         "created_at": "2025-03-01T12:00:00Z",
         "gold_choice": None,
+        "rater_accuracy": lines[0]["rater_accuracy"],
     }
+    assert 0.0 < lines[0]["rater_accuracy"] < 1.0
     assert raters[0].username.encode() not in _export(data["batch"].project, format="judgments")
 
 
@@ -261,11 +270,13 @@ def test_the_trl_file_loads_with_datasets_and_has_reward_trainer_columns(data, t
     loaded = datasets.load_dataset(
         "json", data_files=str(path), split="train", cache_dir=str(tmp_path / "cache")
     )
-    # RewardTrainer: "chosen" and "rejected" required, "prompt" and "margin" optional.
-    assert loaded.column_names == ["prompt", "chosen", "rejected", "margin"]
+    # RewardTrainer: "chosen" and "rejected" required, "prompt" and "margin" optional; it
+    # ignores "p_chosen", which a user may filter by or pass as the margin.
+    assert loaded.column_names == ["prompt", "chosen", "rejected", "margin", "p_chosen"]
+    assert loaded.filter(lambda row: row["p_chosen"] >= 0.9)["chosen"] == ["سلام"]
     assert loaded[0]["chosen"] == "Hi! 👋"
     table = pa_json.read_json(path)
-    assert table.column_names == ["prompt", "chosen", "rejected", "margin"]
+    assert table.column_names == ["prompt", "chosen", "rejected", "margin", "p_chosen"]
 
 
 def test_a_conversational_trl_file_loads_with_datasets(project, raters, tmp_path):
@@ -319,8 +330,10 @@ def test_gold_pairs_and_seed_labels_are_in_only_when_asked(data, raters):
     assert "Gold?" not in prompts
     assert "Seed?" not in prompts
     with_both = _lines(_export(project, format="trl", include_gold=True, include_seed=True))
-    assert {"prompt": "Gold?", "chosen": "right", "rejected": "wrong", "margin": 1.0} in with_both
-    assert {"prompt": "Seed?", "chosen": "better", "rejected": "worse", "margin": 1.0} in with_both
+    gold_line = {"prompt": "Gold?", "chosen": "right", "rejected": "wrong", "margin": 1.0}
+    seed_line = {"prompt": "Seed?", "chosen": "better", "rejected": "worse", "margin": 1.0}
+    assert {**gold_line, "p_chosen": 1.0} in with_both
+    assert {**seed_line, "p_chosen": 1.0} in with_both
     judgments = _lines(_export(project, format="judgments", include_gold=True, include_seed=True))
     assert [line["gold_choice"] for line in judgments if line["pair_id"] == gold.id] == ["a"]
     seed_line = next(line for line in judgments if line["pair_id"] == seed.id)

@@ -37,6 +37,8 @@ SETTINGS_FIELDS = {
     "min_agreement": "0.6",
     "quality_min_judgments": "40",
     "auto_pause": "on",
+    "aggregation": "dawid_skene",
+    "min_posterior": "0.6",
 }
 
 
@@ -96,6 +98,7 @@ def test_an_admin_edits_the_settings(client, project, admin_member):
     assert project.criteria == ["helpfulness", "harmlessness"]
     assert (project.too_fast_ms, project.min_gold_accuracy, project.auto_pause) == (3000, 0.8, True)
     assert project.promote_min_gain == 0.5
+    assert (project.aggregation, project.min_posterior) == ("dawid_skene", 0.6)
 
 
 def test_the_settings_page_shows_criteria_comma_separated_and_the_preview(

@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from annotation.exports.aggregation import TIE_POLICIES
+from annotation.exports.labels import AGGREGATIONS, as_aggregation
 from annotation.models import Batch, Project
 from annotation.selectors.exports import EXPORT_FORMATS, ExportOptions, export_stream
 
@@ -39,6 +40,9 @@ class Command(BaseCommand):
         parser.add_argument("--until", type=str, help="judgments before (ISO 8601, with Z)")
         parser.add_argument("--min-agreement", type=float, default=0.0)
         parser.add_argument("--ties", choices=TIE_POLICIES, default="exclude")
+        parser.add_argument(
+            "--aggregation", choices=AGGREGATIONS, help="default: the project's setting"
+        )
         parser.add_argument("--include-gold", action="store_true")
         parser.add_argument("--include-seed", action="store_true")
 
@@ -66,6 +70,8 @@ class Command(BaseCommand):
                 include_gold=options["include_gold"],
                 include_seed=options["include_seed"],
                 ties=options["ties"],
+                aggregation=as_aggregation(options["aggregation"] or project.aggregation),
+                min_posterior=project.min_posterior,
             ),
         )
         path: Path = options["output"] or Path(export.filename)
