@@ -58,9 +58,7 @@ def test_judging_the_last_pair_with_htmx_saves_it_and_shows_the_end_state(
     assert (again.status_code, END in again.content) == (200, True)
 
 
-def test_judging_the_last_pair_without_javascript_redirects_to_the_end_state(
-    client, queue, rater
-):
+def test_judging_the_last_pair_without_javascript_redirects_to_the_end_state(client, queue, rater):
     login(client, rater)
     for _ in range(3):
         lease = _lease_on(client.get(f"/p/{queue.slug}/rate/").content)
