@@ -1,11 +1,42 @@
 """Fixtures shared by the whole suite: users in roles around a project, and a second project
 with disjoint members, because a project is the boundary that must never leak."""
 
+from pathlib import Path
+
 import pytest
+from django.conf import settings
 from django.test import Client
 
 from annotation.models import Membership
 from tests.factories import PASSWORD, MembershipFactory, ProjectFactory, UserFactory
+
+POSTGRES_ONLY = "postgres_only"
+
+
+def _on_sqlite() -> bool:
+    return settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """On SQLite, tests use a database file next to DATABASE_URL's rather than Django's shared
+    in-memory one: the engine's threads, Celery workers and other child processes must see it,
+    and an in-memory database fails with "table is locked" where a file waits its turn, as the
+    embedded default does."""
+    if _on_sqlite():
+        name = Path(settings.DATABASES["default"]["NAME"])
+        test = settings.DATABASES["default"].setdefault("TEST", {})
+        test["NAME"] = str(name.with_name(f"test_{name.name}"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked postgres_only need PostgreSQL itself (SKIP LOCKED races, COPY, snapshots
+    across connections): on SQLite they are skipped, and everything else runs on both."""
+    if not _on_sqlite():
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL itself (marked postgres_only)")
+    for item in items:
+        if item.get_closest_marker(POSTGRES_ONLY):
+            item.add_marker(skip)
 
 
 @pytest.fixture
