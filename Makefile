@@ -52,7 +52,8 @@ pytest: $(STAMP)
 	  echo "Redis is not reachable on 127.0.0.1:6379. Start it, e.g.:"; \
 	  echo "  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no"; \
 	  echo "or: docker compose up -d db redis"; exit 1; }
-	$(VENV)/bin/pytest
+	@# Two passes at once, on PostgreSQL and on the embedded SQLite default: see tests/run_passes.py.
+	$(PY) tests/run_passes.py
 
 clean:
 	rm -rf var staticfiles .pytest_cache .mypy_cache .ruff_cache
