@@ -101,7 +101,7 @@ def test_ctrl_c_stops_every_process_make_run_started(tmp_path):
         try:
             started = _wait_until_up(supervisor, port, log)
             os.killpg(supervisor.pid, signal.SIGINT)
-            assert supervisor.wait(timeout=20) == 0, log.read_text()
+            assert supervisor.wait(timeout=30) == 0, log.read_text()
             deadline = time.monotonic() + 5
             while any(map(_alive, started)) and time.monotonic() < deadline:
                 time.sleep(0.2)

@@ -2,7 +2,7 @@
 one of them on Ctrl-C or SIGTERM.
 
 Each process starts in a session, hence a process group, of its own, so a terminal's Ctrl-C
-reaches only this supervisor. The supervisor then asks each group to stop (SIGTERM: a Celery
+reaches only this supervisor. The supervisor then asks each process to stop (SIGTERM: a Celery
 worker finishes the task in hand, beat and the servers exit), waits up to --grace seconds, and
 kills what is left with SIGKILL to the whole group, which takes a worker's pool processes along.
 A second Ctrl-C skips the wait. When a process exits by itself, the others are stopped too and
@@ -74,22 +74,25 @@ class Supervisor:
             time.sleep(_POLL_S)
         return None
 
-    def _signal_groups(self, signum: int) -> None:
+    def _kill_groups(self) -> None:
         for child in self.children.values():
             with contextlib.suppress(ProcessLookupError):  # the group is empty: all of it exited
-                os.killpg(child.pid, signum)
+                os.killpg(child.pid, signal.SIGKILL)
 
     def stop(self) -> None:
-        """SIGTERM to every group, up to `grace` seconds to exit, then SIGKILL to what is left
-        (a group outlives its leader while the leader's own children run)."""
+        """SIGTERM to every child, up to `grace` seconds to exit, then SIGKILL to what is left of
+        each group (a group outlives its leader while the leader's own children run)."""
         received = self.signals
-        self._signal_groups(signal.SIGTERM)
+        for child in self.children.values():
+            # The leader only: a Celery worker stops its own pool, which SIGTERM would kill.
+            if child.poll() is None:
+                child.terminate()
         deadline = time.monotonic() + self.grace
         while self.signals <= received and time.monotonic() < deadline:
             if all(child.poll() is not None for child in self.children.values()):
                 break
             time.sleep(_POLL_S)
-        self._signal_groups(signal.SIGKILL)
+        self._kill_groups()
         for child in self.children.values():
             child.wait()
 
