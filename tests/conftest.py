@@ -28,9 +28,30 @@ def pytest_configure(config: pytest.Config) -> None:
         test["NAME"] = str(name.with_name(f"test_{name.name}"))
 
 
+_DATABASE_FIXTURES = {"db", "transactional_db", "live_server", "django_db_setup"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--database-tests-only",
+        action="store_true",
+        help="deselect the tests that use no database: make test's SQLite pass, whose other "
+        "pass runs them already",
+    )
+
+
+def _uses_database(item: pytest.Item) -> bool:
+    names = set(getattr(item, "fixturenames", ()))
+    return bool(names & _DATABASE_FIXTURES) or item.get_closest_marker("django_db") is not None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked postgres_only need PostgreSQL itself (SKIP LOCKED races, COPY, snapshots
-    across connections): on SQLite they are skipped, and everything else runs on both."""
+    """Tests marked postgres_only need PostgreSQL itself (COPY, ...): on SQLite they are
+    skipped, and everything else runs on both."""
+    if config.getoption("--database-tests-only"):
+        dropped = [item for item in items if not _uses_database(item)]
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if _uses_database(item)]
     if not _on_sqlite():
         return
     skip = pytest.mark.skip(reason="needs PostgreSQL itself (marked postgres_only)")

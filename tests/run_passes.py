@@ -1,8 +1,9 @@
 """`make test`'s pytest step: the suite on PostgreSQL and on the embedded SQLite default at once.
 
 Each pass has its own database, Redis db and var/ folder, and its output lines carry its name.
-Tests marked postgres_only skip on SQLite; the browser tests run in the SQLite pass only (the
-setup `make run` gives a new user). The exit status is 0 only if both passes pass. Ctrl-C or
+The PostgreSQL pass runs every test but the browser tests. The SQLite pass runs every test that
+uses the database, except those marked postgres_only, and the browser tests (the setup `make run`
+gives a new user). The exit status is 0 only if both passes pass. Ctrl-C or
 SIGTERM interrupts both (a second one kills them). Arguments are passed on to both pytests.
 
     python tests/run_passes.py [pytest arguments]
@@ -40,7 +41,9 @@ PASSES: dict[str, tuple[dict[str, str], list[str]]] = {
             "CELERY_BROKER_URL": SQLITE_BROKER,
             "PAIRWISE_VAR_DIR": str(VAR / "test-sqlite"),
         },
-        ["-p", "no:cacheprovider"],  # the PostgreSQL pass keeps --last-failed's record
+        # Tests without a database give the same result anywhere: the other pass runs them.
+        # The PostgreSQL pass keeps --last-failed's record.
+        ["--database-tests-only", "-p", "no:cacheprovider"],
     ),
 }
 _print = threading.Lock()
