@@ -3,8 +3,9 @@ one of them on Ctrl-C or SIGTERM.
 
 Each process starts in a session, hence a process group, of its own, so a terminal's Ctrl-C
 reaches only this supervisor. The supervisor then asks each process to stop (SIGTERM: a Celery
-worker finishes the task in hand, beat and the servers exit), waits up to --grace seconds, and
-kills what is left with SIGKILL to the whole group, which takes a worker's pool processes along.
+worker stops taking tasks and finishes the one in hand, beat and the servers exit), waits up to
+--grace seconds, and kills what is left with SIGKILL to the whole group, a worker's pool
+processes included (a killed task is redelivered: tasks are acknowledged late).
 A second Ctrl-C skips the wait. When a process exits by itself, the others are stopped too and
 the exit status is 1.
 """
