@@ -27,14 +27,9 @@ run: $(STAMP)
 	@mkdir -p var
 	$(RUN_ENV) $(PY) manage.py migrate --noinput
 	$(RUN_ENV) $(PY) manage.py demo --simulate $(SIMULATE) > var/demo.txt
-	@trap 'kill 0' INT TERM EXIT; \
-	$(RUN_ENV) $(VENV)/bin/celery --quiet -A config worker -Q default,training --concurrency 2 --loglevel WARNING & \
-	$(RUN_ENV) $(VENV)/bin/celery --quiet -A config beat --loglevel WARNING & \
-	$(RUN_ENV) $(PY) manage.py scorer & \
-	$(RUN_ENV) $(PY) manage.py runserver --noreload $(HOST):$(PORT) & \
-	sleep 3; echo; cat var/demo.txt; \
-	echo; echo "Pairwise is running: open http://$(HOST):$(PORT)/ and log in. Ctrl-C stops everything."; \
-	wait
+	@# manage.py run starts web, worker, beat and the scorer, each in its own process group, and
+	@# stops them all on Ctrl-C or SIGTERM (see annotation/management/commands/run.py).
+	$(RUN_ENV) exec $(PY) manage.py run --host $(HOST) --port $(PORT) --banner var/demo.txt
 
 test: $(STAMP) lint typecheck migrations-check pytest
 
@@ -57,7 +52,8 @@ pytest: $(STAMP)
 	  echo "Redis is not reachable on 127.0.0.1:6379. Start it, e.g.:"; \
 	  echo "  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no"; \
 	  echo "or: docker compose up -d db redis"; exit 1; }
-	$(VENV)/bin/pytest
+	@# Two passes at once, on PostgreSQL and on the embedded SQLite default: see tests/run_passes.py.
+	$(PY) tests/run_passes.py
 
 clean:
 	rm -rf var staticfiles .pytest_cache .mypy_cache .ruff_cache

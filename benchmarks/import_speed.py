@@ -3,6 +3,8 @@
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/pw_import_bench \\
         .venv/bin/python benchmarks/import_speed.py --pairs 100000
 
+A SQLite file (`DATABASE_URL=sqlite:////tmp/bench.sqlite3`) times the embedded default's writer.
+
 Generates a pair-format JSONL file (every pair a new prompt with two new responses, the worst case
 for de-duplication: 100,000 prompts, 200,000 responses, 100,000 pairs), creates the database if
 it is missing, migrates it, imports the file into a fresh project and prints the seconds taken,
@@ -89,10 +91,11 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
-        parser.error("set DATABASE_URL to a PostgreSQL database for the benchmark")
-
-    _create_database()
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith(("postgres", "sqlite")):
+        parser.error("set DATABASE_URL to a PostgreSQL database or a SQLite file")
+    if url.startswith("postgres"):
+        _create_database()
     import django
 
     django.setup()

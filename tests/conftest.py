@@ -1,11 +1,63 @@
 """Fixtures shared by the whole suite: users in roles around a project, and a second project
 with disjoint members, because a project is the boundary that must never leak."""
 
+from pathlib import Path
+
 import pytest
+from django.conf import settings
 from django.test import Client
 
 from annotation.models import Membership
 from tests.factories import PASSWORD, MembershipFactory, ProjectFactory, UserFactory
+
+POSTGRES_ONLY = "postgres_only"
+
+
+def _on_sqlite() -> bool:
+    return settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """On SQLite, tests use a database file next to DATABASE_URL's rather than Django's shared
+    in-memory one: the engine's threads, Celery workers and other child processes must see it,
+    and an in-memory database fails with "table is locked" where a file waits its turn, as the
+    embedded default does."""
+    if _on_sqlite():
+        name = Path(settings.DATABASES["default"]["NAME"])
+        test = settings.DATABASES["default"].setdefault("TEST", {})
+        test["NAME"] = str(name.with_name(f"test_{name.name}"))
+
+
+_DATABASE_FIXTURES = {"db", "transactional_db", "live_server", "django_db_setup"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--database-tests-only",
+        action="store_true",
+        help="deselect the tests that use no database: make test's SQLite pass, whose other "
+        "pass runs them already",
+    )
+
+
+def _uses_database(item: pytest.Item) -> bool:
+    names = set(getattr(item, "fixturenames", ()))
+    return bool(names & _DATABASE_FIXTURES) or item.get_closest_marker("django_db") is not None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked postgres_only need PostgreSQL itself (COPY, ...): on SQLite they are
+    skipped, and everything else runs on both."""
+    if config.getoption("--database-tests-only"):
+        dropped = [item for item in items if not _uses_database(item)]
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if _uses_database(item)]
+    if not _on_sqlite():
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL itself (marked postgres_only)")
+    for item in items:
+        if item.get_closest_marker(POSTGRES_ONLY):
+            item.add_marker(skip)
 
 
 @pytest.fixture

@@ -515,9 +515,10 @@ def _call_for(route: str, method: str) -> Call:
 
 
 def _fingerprint(skip_leases_of: Any = None) -> dict[str, str]:
-    """A digest of every row the app's actions could touch, one query for all tables: a refused
-    request must leave all of them as they were. `skip_leases_of`: a rater whose active leases
-    do not count (the rater page answers a refused post with the next pair, which leases one)."""
+    """A digest of every row the app's actions could touch: a refused request must leave all of
+    them as they were. `skip_leases_of`: a rater whose active leases do not count (the rater page
+    answers a refused post with the next pair, which leases one). PostgreSQL digests all tables
+    in one query; SQLite, which has no md5, sends the rows to be digested here."""
     models = [
         User,
         Token,
@@ -532,28 +533,35 @@ def _fingerprint(skip_leases_of: Any = None) -> dict[str, str]:
         TrainingRun,
         ModelVersion,
     ]
-    selects = []
-    params: list[Any] = []
+    quote = connection.ops.quote_name
+    selects: dict[str, tuple[str, list[Any], str]] = {}
     for model in models:
         # last_login moves when the test client logs in; it is no data of the app.
         columns = ", ".join(
-            connection.ops.quote_name(f.column)
-            for f in model._meta.concrete_fields
-            if f.name != "last_login"
+            quote(f.column) for f in model._meta.concrete_fields if f.name != "last_login"
         )
-        table = connection.ops.quote_name(model._meta.db_table)
-        where = ""
+        where, params = "", []
         if model is Assignment and skip_leases_of is not None:
-            where = "WHERE NOT (rater_id = %s AND status = 'active')"
-            params.append(skip_leases_of.pk)
-        selects.append(
-            f"SELECT '{model.__name__}', count(*), md5(coalesce(string_agg("  # noqa: S608
-            f"(t.*)::text, '|' ORDER BY t.{connection.ops.quote_name(model._meta.pk.column)}"
-            f"), '')) FROM (SELECT {columns} FROM {table} {where}) AS t"
-        )
+            where, params = "WHERE NOT (rater_id = %s AND status = 'active')", [skip_leases_of.pk]
+        rows = f"SELECT {columns} FROM {quote(model._meta.db_table)} {where}"  # noqa: S608
+        selects[model.__name__] = (rows, params, quote(model._meta.pk.column))
     with connection.cursor() as cursor:
-        cursor.execute(" UNION ALL ".join(selects), params)
-        return {name: f"{count}:{digest}" for name, count, digest in cursor.fetchall()}
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                " UNION ALL ".join(
+                    f"SELECT '{name}', count(*), md5(coalesce(string_agg((t.*)::text, '|' "  # noqa: S608
+                    f"ORDER BY t.{pk}), '')) FROM ({rows}) AS t"
+                    for name, (rows, _, pk) in selects.items()
+                ),
+                [param for _, params, _ in selects.values() for param in params],
+            )
+            return {name: f"{count}:{digest}" for name, count, digest in cursor.fetchall()}
+        digests = {}
+        for name, (rows, params, pk) in selects.items():
+            cursor.execute(f"{rows} ORDER BY {pk}", params)
+            found = cursor.fetchall()
+            digests[name] = f"{len(found)}:{hashlib.sha256(repr(found).encode()).hexdigest()}"
+        return digests
 
 
 _CLIENT: list[Client] = []

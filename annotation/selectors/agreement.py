@@ -247,6 +247,12 @@ class TrendPoint:
 TREND_KEYS = ("percent_agreement", "fleiss_kappa", "krippendorff_alpha_nominal")
 
 
+def _coefficient(text: str | None) -> float | None:
+    """A coefficient as KT() reads it: a JSON null is NULL on PostgreSQL but the text 'null' on
+    SQLite (Django reads JSON null, true and false there through JSON_TYPE)."""
+    return None if text is None or text == "null" else float(text)
+
+
 def agreement_trend(*, project: Project, scope: AgreementScope) -> list[TrendPoint]:
     """Headline coefficients of the scope's stored reports, oldest first.
 
@@ -262,7 +268,7 @@ def agreement_trend(*, project: Project, scope: AgreementScope) -> list[TrendPoi
         TrendPoint(
             created_at=row["created_at"],
             judgments=row["judgments"],
-            values={key: None if row[key] is None else float(row[key]) for key in TREND_KEYS},
+            values={key: _coefficient(row[key]) for key in TREND_KEYS},
         )
         for row in rows[::-1]
     ]

@@ -92,7 +92,8 @@ _CANDIDATE_SQL = {
     for order, by in _ORDER.items()
     for lock in ("FOR NO KEY UPDATE OF p SKIP LOCKED", "FOR NO KEY UPDATE OF p", "")
 }
-_ANY_OPEN_SQL = f"SELECT EXISTS (SELECT {_OPEN_PAIRS})"
+# A select list of its own: PostgreSQL accepts an empty one, SQLite does not.
+_ANY_OPEN_SQL = f"SELECT EXISTS (SELECT 1 {_OPEN_PAIRS})"
 # Lock the rater's lease: double clicks, retries and concurrent duplicate POSTs queue here.
 _LOCK_LEASE_SQL = f"""
     SELECT a.status, a.swapped, a.created_at, a.expires_at, p.id, p.gold_choice, p.project_id

@@ -90,6 +90,7 @@ def test_a_report_of_a_small_project_has_the_hand_computed_values(project, small
     assert report.last_judgment_id == max(project.pairs.values_list("judgments__id", flat=True))
 
 
+@pytest.mark.postgres_only  # COPY ... TO STDOUT (FORMAT BINARY)
 def test_the_copy_reader_and_the_row_reader_give_the_same_arrays(project, small):
     Pair.objects.filter(project=project).first().judgments.update(active_ms=500)
     fast = judgment_arrays_load(project=project, scope=AgreementScope(), use_copy=True)

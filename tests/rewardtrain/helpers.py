@@ -87,8 +87,10 @@ def child_env(**extra: str) -> dict[str, str]:
     """Environment for a child process that must see this test's database and checkpoints."""
     database = settings.DATABASES["default"]
     url = (
-        f"postgres://{database['USER']}:{database['PASSWORD']}@{database['HOST'] or '127.0.0.1'}"
-        f":{database['PORT'] or 5432}/{database['NAME']}"
+        f"sqlite:///{database['NAME']}"
+        if database["ENGINE"] == "django.db.backends.sqlite3"
+        else f"postgres://{database['USER']}:{database['PASSWORD']}@"
+        f"{database['HOST'] or '127.0.0.1'}:{database['PORT'] or 5432}/{database['NAME']}"
     )
     return {
         **os.environ,

@@ -1,0 +1,143 @@
+"""manage.py run: start web, worker, beat and the scorer (what `make run` serves), and stop every
+one of them on Ctrl-C or SIGTERM.
+
+Each process starts in a session, hence a process group, of its own, so a terminal's Ctrl-C
+reaches only this supervisor. The supervisor then asks each process to stop (SIGTERM: a Celery
+worker stops taking tasks and finishes the one in hand, beat and the servers exit), waits up to
+--grace seconds, and kills what is left with SIGKILL to the whole group, a worker's pool
+processes included (a killed task is redelivered: tasks are acknowledged late).
+A second Ctrl-C skips the wait. When a process exits by itself, the others are stopped too and
+the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+_POLL_S = 0.2
+
+
+def _commands(host: str, port: int) -> dict[str, list[str]]:
+    manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
+    celery = [sys.executable, "-m", "celery", "--quiet", "-A", "config"]
+    return {
+        "worker": [
+            *celery,
+            *("worker", "-Q", "default,training", "--concurrency", "2", "--loglevel", "WARNING"),
+        ],
+        "beat": [*celery, "beat", "--loglevel", "WARNING"],
+        "scorer": [*manage, "scorer"],
+        "web": [*manage, "runserver", "--noreload", f"{host}:{port}"],
+    }
+
+
+class Supervisor:
+    """Child processes by name, each the leader of its own process group."""
+
+    def __init__(self, commands: dict[str, list[str]], *, grace: float) -> None:
+        self.commands = commands
+        self.grace = grace
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.signals = 0  # SIGINT and SIGTERM received so far
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.signals += 1
+
+    def run(self, on_ready: Callable[[], bool]) -> str | None:
+        """Start every process and watch them until a signal (None) or until one exits by itself
+        (its name). `on_ready()` is called on each round until it returns True."""
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        for name, command in self.commands.items():
+            if self.signals:
+                return None
+            # The commands are this module's own, built from sys.executable and settings.
+            self.children[name] = subprocess.Popen(command, start_new_session=True)  # noqa: S603
+        ready = False
+        while not self.signals:
+            for name, child in self.children.items():
+                if child.poll() is not None:
+                    return name
+            ready = ready or on_ready()
+            time.sleep(_POLL_S)
+        return None
+
+    def _kill_groups(self) -> None:
+        for child in self.children.values():
+            with contextlib.suppress(ProcessLookupError):  # the group is empty: all of it exited
+                os.killpg(child.pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        """SIGTERM to every child, up to `grace` seconds to exit, then SIGKILL to what is left of
+        each group (a group outlives its leader while the leader's own children run)."""
+        received = self.signals
+        for child in self.children.values():
+            # The leader only: a Celery worker stops its own pool, which SIGTERM would kill.
+            if child.poll() is None:
+                child.terminate()
+        deadline = time.monotonic() + self.grace
+        while self.signals <= received and time.monotonic() < deadline:
+            if all(child.poll() is not None for child in self.children.values()):
+                break
+            time.sleep(_POLL_S)
+        self._kill_groups()
+        for child in self.children.values():
+            child.wait()
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+class Command(BaseCommand):
+    help = "Run web, worker, beat and the scorer; Ctrl-C or SIGTERM stops them all."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument(
+            "--grace", type=float, default=10.0, help="seconds to exit cleanly before SIGKILL"
+        )
+        parser.add_argument("--banner", type=Path, help="a file to print once the web answers")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        host, port, banner = options["host"], options["port"], options["banner"]
+        supervisor = Supervisor(_commands(host, port), grace=options["grace"])
+
+        def on_ready() -> bool:
+            if not _answers(host, port):
+                return False
+            if banner is not None:
+                self.stdout.write(banner.read_text())
+            self.stdout.write(
+                f"Pairwise is running: open http://{host}:{port}/ and log in. "
+                "Ctrl-C stops everything."
+            )
+            self.stdout.flush()
+            return True
+
+        try:
+            exited = supervisor.run(on_ready)
+        finally:
+            supervisor.stop()
+        if exited is not None:
+            code = supervisor.children[exited].returncode
+            raise CommandError(f"{exited} exited with status {code}; stopped the others.")
+        self.stdout.write("Pairwise stopped: web, worker, beat and scorer have exited.")
