@@ -42,8 +42,17 @@ def _need_chromium() -> None:
     pytest.skip(reason)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item: the page fixture checks the last page state
+    only after a test that passed, so a failure is not buried under a second report."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def browser_page(live_server, monkeypatch, settings) -> Iterator:
+def browser_page(live_server, monkeypatch, settings, request) -> Iterator:
     """A fresh Chromium page at 1280x800 whose relative URLs go to the live server.
 
     The page records what would betray injected content: `page.dialogs` (alert/confirm/prompt,
@@ -89,7 +98,8 @@ def browser_page(live_server, monkeypatch, settings) -> Iterator:
         )
         try:
             yield page
-            if not page.is_closed() and page.url.startswith(live_server.url):
+            passed = getattr(request.node, "report_call", None)
+            if passed and passed.passed and page.url.startswith(live_server.url):
                 assert_accessible(page)
         finally:
             context.close()
