@@ -38,14 +38,29 @@ def card_assignment(page) -> int:
 
 def swap_card(page, *keys: str) -> None:
     """Press `keys` and wait until htmx has swapped in the next card and settled it."""
-    page.evaluate(
-        """() => {  // a statement, not an expression: evaluate() would await the promise
-            window.cardSettled = new Promise(resolve => document.body.addEventListener(
-                'htmx:afterSettle', event => event.target.id === 'pair-card' && resolve()));
-        }"""
-    )
+    expect_card(page)
     for key in keys:
         page.keyboard.press(key)
+    wait_for_card(page)
+
+
+def expect_card(page) -> None:
+    """Arm a promise that settles when htmx has swapped in the next card, or fails at once with
+    the status when the server answers with an error."""
+    page.evaluate(
+        """() => {  // a statement, not an expression: evaluate() would await the promise
+            window.cardSettled = new Promise((resolve, reject) => {
+                const body = document.body;
+                body.addEventListener('htmx:afterSettle',
+                    event => event.target.id === 'pair-card' && resolve());
+                body.addEventListener('htmx:responseError',
+                    event => reject(new Error('HTTP ' + event.detail.xhr.status)));
+            });
+        }"""
+    )
+
+
+def wait_for_card(page) -> None:
     page.evaluate("window.cardSettled")
     assert_accessible(page)
 
@@ -185,15 +200,9 @@ def in_view(page, selector: str) -> bool:
 
 
 def click_and_settle(page, selector: str) -> None:
-    page.evaluate(
-        """() => {
-            window.cardSettled = new Promise(resolve => document.body.addEventListener(
-                'htmx:afterSettle', event => event.target.id === 'pair-card' && resolve()));
-        }"""
-    )
+    expect_card(page)
     page.locator(selector).click()
-    page.evaluate("window.cardSettled")
-    assert_accessible(page)
+    wait_for_card(page)
 
 
 def test_a_mouse_user_skips_with_the_skip_button_in_view(browser_page, rating_project, rater):
