@@ -110,9 +110,9 @@ def browser_page(live_server, monkeypatch, settings, request) -> Iterator:
             connections.close_all()
 
 
-def axe_violations(page) -> list[str]:
-    """axe-core's serious and critical violations on the page as it is now, one line each:
-    rule id, impact, the offending elements' selectors and the page URL.
+def axe_violations(page, *, impacts: tuple[str, ...] = FAILING_IMPACTS) -> list[str]:
+    """axe-core's violations of the given impacts (serious and critical unless told) on the
+    page as it is now, one line each: rule id, impact, the offending elements and the page URL.
 
     The script goes in through `evaluate` (the DevTools protocol), which the pages' strict CSP
     does not govern, so the CSP stays on and still catches the pages' own inline code.
@@ -131,7 +131,7 @@ def axe_violations(page) -> list[str]:
     return [
         f"{found['id']} ({found['impact']}) at {page.url}: {', '.join(found['targets'][:5])}"
         for found in results
-        if found["impact"] in FAILING_IMPACTS
+        if found["impact"] in impacts
     ]
 
 

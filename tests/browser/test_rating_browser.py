@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from annotation.models import Assignment, Judgment, Membership
-from tests.browser.conftest import PHONE, assert_accessible, log_in
+from tests.browser.conftest import PHONE, assert_accessible, axe_violations, log_in
 from tests.factories import (
     MembershipFactory,
     PairFactory,
@@ -211,6 +211,7 @@ def test_a_mouse_user_skips_with_the_skip_button_in_view(browser_page, rating_pr
     log_in(page, rater, next_path=f"/p/{rating_project.slug}/rate/")
     skipped = card_assignment(page)
     assert in_view(page, "#skip-button")
+    assert axe_violations(page, impacts=("moderate", "minor")) == []  # landmark-unique and all
 
     click_and_settle(page, "#skip-button")
 
