@@ -404,7 +404,7 @@ def accuracy_chart(*, versions: list[ModelVersion], ceiling: float | None) -> Ch
         y_top="100%",
         y_bottom="40%",
         x_start=f"v{measured[0][0]}",
-        x_end=f"v{measured[-1][0]}",
+        x_end=f"v{measured[-1][0]}" if len(measured) > 1 else "",
         x_title="version",
         y_title="accuracy (%)",
         reference_y=reference_y,
