@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import tarfile
 import zlib
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from django.conf import settings
 from django.db.models import Count, Exists, Max, OuterRef, Q, QuerySet, Sum
@@ -292,59 +293,145 @@ def _tar_gz(prefix: str, files: dict[str, Path]) -> Iterator[bytes]:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Accuracy:
+    """A held-out accuracy with what it rests on: how many pairs, and a 95% Wilson interval."""
+
+    value: float
+    pairs: int | None  # None: not recorded with the metrics
+    low: float | None
+    high: float | None
+    minimum: int  # settings.TRAINING_MIN_HELDOUT_PAIRS
+
+    @property
+    def meaningful(self) -> bool:
+        return self.pairs is not None and self.pairs >= self.minimum
+
+
+def wilson_interval(*, successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval for a proportion (95% for z = 1.96): unlike the normal
+    approximation it stays inside [0, 1] and is honest on a handful of trials."""
+    if trials <= 0:
+        return 0.0, 1.0
+    p = successes / trials
+    z2 = z * z
+    centre = (p + z2 / (2 * trials)) / (1 + z2 / trials)
+    half = z / (1 + z2 / trials) * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def accuracy_figure(*, accuracy: object, pairs: object) -> Accuracy | None:
+    """The accuracy from stored metrics, or None when there is none (no held-out pairs)."""
+    if not isinstance(accuracy, (int, float)) or isinstance(accuracy, bool):
+        return None
+    count = pairs if isinstance(pairs, int) and not isinstance(pairs, bool) and pairs > 0 else None
+    low = high = None
+    if count is not None:
+        low, high = wilson_interval(successes=round(accuracy * count), trials=count)
+    return Accuracy(
+        value=float(accuracy),
+        pairs=count,
+        low=low,
+        high=high,
+        minimum=settings.TRAINING_MIN_HELDOUT_PAIRS,
+    )
+
+
+def version_accuracy(version: ModelVersion) -> Accuracy | None:
+    metrics = version.metrics if isinstance(version.metrics, dict) else {}
+    return accuracy_figure(accuracy=metrics.get("accuracy"), pairs=metrics.get("count"))
+
+
+@dataclass(frozen=True, kw_only=True)
 class ChartPoint:
     x: float
     y: float
     label: str
+    tentative: bool = False  # drawn hollow: rests on fewer held-out pairs than the minimum
+
+
+CHART_WIDTH, CHART_HEIGHT = 360, 170
+# The plot area inside the SVG box: room on the left for the y ticks, below for the x ticks
+# and the x axis title.
+PLOT_LEFT, PLOT_RIGHT, PLOT_TOP, PLOT_BOTTOM = 46, 12, 12, 36
 
 
 @dataclass(frozen=True, kw_only=True)
 class Chart:
-    """SVG geometry, drawn by the server: a line through `points` in a width x height box."""
+    """SVG geometry, drawn by the server: a line through `points` in a width x height box, with
+    both axes labelled (ends and title with its unit) and an optional reference line."""
 
-    width: int
-    height: int
+    key: str  # unique on the page: the prefix of the SVG's element ids
+    title: str  # what a screen reader announces
     points: list[ChartPoint]
-    y_top: str  # axis labels
+    y_top: str  # tick labels at the ends of the axes
     y_bottom: str
-    ceiling_y: float | None = None  # a horizontal reference line, e.g. the raters' agreement
-    ceiling_label: str = ""
+    x_start: str
+    x_end: str
+    x_title: str  # axis titles, with their units
+    y_title: str
+    reference_y: float | None = None  # a horizontal reference line, e.g. the raters' agreement
+    reference_label: str = ""
+    width: int = CHART_WIDTH
+    height: int = CHART_HEIGHT
+    left: int = PLOT_LEFT
+    right: int = CHART_WIDTH - PLOT_RIGHT
+    top: int = PLOT_TOP
+    bottom: int = CHART_HEIGHT - PLOT_BOTTOM
 
     @property
     def polyline(self) -> str:
         return " ".join(f"{p.x:.1f},{p.y:.1f}" for p in self.points)
 
+    @property
+    def middle(self) -> float:
+        return (self.left + self.right) / 2
 
-CHART_WIDTH, CHART_HEIGHT, CHART_PAD = 360, 140, 12
+
+def _x(fraction: float) -> float:
+    return PLOT_LEFT + fraction * (CHART_WIDTH - PLOT_LEFT - PLOT_RIGHT)
+
+
+def _y(fraction: float) -> float:
+    return CHART_HEIGHT - PLOT_BOTTOM - fraction * (CHART_HEIGHT - PLOT_TOP - PLOT_BOTTOM)
 
 
 def loss_chart(*, run: TrainingRun) -> Chart | None:
-    """The run's loss curve ([step, loss] points), scaled from 0 to its highest loss."""
+    """The run's training loss per step ([step, loss] points), from 0 to its highest loss, with
+    ln 2 marked: the loss of a model that cannot tell the two responses apart."""
     curve = [(float(step), float(loss)) for step, loss in run.loss_curve]
     if len(curve) < 2:
         return None
-    top = max(loss for _, loss in curve) or 1.0
+    top = max(max(loss for _, loss in curve), math.log(2)) or 1.0
     last_step = curve[-1][0] or 1.0
     points = [
-        ChartPoint(x=_scale(step / last_step, CHART_WIDTH), y=_flip(loss / top), label="")
+        ChartPoint(x=_x(step / last_step), y=_y(loss / top), label=f"step {step:g}: {loss:.3f}")
         for step, loss in curve
     ]
     return Chart(
-        width=CHART_WIDTH,
-        height=CHART_HEIGHT,
+        key=f"loss-chart-{run.id}",
+        title=(
+            f"Training loss of run {run.id} per step, from {curve[0][1]:.3f} "
+            f"to {curve[-1][1]:.3f} nats"
+        ),
         points=points,
-        y_top=f"{top:.3f}",
+        y_top=f"{top:.2f}",
         y_bottom="0",
+        x_start="0",
+        x_end=f"{last_step:g}",
+        x_title="training step",
+        y_title="loss (nats)",
+        reference_y=_y(math.log(2) / top),
+        reference_label="chance: ln 2 = 0.693",
     )
 
 
 def accuracy_chart(*, versions: list[ModelVersion], ceiling: float | None) -> Chart | None:
     """Held-out accuracy of each version in order, on a 0.4-1.0 axis, with the raters'
-    percent agreement as the ceiling line."""
+    percent agreement as the reference line; versions on too few pairs are drawn hollow."""
     measured = [
-        (version.version, version.metrics.get("accuracy"))
+        (version.version, figure)
         for version in sorted(versions, key=lambda v: v.version)
-        if isinstance(version.metrics.get("accuracy"), (int, float))
+        if (figure := version_accuracy(version)) is not None
     ]
     if not measured:
         return None
@@ -352,65 +439,124 @@ def accuracy_chart(*, versions: list[ModelVersion], ceiling: float | None) -> Ch
     span = max(1, len(measured) - 1)
     points = [
         ChartPoint(
-            x=_scale(index / span, CHART_WIDTH),
-            y=_flip((min(max(accuracy, low), high) - low) / (high - low)),
-            label=f"v{number}: {accuracy:.1%}",
+            x=_x(index / span),
+            y=_y((min(max(figure.value, low), high) - low) / (high - low)),
+            label=_point_label(number, figure),
+            tentative=not figure.meaningful,
         )
-        for index, (number, accuracy) in enumerate(measured)
+        for index, (number, figure) in enumerate(measured)
     ]
-    ceiling_y = None
+    reference_y = None
     if ceiling is not None:
-        ceiling_y = _flip((min(max(ceiling, low), high) - low) / (high - low))
+        reference_y = _y((min(max(ceiling, low), high) - low) / (high - low))
+    title = "Held-out accuracy per version"
+    if ceiling is not None:
+        title += f", against the raters' agreement of {ceiling:.3f}"
     return Chart(
-        width=CHART_WIDTH,
-        height=CHART_HEIGHT,
+        key="accuracy-chart",
+        title=title,
         points=points,
         y_top="100%",
         y_bottom="40%",
-        ceiling_y=ceiling_y,
-        ceiling_label=f"raters agree {ceiling:.0%}" if ceiling is not None else "",
+        x_start=f"v{measured[0][0]}",
+        x_end=f"v{measured[-1][0]}" if len(measured) > 1 else "",
+        x_title="version",
+        y_title="accuracy (%)",
+        reference_y=reference_y,
+        reference_label=f"raters agree {ceiling:.0%}" if ceiling is not None else "",
     )
 
 
-def _scale(fraction: float, size: int) -> float:
-    return CHART_PAD + fraction * (size - 2 * CHART_PAD)
-
-
-def _flip(fraction: float) -> float:
-    return CHART_HEIGHT - _scale(fraction, CHART_HEIGHT)
+def _point_label(number: int, figure: Accuracy) -> str:
+    if figure.pairs is None or figure.low is None or figure.high is None:
+        return f"v{number}: {figure.value:.1%}, number of held-out pairs not recorded"
+    return (
+        f"v{number}: {figure.value:.1%} on {figure.pairs} held-out pairs "
+        f"(95% interval {figure.low:.1%} to {figure.high:.1%})"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class RunCard:
     run: TrainingRun
     loss_chart: Chart | None
+    accuracy: Accuracy | None  # of a succeeded run's version on its held-out pairs
+    outcome: str  # a succeeded run: what it started from and what became of its version
 
 
 def run_card(*, run: TrainingRun) -> RunCard:
-    return RunCard(run=run, loss_chart=loss_chart(run=run))
+    metrics = run.metrics if isinstance(run.metrics, dict) else {}
+    heldout = _mapping(metrics.get("heldout"))
+    counts = _mapping(metrics.get("counts"))
+    return RunCard(
+        run=run,
+        loss_chart=loss_chart(run=run),
+        accuracy=accuracy_figure(
+            accuracy=heldout.get("accuracy"),
+            pairs=heldout.get("count", counts.get("heldout_pairs")),
+        ),
+        outcome=run_outcome(metrics=metrics),
+    )
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+BASE_MODEL_NOTE = "from the base model: "  # how rewardtrain.services.runs words a cold start
+
+
+def run_outcome(*, metrics: dict[str, Any]) -> str:
+    """A succeeded run's start and promotion as sentences, e.g. "Trained from the base model
+    because nothing was published yet. Published as the project's first version." """
+    start = str(metrics.get("warm_start") or "")
+    if start.startswith(BASE_MODEL_NOTE):
+        sentences = [f"Trained from the base model because {start.removeprefix(BASE_MODEL_NOTE)}."]
+    else:
+        sentences = [f"{start[:1].upper()}{start[1:]}."] if start else []
+    promotion = metrics.get("promotion")
+    if isinstance(promotion, dict):
+        if promotion.get("published") and metrics.get("compared_with") is None:
+            sentences.append("Published as the project's first version.")
+        elif promotion.get("published"):
+            sentences.append(f"Published: {promotion.get('reason')}.")
+        else:
+            sentences.append(f"Kept as a candidate: {promotion.get('reason')}.")
+    return " ".join(sentences)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VersionRow:
+    version: ModelVersion
+    accuracy: Accuracy | None
 
 
 @dataclass(frozen=True, kw_only=True)
 class TrainingPage:
     runs: list[RunCard]
-    versions: list[ModelVersion]
-    published: ModelVersion | None
+    versions: list[VersionRow]
+    published: VersionRow | None
     ceiling: float | None
     accuracy_chart: Chart | None
     has_active_run: bool
     new_judgments: int
+    min_heldout_pairs: int
 
 
 def training_page(*, project: Project) -> TrainingPage:
     versions = model_version_list(project=project)
     ceiling = agreement_ceiling(project=project)
     runs = training_run_list(project=project)
+    rows = [VersionRow(version=version, accuracy=version_accuracy(version)) for version in versions]
     return TrainingPage(
         runs=[run_card(run=run) for run in runs],
-        versions=versions,
-        published=next((v for v in versions if v.state == ModelVersion.State.PUBLISHED), None),
+        versions=rows,
+        published=next(
+            (row for row in rows if row.version.state == ModelVersion.State.PUBLISHED), None
+        ),
         ceiling=ceiling,
         accuracy_chart=accuracy_chart(versions=versions, ceiling=ceiling),
         has_active_run=any(run.is_active for run in runs),
         new_judgments=judgments_since_last_run(project=project),
+        min_heldout_pairs=settings.TRAINING_MIN_HELDOUT_PAIRS,
     )

@@ -1,7 +1,8 @@
 """The training page: runs with live progress, versions, publish and roll back, download.
 
 Leads and admins only (raters get 403, outsiders 404). Each view parses, calls one selector or
-service, and renders; the run card polls itself while its run is active.
+service, and renders; the run card polls itself while its run is active, and its last poll
+tells the summary and the versions to refresh themselves (HX-Trigger).
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from rewardtrain.services.runs import TrainingRequestError, training_run_request
 from rewardtrain.services.versions import PublishError, model_version_publish
 
 LEAD = Membership.Role.LEAD
+# The event a run card's last poll sends when its run has ended, and the parts of the page that
+# listen for it (hx-trigger="training-run-finished from:body") and re-fetch themselves.
+RUN_FINISHED_EVENT = "training-run-finished"
+REFRESHED_PARTS = ("training-summary", "training-versions")
 
 
 @login_required
@@ -27,11 +32,11 @@ LEAD = Membership.Role.LEAD
 def training(request: HttpRequest, slug: str) -> HttpResponse:
     access = project_access(user=request.user, slug=slug, min_role=LEAD)
     page = selectors.training_page(project=access.project)
-    return render(
-        request,
-        "rewardtrain/training.html",
-        {"access": access, "project": access.project, "page": page},
-    )
+    template = "rewardtrain/training.html"
+    target = request.htmx.target if request.htmx else None  # type: ignore[attr-defined]
+    if target in REFRESHED_PARTS:
+        template += f"#{target}"
+    return render(request, template, {"access": access, "project": access.project, "page": page})
 
 
 @login_required
@@ -41,11 +46,15 @@ def run_status(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
     run = selectors.training_run_get(run_id=run_id)
     if run is None or run.project_id != access.project.id:
         raise Http404("No such training run in this project.")
-    return render(
+    response = render(
         request,
         "rewardtrain/training.html#run-card",
         {"access": access, "project": access.project, "card": selectors.run_card(run=run)},
     )
+    if not run.is_active:
+        # The card stops polling; the parts that depend on the run's end fetch themselves.
+        response["HX-Trigger"] = RUN_FINISHED_EVENT
+    return response
 
 
 @login_required

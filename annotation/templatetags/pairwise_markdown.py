@@ -80,6 +80,9 @@ def render_markdown(text: str) -> str:
         link_rel="noopener nofollow noreferrer",
         url_schemes={"http", "https", "mailto"},
         strip_comments=True,
+        # A code block scrolls inside a bounded box: keyboard users must be able to focus it
+        # to scroll it (axe's scrollable-region-focusable).
+        set_tag_attribute_values={"pre": {"tabindex": "0"}},
     )
 
 

@@ -511,7 +511,7 @@ def _warm_start_source(
     from rewardtrain.checkpoints import CheckpointError, checkpoint_verify
 
     if published is None:
-        return None, "from the base model: nothing is published"
+        return None, "from the base model: nothing was published yet"
     every = project.full_retrain_every
     if every and number % every == 0:
         return None, f"from the base model: every {every}th version is a full retrain"

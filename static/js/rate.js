@@ -188,6 +188,9 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    // On a narrow screen the guidelines sit above the pair, folded to one line (g opens them).
+    var details = document.getElementById("guidelines");
+    if (details && window.matchMedia("(max-width: 74.99rem)").matches) details.open = false;
     var shortcutsButton = document.getElementById("shortcuts-open");
     if (shortcutsButton) {
       shortcutsButton.hidden = false;

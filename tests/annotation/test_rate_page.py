@@ -356,7 +356,8 @@ def test_markdown_tables_and_highlighted_code(client, quiet_project, rater):
     content = client.get(url(quiet_project)).content
     assert b"<table>" in content
     assert b"<td>1</td>" in content
-    assert b'<pre class="highlight"><code><span class="k">def</span>' in content
+    # Focusable, so a keyboard can scroll a long block (axe: scrollable-region-focusable).
+    assert b'<pre class="highlight" tabindex="0"><code><span class="k">def</span>' in content
     assert b"&#39;&lt;b&gt;&#39;" in content or b"'&lt;b&gt;'" in content
     assert b"pygments" in content  # the stylesheet for the highlighting classes
 

@@ -2,6 +2,10 @@
 
 Browser tests skip with the reason when /usr/bin/chromium is missing, unless REQUIRE_BROWSER=1
 (CI), where a missing browser fails them instead.
+
+Every page state a test reaches is checked by axe-core (vendored in tests/browser/vendor): call
+`assert_accessible(page)` after each change of state; `log_in` checks the login page, and the
+fixture checks the last state when the test ends. A serious or critical violation fails the test.
 """
 
 import os
@@ -22,6 +26,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
 ]
 VIEWPORT = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+AXE_SCRIPT = Path(__file__).parent / "vendor" / "axe.min.js"
+FAILING_IMPACTS = ("serious", "critical")
 
 
 def _need_chromium() -> None:
@@ -35,8 +42,17 @@ def _need_chromium() -> None:
     pytest.skip(reason)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item: the page fixture checks the last page state
+    only after a test that passed, so a failure is not buried under a second report."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def browser_page(live_server, monkeypatch, settings) -> Iterator:
+def browser_page(live_server, monkeypatch, settings, request) -> Iterator:
     """A fresh Chromium page at 1280x800 whose relative URLs go to the live server.
 
     The page records what would betray injected content: `page.dialogs` (alert/confirm/prompt,
@@ -82,6 +98,9 @@ def browser_page(live_server, monkeypatch, settings) -> Iterator:
         )
         try:
             yield page
+            passed = getattr(request.node, "report_call", None)
+            if passed and passed.passed and page.url.startswith(live_server.url):
+                assert_accessible(page)
         finally:
             context.close()
             browser.close()
@@ -91,9 +110,41 @@ def browser_page(live_server, monkeypatch, settings) -> Iterator:
             connections.close_all()
 
 
+def axe_violations(page, *, impacts: tuple[str, ...] = FAILING_IMPACTS) -> list[str]:
+    """axe-core's violations of the given impacts (serious and critical unless told) on the
+    page as it is now, one line each: rule id, impact, the offending elements and the page URL.
+
+    The script goes in through `evaluate` (the DevTools protocol), which the pages' strict CSP
+    does not govern, so the CSP stays on and still catches the pages' own inline code.
+    """
+    page.wait_for_load_state("load")
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.evaluate(AXE_SCRIPT.read_text(encoding="utf-8"))
+    results = page.evaluate(
+        """async () => {
+            const results = await axe.run(document, {resultTypes: ['violations']});
+            return results.violations.map(v => ({
+                id: v.id, impact: v.impact, targets: v.nodes.map(n => n.target.join(' ')),
+            }));
+        }"""
+    )
+    return [
+        f"{found['id']} ({found['impact']}) at {page.url}: {', '.join(found['targets'][:5])}"
+        for found in results
+        if found["impact"] in impacts
+    ]
+
+
+def assert_accessible(page) -> None:
+    """Fail on any serious or critical axe-core violation in the page's current state."""
+    violations = axe_violations(page)
+    assert not violations, "axe-core found:\n" + "\n".join(violations)
+
+
 def log_in(page, user, *, password: str = PASSWORD, next_path: str = "/") -> None:
     """Log in through the real login form, as a person would, and land on `next_path`."""
     page.goto(f"/login/?next={next_path}")
+    assert_accessible(page)
     page.get_by_label("Username").fill(user.get_username())
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()

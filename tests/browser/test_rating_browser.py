@@ -9,9 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from annotation.models import Assignment, Judgment
-from tests.browser.conftest import log_in
-from tests.factories import PairFactory, PromptFactory, ResponseFactory
+from annotation.models import Assignment, Judgment, Membership
+from tests.browser.conftest import PHONE, assert_accessible, axe_violations, log_in
+from tests.factories import (
+    MembershipFactory,
+    PairFactory,
+    PromptFactory,
+    ResponseFactory,
+    UserFactory,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -32,15 +38,31 @@ def card_assignment(page) -> int:
 
 def swap_card(page, *keys: str) -> None:
     """Press `keys` and wait until htmx has swapped in the next card and settled it."""
-    page.evaluate(
-        """() => {  // a statement, not an expression: evaluate() would await the promise
-            window.cardSettled = new Promise(resolve => document.body.addEventListener(
-                'htmx:afterSettle', event => event.target.id === 'pair-card' && resolve()));
-        }"""
-    )
+    expect_card(page)
     for key in keys:
         page.keyboard.press(key)
+    wait_for_card(page)
+
+
+def expect_card(page) -> None:
+    """Arm a promise that settles when htmx has swapped in the next card, or fails at once with
+    the status when the server answers with an error."""
+    page.evaluate(
+        """() => {  // a statement, not an expression: evaluate() would await the promise
+            window.cardSettled = new Promise((resolve, reject) => {
+                const body = document.body;
+                body.addEventListener('htmx:afterSettle',
+                    event => event.target.id === 'pair-card' && resolve());
+                body.addEventListener('htmx:responseError',
+                    event => reject(new Error('HTTP ' + event.detail.xhr.status)));
+            });
+        }"""
+    )
+
+
+def wait_for_card(page) -> None:
     page.evaluate("window.cardSettled")
+    assert_accessible(page)
 
 
 def judge(page, choice: str, strength: int | None = None) -> int:
@@ -158,3 +180,86 @@ def test_hostile_prompts_and_responses_show_as_text_and_nothing_fires(
     assert [url for url in page.requests if "/boom" in url or url.startswith("javascript")] == []
     assert page.csp_errors == []
     assert Judgment.objects.filter(rater=rater).count() == 1
+
+
+LONG = "\n\n".join(
+    f"Paragraph {i}: " + "a sentence that goes on for a while. " * 6 for i in range(40)
+)
+
+
+def in_view(page, selector: str) -> bool:
+    box = page.locator(selector).bounding_box()
+    viewport = page.viewport_size
+    return (
+        box is not None
+        and box["x"] >= 0
+        and box["y"] >= 0
+        and box["x"] + box["width"] <= viewport["width"]
+        and box["y"] + box["height"] <= viewport["height"]
+    )
+
+
+def click_and_settle(page, selector: str) -> None:
+    expect_card(page)
+    page.locator(selector).click()
+    wait_for_card(page)
+
+
+def test_a_mouse_user_skips_with_the_skip_button_in_view(browser_page, rating_project, rater):
+    page = browser_page
+    PairFactory.create_batch(2, project=rating_project, prompt__batch__project=rating_project)
+    log_in(page, rater, next_path=f"/p/{rating_project.slug}/rate/")
+    skipped = card_assignment(page)
+    assert in_view(page, "#skip-button")
+    assert axe_violations(page, impacts=("moderate", "minor")) == []  # landmark-unique and all
+
+    click_and_settle(page, "#skip-button")
+
+    assert card_assignment(page) != skipped
+    assert Assignment.objects.get(id=skipped).status == Assignment.Status.SKIPPED
+
+
+def test_on_a_phone_the_choices_submit_and_skip_stay_in_reach(browser_page, rating_project):
+    page = browser_page
+    page.set_viewport_size(PHONE)
+    rater = MembershipFactory(
+        project=rating_project,
+        user=UserFactory(username="a.rather.long.username@example.org"),
+        role=Membership.Role.RATER,
+    ).user
+    for n in range(2):
+        PairFactory(
+            project=rating_project,
+            prompt__batch__project=rating_project,
+            prompt__text=f"{n} {LONG}",
+            response_a__text=f"Left {LONG}",
+            response_b__text=f"Right {LONG}",
+        )
+    log_in(page, rater, next_path=f"/p/{rating_project.slug}/rate/")
+
+    who = page.locator(".who").bounding_box()
+    assert who["height"] < 30  # one line, cut with an ellipsis, not wrapped
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    assert in_view(page, "#guidelines summary")  # folded above the pair, one tap away
+    for panel in page.locator(".response-body, .prompt-body").all():
+        assert panel.bounding_box()["height"] <= 0.5 * PHONE["height"]
+    for control in [
+        "label[for=choice-left]",
+        "label[for=choice-both_bad]",
+        "#submit-button",
+        "#skip-button",
+    ]:
+        assert in_view(page, control), control
+
+    page.locator(".responses").scroll_into_view_if_needed()
+    page.mouse.wheel(0, 600)
+    assert in_view(page, "#submit-button")  # the bar stays while the text scrolls
+    judged = card_assignment(page)
+    page.locator("label[for=choice-right]").click()
+    click_and_settle(page, "#submit-button")
+    assert Judgment.objects.get(assignment_id=judged).choice in {"a", "b"}
+
+    skipped = card_assignment(page)
+    assert in_view(page, "#skip-button")
+    click_and_settle(page, "#skip-button")
+    assert Assignment.objects.get(id=skipped).status == Assignment.Status.SKIPPED

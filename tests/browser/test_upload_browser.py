@@ -7,7 +7,7 @@ import json
 import pytest
 
 from annotation.models import Batch, Pair
-from tests.browser.conftest import log_in
+from tests.browser.conftest import assert_accessible, log_in
 from tests.factories import JudgmentFactory, UserFactory
 
 pytestmark = pytest.mark.browser
@@ -40,6 +40,7 @@ def test_an_admin_sees_three_bad_lines_fixes_them_and_imports(
     page.get_by_role("button", name="Check the file (dry run)").click()
     report = page.locator("#upload-result")
     report.get_by_text("Nothing imported").wait_for()
+    assert_accessible(page)
     text = report.inner_text()
     for line in ("line 3", "line 6", "line 9"):
         assert line in text
@@ -51,15 +52,18 @@ def test_an_admin_sees_three_bad_lines_fixes_them_and_imports(
     )
     page.get_by_role("button", name="Check the file (dry run)").click()
     report.get_by_text("is valid").wait_for()
+    assert_accessible(page)
     page.get_by_role("button", name="Import 10 records").click()
     report.get_by_text("10 new pairs").wait_for()
     page.locator("#batch-list").get_by_text("pairs.jsonl").wait_for()  # the list is refreshed
+    assert_accessible(page)
     assert Pair.objects.filter(project=project).count() == 10
 
     judged = Pair.objects.get(project=project, external_id="p1")
     for rater in UserFactory.create_batch(3):
         JudgmentFactory(assignment__pair=judged, assignment__rater=rater, choice="a", strength=2)
     page.goto(f"/p/{project.slug}/export/")
+    assert_accessible(page)
     page.get_by_label("Format").select_option("trl")
     with page.expect_download() as started:
         page.get_by_role("button", name="Download").click()

@@ -86,6 +86,10 @@ def test_the_publish_button_publishes_and_rolls_back(client, project, lead, chec
     assert ModelVersion.objects.get(state="published").version == 1
 
 
+def stopped_response_event(client, url):
+    return client.get(url, headers={"HX-Request": "true"}).headers.get("HX-Trigger")
+
+
 def test_an_active_run_card_polls_and_a_finished_one_stops(client, project, lead):
     run = TrainingRun.objects.create(project=project, trigger="manual", status="running")
     url = reverse("rewardtrain:run-status", args=["alpha", run.id])
@@ -100,6 +104,7 @@ def test_an_active_run_card_polls_and_a_finished_one_stops(client, project, lead
     assert 'hx-trigger="every 2s"' in polling
     assert "<progress" in polling
     assert "hx-trigger" not in stopped
+    assert stopped_response_event(client, url) == "training-run-finished"
     assert "&lt;script&gt;x&lt;/script&gt;" in stopped
     assert "<html" not in stopped
 
@@ -266,3 +271,89 @@ def test_the_scorer_down_message_names_no_internal_address(
     response = login(client, rater).post(url, body, content_type="application/json")
 
     assert "127.0.0.1" not in response.json()["detail"]
+
+
+def test_a_running_card_sends_no_event_and_the_listening_parts_refresh_alone(
+    client, project, lead, checkpoints
+):
+    run = TrainingRun.objects.create(project=project, trigger="manual", status="running")
+    login(client, lead)
+    page = client.get(_page()).content.decode()
+    assert page.count('hx-trigger="training-run-finished from:body"') == 2
+    assert "A run is already queued or running" in page
+    assert (
+        stopped_response_event(client, reverse("rewardtrain:run-status", args=["alpha", run.id]))
+        is None
+    )
+
+    run.status = TrainingRun.Status.SUCCEEDED
+    run.save()
+    fake_version(project, 1, state=ModelVersion.State.PUBLISHED, metrics={"accuracy": 0.9})
+    summary = client.get(_page(), headers={"HX-Request": "true", "HX-Target": "training-summary"})
+    versions = client.get(_page(), headers={"HX-Request": "true", "HX-Target": "training-versions"})
+
+    summary_html, versions_html = summary.content.decode(), versions.content.decode()
+    assert summary_html.lstrip().startswith('<section id="training-summary"')
+    assert "<html" not in summary_html
+    assert "A run is already queued or running" not in summary_html
+    assert "disabled" not in summary_html
+    assert versions_html.lstrip().startswith('<section id="training-versions"')
+    assert "Publish v1" not in versions_html
+    assert ">v1<" in versions_html
+
+
+def test_an_accuracy_on_few_held_out_pairs_is_not_headlined(client, project, lead, checkpoints):
+    fake_version(
+        project, 1, state=ModelVersion.State.PUBLISHED, metrics={"accuracy": 6 / 7, "count": 7}
+    )
+    fake_version(project, 2, metrics={"accuracy": 0.8, "count": 200})
+
+    html = login(client, lead).get(_page()).content.decode()
+
+    published = html[html.index('id="published-heading"') : html.index("Train now")]
+    assert "not yet meaningful" in published
+    expected = "0.857 on 7 held-out pairs, 95% interval 0.487 to 0.974; at least 50 are needed"
+    assert expected in published
+    assert '0.800 <span class="hint">(95% interval 0.739 to 0.850, 200 held-out pairs)' in html
+    assert 'class="dot tentative"' in html  # v1 is hollow on the chart
+    assert html.count('class="dot"') == 1
+
+
+def test_the_minimum_of_held_out_pairs_is_a_setting(client, project, lead, checkpoints, settings):
+    settings.TRAINING_MIN_HELDOUT_PAIRS = 5
+    fake_version(
+        project, 1, state=ModelVersion.State.PUBLISHED, metrics={"accuracy": 6 / 7, "count": 7}
+    )
+
+    html = login(client, lead).get(_page()).content.decode()
+
+    assert '<span class="tentative">not yet meaningful</span>' not in html
+    assert '0.857 <span class="hint">(95% interval 0.487 to 0.974, 7 held-out pairs)' in html
+
+
+def test_a_first_run_card_reads_as_sentences_with_a_labelled_loss_chart(client, project, lead):
+    TrainingRun.objects.create(
+        project=project,
+        trigger="manual",
+        status="succeeded",
+        loss_curve=[[1, 0.70], [2, 0.69], [3, 0.68]],
+        metrics={
+            "version": 1,
+            "heldout": {"accuracy": 6 / 7, "count": 7, "loss": 0.68},
+            "counts": {"train_pairs": 60, "heldout_pairs": 7},
+            "compared_with": None,
+            "warm_start": "from the base model: nothing was published yet",
+            "promotion": {"published": True, "reason": "first version: nothing was published"},
+        },
+    )
+
+    html = login(client, lead).get(_page()).content.decode()
+
+    assert (
+        "Trained from the base model because nothing was published yet. "
+        "Published as the project&#x27;s first version."
+    ) in html
+    assert "nothing is published. Published:" not in html
+    for label in ("training step", "loss (nats)", "chance: ln 2 = 0.693"):
+        assert f">{label}</text>" in html
+    assert '<span class="tentative">not yet meaningful</span>' in html
