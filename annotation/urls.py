@@ -1,6 +1,15 @@
 from django.urls import path
 
-from annotation.views import agreement, batches, exports, members, projects, rating, settings
+from annotation.views import (
+    agreement,
+    batches,
+    exports,
+    leaderboard,
+    members,
+    projects,
+    rating,
+    settings,
+)
 
 app_name = "annotation"
 
@@ -57,6 +66,8 @@ urlpatterns = [
         agreement.rater_unpause,
         name="rater-unpause",
     ),
+    path("p/<slug:slug>/leaderboard/", leaderboard.leaderboard, name="leaderboard"),
+    path("p/<slug:slug>/leaderboard.csv", leaderboard.leaderboard_csv, name="leaderboard-csv"),
     path("p/<slug:slug>/export/", exports.export, name="export"),
     path("p/<slug:slug>/rate/", rating.rate, name="rate"),
     path("p/<slug:slug>/rate/skip/", rating.rate_skip, name="rate-skip"),

@@ -9,10 +9,11 @@ The model. For a battle of model a against model b, with style differences x (a 
 
 A tie counts as half a win for each side (as LMArena does). `beta` is fitted by maximum
 likelihood with a damped Newton iteration on the exact Hessian, stopping when no parameter moves
-by more than `TOLERANCE`. A small ridge `RIDGE / 2 * |beta|^2` (not on gamma) keeps the fit finite
-for a model that never lost or never won, and picks the one solution of mean zero among the
-equivalent shifted ones. It is a Gaussian prior with a standard deviation of 10 log-odds (1,737
-rating points): it only matters where the data cannot place a model at all.
+by more than `TOLERANCE`. A small ridge `RIDGE / 2 * |theta|^2` keeps the fit finite for a model
+that never lost or never won (and a style feature that is zero everywhere), and picks the one
+solution of mean zero among the equivalent shifted ones. It is a Gaussian prior with a standard
+deviation of 10 log-odds (1,737 rating points): it only matters where the data cannot place a
+model at all.
 
 The scale is LMArena's: 400 / ln 10 rating points per unit of log-odds, mean 1000.
 
@@ -37,7 +38,7 @@ from scipy.special import expit
 
 SCALE = 400.0 / math.log(10.0)  # rating points per unit of log-odds
 MEAN_RATING = 1000.0
-RIDGE = 0.01  # on beta, in battles x log-odds^2 (see the module docstring)
+RIDGE = 0.01  # in battles x log-odds^2 (see the module docstring)
 TOLERANCE = 1e-7  # log-odds: 1.7e-5 rating points
 # A bootstrap round stops sooner, at 0.002 rating points: far below what a percentile of 1,000
 # rounds can resolve, and each chord step costs a pass over every battle row of the block.
@@ -134,7 +135,7 @@ def _hessian(
     if style is None:
         return np.asarray(h_bb)
     h_bg = (inc * d) @ style
-    h_gg = style.T @ (style * d[:, None])
+    h_gg = style.T @ (style * d[:, None]) + RIDGE * np.eye(style.shape[1])
     return np.block([[h_bb, h_bg], [h_bg.T, h_gg]])
 
 
@@ -146,9 +147,7 @@ def _loss(
     n: NDArray[np.float64],
 ) -> float:
     # -log L = sum n log(1 + e^z) - y z, written stably with logaddexp
-    return float(
-        np.sum(n * np.logaddexp(0.0, logit) - y * logit) + RIDGE / 2 * theta[:m] @ theta[:m]
-    )
+    return float(np.sum(n * np.logaddexp(0.0, logit) - y * logit) + RIDGE / 2 * theta @ theta)
 
 
 def newton_fit(
@@ -177,9 +176,7 @@ def newton_fit(
     for _ in range(MAX_NEWTON):
         p = expit(logit)
         r = y - n * p
-        grad = np.concatenate(
-            [-(inc @ r) + RIDGE * theta[:m], [] if style is None else -(style.T @ r)]
-        )
+        grad = RIDGE * theta - np.concatenate([inc @ r, [] if style is None else style.T @ r])
         step = linalg.solve(_hessian(inc, style, n * p * (1 - p)), grad, assume_a="pos")
         scale = 1.0
         while True:  # backtrack until the loss does not rise (Newton on a convex loss)
@@ -254,9 +251,10 @@ def _chord_block(
         if design.style is not None:
             z += design.style @ theta[m:]
         r = y - n * expit(z)
-        grad = -(inc @ r) + RIDGE * theta[:m]
+        grad = -(inc @ r)
         if design.style is not None:
             grad = np.vstack([grad, -(design.style.T @ r)])
+        grad += RIDGE * theta
         step = linalg.cho_solve(hessian_factor, grad)
         theta -= step
         converged = np.max(np.abs(step), axis=0) < BOOTSTRAP_TOLERANCE

@@ -13,8 +13,9 @@ from datetime import date
 from typing import Any, Literal
 
 import numpy as np
-from django.db.models import Count, F, Q, QuerySet
+from django.db.models import CharField, Count, F, Q, QuerySet
 from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast
 from numpy.typing import NDArray
 
 from annotation.leaderboard.fit import Battles
@@ -75,8 +76,11 @@ def leaderboard_judgments(*, project: Project, scope: LeaderboardScope) -> Query
 def _pair_counts(judgments: QuerySet[Judgment], criterion: str | None) -> NDArray[np.int64]:
     """(pairs, 7): prompt, response a, response b, then judgments for a, b, tie, both bad."""
     # A criterion's answer lives in the judgment's JSON; KeyTextTransform takes the name as a
-    # value, so any criterion name is safe here.
-    chosen = KeyTextTransform(criterion, "criteria") if criterion else F("choice")
+    # value, so any criterion name is safe here. The Cast makes the comparisons plain text ones:
+    # without it SQLite compares against the JSON value 'a', which is not JSON.
+    chosen = (
+        Cast(KeyTextTransform(criterion, "criteria"), CharField()) if criterion else F("choice")
+    )
     rows = (
         judgments.annotate(chosen=chosen)
         .values("pair_id")

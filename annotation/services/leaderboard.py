@@ -86,8 +86,11 @@ def leaderboard_compute(
     return board
 
 
-def leaderboard_as_json(board: Leaderboard, *, scope: LeaderboardScope) -> dict[str, Any]:
-    """The API's and `manage.py leaderboard --json`'s shape (docs/leaderboard.md)."""
+def leaderboard_as_json(board: Leaderboard | None, *, scope: LeaderboardScope) -> dict[str, Any]:
+    """The API's and `manage.py leaderboard --json`'s shape (docs/leaderboard.md); `board` None
+    (no two models battled) gives the same keys, empty."""
+    if board is None:
+        board = Leaderboard(ratings=[], battles=0, rounds=0, clusters=0)
     return {
         "models": [
             {
