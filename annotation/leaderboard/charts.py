@@ -9,6 +9,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
+from numpy.typing import NDArray
+
 from annotation.agreement.charts import Cell, Heatmap, Tick, _blue
 
 EMPTY = "#eaeef2"
@@ -17,7 +20,7 @@ EMPTY = "#eaeef2"
 def matrix_heatmap(
     *,
     labels: Sequence[str],
-    values: Sequence[Sequence[float]],
+    values: NDArray[np.float64],  # (n, n)
     describe: str,
     top: float,
     cell: float = 22.0,
@@ -31,7 +34,7 @@ def matrix_heatmap(
     cells = []
     for i in range(n):
         for j in range(n):
-            value = float(values[i][j])
+            value = float(values[i, j])
             if i == j:
                 continue
             if math.isnan(value):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -233,29 +234,79 @@ def _design(battles: Battles, *, style: bool) -> _Design:
     return _Design(model_a=keys // m, model_b=keys % m, style=None, y_of=y_of, n_of=n_of)
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
+class _Chord:
+    """What every bootstrap block reuses: the full-data fit, its Hessian's Cholesky factor, the
+    design in the block's float type, and each prompt's share of the full-data gradient, which
+    gives every round's first step without touching the rows.
+
+    With style control the rows are single pairs (a few battles each, times a prompt weight) and
+    their rows x rounds arrays are memory-bound: float32 halves the traffic, and its rounding
+    stays below the tolerance. Without style control the rows are whole pairs of models with
+    hundreds of battles, where float32's rounding of y - n p would exceed the tolerance; they are
+    few, so float64 costs nothing there.
+    """
+
+    theta_hat: NDArray[np.float64]
+    factor: tuple[NDArray[np.float64], bool]
+    dtype: type[np.floating[Any]]
+    rows_to_models: sparse.csr_array  # (rows, m): beta_a - beta_b = this @ beta
+    models_from_rows: sparse.csr_array  # its transpose, for the gradient
+    style: NDArray[np.floating[Any]] | None
+    prompt_gradient: NDArray[np.float64]  # (clusters, params): X^T (y - n p) per prompt
+
+
+def _chord_setup(
+    design: _Design, theta_hat: NDArray[np.float64], hessian: NDArray[np.float64], m: int
+) -> _Chord:
+    inc = _incidence(design.model_a, design.model_b, m)
+    z = inc.T @ theta_hat[:m]
+    if design.style is not None:
+        z += design.style @ theta_hat[m:]
+    p = expit(z)
+    # Per prompt c: sum over its rows of x_row * (y_rc - n_rc p_row), as a (clusters, params).
+    residual = (design.y_of - design.n_of.multiply(p[:, None])).T.tocsr()  # (clusters, rows)
+    design_rows = inc.T.tocsr()
+    if design.style is not None:
+        design_rows = sparse.hstack([design_rows, sparse.csr_array(design.style)]).tocsr()
+    gradient = (residual @ design_rows).toarray()
+    dtype = np.float64 if design.style is None else np.float32
+    return _Chord(
+        theta_hat=theta_hat,
+        factor=linalg.cho_factor(hessian),
+        dtype=dtype,
+        rows_to_models=inc.T.tocsr().astype(dtype),
+        models_from_rows=inc.tocsr().astype(dtype),
+        style=None if design.style is None else design.style.astype(dtype),
+        prompt_gradient=gradient,
+    )
+
+
 def _chord_block(
-    design: _Design,
-    theta_hat: NDArray[np.float64],
-    hessian_factor: tuple[NDArray[np.float64], bool],
-    weights: NDArray[np.float64],
-    m: int,
+    design: _Design, chord: _Chord, weights: NDArray[np.float64], m: int
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
     """Refit a block of rounds (weights: clusters x B) at once; returns (B, params), converged."""
-    y = design.y_of @ weights  # rows x B
-    n = design.n_of @ weights
-    inc = _incidence(design.model_a, design.model_b, m)
-    theta = np.repeat(theta_hat[:, None], weights.shape[1], axis=1)  # params x B
+    y = (design.y_of @ weights).astype(chord.dtype)  # rows x B
+    n = (design.n_of @ weights).astype(chord.dtype)
+    # The first chord step from theta_hat needs only each prompt's gradient share.
+    first = RIDGE * chord.theta_hat[:, None] - chord.prompt_gradient.T @ weights
+    theta = chord.theta_hat[:, None] - linalg.cho_solve(chord.factor, first)  # params x B
     converged = np.zeros(weights.shape[1], dtype=bool)
     for _ in range(MAX_CHORD):
-        z = inc.T @ theta[:m]
-        if design.style is not None:
-            z += design.style @ theta[m:]
-        r = y - n * expit(z)
-        grad = -(inc @ r)
-        if design.style is not None:
-            grad = np.vstack([grad, -(design.style.T @ r)])
-        grad += RIDGE * theta
-        step = linalg.cho_solve(hessian_factor, grad)
+        r = chord.rows_to_models @ theta[:m].astype(chord.dtype)
+        if chord.style is not None:
+            r += chord.style @ theta[m:].astype(chord.dtype)
+        expit(r, out=r)  # in place, r goes logit -> p -> n p -> y - n p
+        r *= n
+        np.subtract(y, r, out=r)
+        grad = -(chord.models_from_rows @ r)
+        # Every row adds +r to one model and -r to another, so these sum to zero exactly; in
+        # float32 they do not quite, and along the all-models shift the Hessian is only the
+        # ridge, which would blow that rounding up a hundredfold. Centre them.
+        grad -= grad.mean(axis=0)
+        if chord.style is not None:
+            grad = np.vstack([grad, -(chord.style.T @ r)])
+        step = linalg.cho_solve(chord.factor, grad.astype(np.float64) + RIDGE * theta)
         theta -= step
         converged = np.max(np.abs(step), axis=0) < BOOTSTRAP_TOLERANCE
         if converged.all():
@@ -264,7 +315,7 @@ def _chord_block(
 
 
 def _full_fit(design: _Design, m: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """theta on all the data, and the Cholesky factor of its Hessian (for the chord rounds)."""
+    """theta on all the data, and its Hessian there."""
     y, n = design.y_of.sum(axis=1), design.n_of.sum(axis=1)
     theta = newton_fit(
         model_a=design.model_a, model_b=design.model_b, y=y, n=n, m=m, style=design.style
@@ -275,6 +326,16 @@ def _full_fit(design: _Design, m: int) -> tuple[NDArray[np.float64], NDArray[np.
         z += design.style @ theta[m:]
     p = expit(z)
     return theta, _hessian(inc, design.style, n * p * (1 - p))
+
+
+def _prompt_counts(rng: np.random.Generator, clusters: int, rounds: int) -> NDArray[np.float64]:
+    """(clusters, rounds): how often each prompt is drawn when `clusters` are drawn with
+    replacement, per round (multinomial counts, by bincount: much faster than
+    Generator.multinomial over many categories)."""
+    draws = rng.integers(0, clusters, size=(rounds, clusters))
+    draws += np.arange(rounds)[:, None] * clusters
+    counts = np.bincount(draws.ravel(), minlength=rounds * clusters)
+    return counts.reshape(rounds, clusters).T.astype(np.float64)
 
 
 def _bootstrap(
@@ -288,14 +349,12 @@ def _bootstrap(
     seed: int,
 ) -> NDArray[np.float64]:
     """(rounds, params): refits on data whose prompts were drawn with replacement."""
-    factor = linalg.cho_factor(hessian)
+    chord = _chord_setup(design, theta_hat, hessian, m)
     rng = np.random.default_rng(seed)
     out = [np.zeros((0, theta_hat.size))]
     for start in range(0, rounds, ROUNDS_PER_BLOCK):
-        block = min(ROUNDS_PER_BLOCK, rounds - start)
-        counts = rng.multinomial(clusters, np.full(clusters, 1.0 / clusters), size=block)
-        weights = counts.T.astype(np.float64)
-        theta, converged = _chord_block(design, theta_hat, factor, weights, m)
+        weights = _prompt_counts(rng, clusters, min(ROUNDS_PER_BLOCK, rounds - start))
+        theta, converged = _chord_block(design, chord, weights, m)
         for col in np.flatnonzero(~converged):
             theta[col] = newton_fit(
                 model_a=design.model_a,
@@ -314,7 +373,7 @@ def _ranks(ratings: NDArray[np.float64]) -> NDArray[np.int64]:
     return 1 + (ratings[:, None, :] > ratings[:, :, None]).sum(axis=2)
 
 
-def _records(battles: Battles) -> tuple[NDArray[np.float64], ...]:
+def _records(battles: Battles) -> tuple[NDArray[Any], ...]:
     """Wins, losses and ties per model (a tie is not a win here), and the two matrices."""
     m = len(battles.models)
     decisive_a = battles.wins_a - battles.ties / 2

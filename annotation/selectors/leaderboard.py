@@ -99,7 +99,9 @@ def _pair_counts(judgments: QuerySet[Judgment], criterion: str | None) -> NDArra
     return flat.reshape(-1, 7)
 
 
-def _responses(project: Project) -> tuple[NDArray[np.int64], list[str], NDArray[np.int64], ...]:
+def _responses(
+    project: Project,
+) -> tuple[NDArray[np.int64], list[str], NDArray[np.int64], NDArray[np.int64]]:
     """Named responses of the project: sorted ids, model names, model index and style counts."""
     rows = (
         Response.objects.filter(prompt__project=project)
