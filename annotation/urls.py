@@ -60,6 +60,7 @@ urlpatterns = [
     path("account/token/", members.my_token, name="my-token"),
     path("p/<slug:slug>/agreement/", agreement.agreement, name="agreement"),
     path("p/<slug:slug>/agreement/raters.csv", agreement.agreement_csv, name="agreement-csv"),
+    path("p/<slug:slug>/agreement/lean/", agreement.bias_lens, name="bias-lens"),
     path("p/<slug:slug>/agreement/refresh/", agreement.agreement_refresh, name="agreement-refresh"),
     path(
         "p/<slug:slug>/agreement/raters/<int:user_id>/unpause/",

@@ -108,6 +108,7 @@ MATRIX: dict[tuple[str, str], E] = {
     ("annotation:batch-unretire", "POST"):          E(302, 403, 403, 302, 404, 404, 302),
     ("annotation:agreement", "GET"):                E(302, 403, 200, 200, 404, 404, 200),
     ("annotation:agreement-csv", "GET"):            E(302, 403, 200, 200, 404, 404, 200),
+    ("annotation:bias-lens", "GET"):                E(302, 403, 200, 200, 404, 404, 200),
     ("annotation:agreement-refresh", "POST"):       E(302, 403, 302, 302, 404, 404, 302),
     ("annotation:rater-unpause", "POST"):           E(302, 403, 302, 302, 404, 404, 302),
     ("annotation:leaderboard", "GET"):              E(302, 403, 200, 200, 404, 404, 200),

@@ -13,11 +13,13 @@ from datetime import date
 from typing import Any, Literal
 
 import numpy as np
+from django.contrib.auth import get_user_model
 from django.db.models import CharField, Count, F, Q, QuerySet
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 from numpy.typing import NDArray
 
+from annotation.leaderboard.bias import Lean, RaterLean, bias_leans
 from annotation.leaderboard.fit import Battles
 from annotation.models import Judgment, Project, Response
 from annotation.selectors.agreement import AgreementScope, scope_judgments
@@ -161,6 +163,62 @@ def leaderboard_battles(*, project: Project, scope: LeaderboardScope) -> Battles
         cluster=cluster.ravel().astype(np.int64),
         # LMArena's normalised difference, (a - b) / (a + b + 1), of each count.
         style=(style_a - style_b) / (style_a + style_b + 1.0),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class BiasLens:
+    """The agreement page's length and Markdown leans, with usernames for the raters."""
+
+    length: Lean
+    markdown: Lean
+    raters: list[tuple[str, RaterLean]]  # (username, lean), most judgments first
+
+    @property
+    def flagged(self) -> list[str]:
+        return [name for name, lean in self.raters if lean.flagged]
+
+
+def bias_lens(*, project: Project, scope: AgreementScope) -> BiasLens:
+    """Leans of the decisive judgments in `scope` (style counts must be filled already)."""
+    rows = (
+        scope_judgments(project=project, scope=scope)
+        .filter(choice__in=["a", "b"], pair__response_a__style_length__isnull=False)
+        .filter(pair__response_b__style_length__isnull=False)
+        .values_list(
+            "rater_id",
+            "choice",
+            "pair__response_a__style_length",
+            "pair__response_b__style_length",
+            "pair__response_a__style_headers",
+            "pair__response_b__style_headers",
+            "pair__response_a__style_list_items",
+            "pair__response_b__style_list_items",
+            "pair__response_a__style_bold",
+            "pair__response_b__style_bold",
+        )
+    )
+    table = list(rows.iterator(chunk_size=_CHUNK))
+    columns = list(zip(*table, strict=True)) if table else [()] * 10
+    number = [np.asarray(c, dtype=np.float64) for c in columns[2:]]
+    length, markdown, leans = bias_leans(
+        rater=np.asarray(columns[0], dtype=np.int64),
+        chose_a=np.asarray(columns[1], dtype=object) == "a",
+        length_a=number[0],
+        length_b=number[1],
+        markdown_a=number[2] + number[4] + number[6],
+        markdown_b=number[3] + number[5] + number[7],
+    )
+    names = dict(
+        get_user_model()
+        .objects.filter(id__in=[lean.rater_id for lean in leans])
+        .values_list("id", "username")
+    )
+    ordered = sorted(leans, key=lambda lean: -lean.length.judgments)
+    return BiasLens(
+        length=length,
+        markdown=markdown,
+        raters=[(names.get(lean.rater_id, "?"), lean) for lean in ordered],
     )
 
 

@@ -22,8 +22,11 @@ from django.db.models import Count, Max
 from annotation.leaderboard.fit import FitError, Leaderboard, leaderboard_fit
 from annotation.leaderboard.style import style_counts
 from annotation.models import Judgment, Project, Response
+from annotation.selectors.agreement import AgreementScope
 from annotation.selectors.leaderboard import (
+    BiasLens,
     LeaderboardScope,
+    bias_lens,
     leaderboard_battles,
     responses_missing_style,
 )
@@ -51,6 +54,12 @@ def response_styles_fill(*, project: Project) -> int:
                 batch, ["style_length", "style_headers", "style_list_items", "style_bold"]
             )
         filled += len(batch)
+
+
+def bias_lens_compute(*, project: Project, scope: AgreementScope) -> BiasLens:
+    """The agreement page's bias lens, after filling any missing style counts."""
+    response_styles_fill(project=project)
+    return bias_lens(project=project, scope=scope)
 
 
 def _cache_key(project: Project, scope: LeaderboardScope, style_control: bool, rounds: int) -> str:

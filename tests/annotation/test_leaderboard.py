@@ -24,6 +24,7 @@ from tests.factories import (
     PairFactory,
     PromptFactory,
     ResponseFactory,
+    UserFactory,
 )
 
 ROUNDS = 50
@@ -258,3 +259,43 @@ def test_the_command_prints_the_table_or_the_api_json(project, arena):
 def test_the_command_says_what_is_wrong(project):
     with pytest.raises(Exception, match="no criterion 'nope'"):
         call_command("leaderboard", project.slug, "--criterion", "nope")
+
+
+# --- the bias lens on the agreement page ---------------------------------------------------------
+
+
+def test_a_rater_who_always_picks_the_longer_response_is_flagged(client, project, lead):
+    batch = BatchFactory(project=project)
+    long_text = "A long answer with many words. " * 8
+    fair = [UserFactory(username=f"fair{i}") for i in range(3)]
+    verbose_fan = UserFactory(username="fan")
+    for number in range(30):
+        a_long = number % 2 == 0
+        pair = battle(
+            batch,
+            "m1",
+            "m2",
+            [],
+            text_a=long_text if a_long else "Short.",
+            text_b="Short." if a_long else long_text,
+        )
+        # The fan always takes the longer one; the fair raters always take A, long or not.
+        for rater in fair:
+            JudgmentFactory(assignment__pair=pair, assignment__rater=rater, choice="a")
+        JudgmentFactory(
+            assignment__pair=pair, assignment__rater=verbose_fan, choice="a" if a_long else "b"
+        )
+    login(client, lead)
+    response = client.get(f"/p/{project.slug}/agreement/lean/", headers={"HX-Request": "true"})
+    lens = response.context["lens"]
+    assert lens.length.judgments == 120
+    assert lens.length.rate == pytest.approx(75 / 120)
+    assert lens.flagged == ["fan"]
+    page = response.content.decode()
+    assert page.lstrip().startswith('<section id="bias-lens"')
+    assert "length lean far from the project" in page
+
+
+def test_the_agreement_page_loads_the_lens_separately(client, project, lead):
+    page = login(client, lead).get(f"/p/{project.slug}/agreement/").content.decode()
+    assert f'hx-get="/p/{project.slug}/agreement/lean/"' in page
