@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -241,9 +242,14 @@ def load(rng: np.random.Generator) -> Any:
     return project
 
 
-def timed(function: Callable[[], Any]) -> tuple[float, Any]:
-    started = time.perf_counter()
+CPU: dict[str, float] = {}
+
+
+def timed(function: Callable[[], Any], name: str = "") -> tuple[float, Any]:
+    """Wall-clock seconds (and this process's CPU seconds, kept under `name`)."""
+    started, cpu = time.perf_counter(), time.process_time()
     result = function()
+    CPU[name] = time.process_time() - cpu
     return time.perf_counter() - started, result
 
 
@@ -323,33 +329,39 @@ def main() -> None:
     total, board = timed(
         lambda: leaderboard_compute(
             project=project, scope=scope, style_control=True, rounds=args.rounds, use_cache=False
-        )
+        ),
+        "total",
     )
-    read, battles = timed(lambda: leaderboard_battles(project=project, scope=scope))
-    raw, _ = timed(lambda: leaderboard_fit(battles, rounds=args.rounds))
+    read, battles = timed(lambda: leaderboard_battles(project=project, scope=scope), "read")
+    raw, _ = timed(lambda: leaderboard_fit(battles, rounds=args.rounds), "raw")
     print(
         f"{board.battles:,} battles, {len(board.ratings)} models, {board.clusters:,} prompts, "
         f"{battles.model_a.size:,} battle rows (pairs)"
     )
-    print(f"leaderboard_compute, style control, {args.rounds} rounds:  {total:.1f} s")
-    print(f"  of which the database read:                 {read:.1f} s")
-    print(f"leaderboard_fit without style control, {args.rounds} rounds: {raw:.1f} s")
+    print(
+        f"leaderboard_compute, style control, {args.rounds} rounds:  {total:.1f} s "
+        f"(CPU of this process {CPU['total']:.1f} s)"
+    )
+    print(f"  of which the database read:                 {read:.1f} s (CPU {CPU['read']:.1f} s)")
+    print(
+        f"leaderboard_fit without style control, {args.rounds} rounds: {raw:.1f} s "
+        f"(CPU {CPU['raw']:.1f} s)"
+    )
     coefficients = ", ".join(f"{e.name} {e.coefficient:.3f}" for e in board.style)
     print(f"style coefficients: {coefficients} (planted {STYLE_EFFECT.tolist()})")
 
     a, b, outcome, style = _battle_rows(battles)
     m = len(battles.models)
     sample = np.random.default_rng(1)
-    per_raw, per_style = [], []
+    per_raw, per_style, cpu_raw, cpu_style = [], [], [], []
     for _ in range(args.fastchat_rounds):
-        started = time.perf_counter()
         pick = sample.integers(0, a.size, a.size)  # FastChat resamples battle rows
-        fastchat_round(a[pick], b[pick], outcome[pick], m)
-        per_raw.append(time.perf_counter() - started)
-        started = time.perf_counter()
+        per_raw.append(timed(partial(fastchat_round, a[pick], b[pick], outcome[pick], m), "f")[0])
+        cpu_raw.append(CPU["f"])
         pick = sample.integers(0, a.size, a.size)
-        fastchat_style_round(a[pick], b[pick], outcome[pick], style[pick], m)
-        per_style.append(time.perf_counter() - started)
+        call = partial(fastchat_style_round, a[pick], b[pick], outcome[pick], style[pick], m)
+        per_style.append(timed(call, "f")[0])
+        cpu_style.append(CPU["f"])
     fastchat_raw = float(np.mean(per_raw)) * args.rounds
     fastchat_style = float(np.mean(per_style)) * args.rounds
     print(

@@ -142,7 +142,6 @@ def _hessian(
 
 def _loss(
     theta: NDArray[np.float64],
-    m: int,
     logit: NDArray[np.float64],
     y: NDArray[np.float64],
     n: NDArray[np.float64],
@@ -173,7 +172,7 @@ def newton_fit(
         return z if style is None else z + style @ t[m:]
 
     logit = logit_of(theta)
-    loss = _loss(theta, m, logit, y, n)
+    loss = _loss(theta, logit, y, n)
     for _ in range(MAX_NEWTON):
         p = expit(logit)
         r = y - n * p
@@ -183,7 +182,7 @@ def newton_fit(
         while True:  # backtrack until the loss does not rise (Newton on a convex loss)
             candidate = theta - scale * step
             new_logit = logit_of(candidate)
-            new_loss = _loss(candidate, m, new_logit, y, n)
+            new_loss = _loss(candidate, new_logit, y, n)
             if new_loss <= loss + 1e-12 * abs(loss) or scale < 1e-6:
                 break
             scale /= 2
@@ -250,8 +249,11 @@ class _Chord:
     theta_hat: NDArray[np.float64]
     factor: tuple[NDArray[np.float64], bool]
     dtype: type[np.floating[Any]]
-    rows_to_models: sparse.csr_array  # (rows, m): beta_a - beta_b = this @ beta
-    models_from_rows: sparse.csr_array  # its transpose, for the gradient
+    model_a: NDArray[np.int64]
+    model_b: NDArray[np.int64]
+    y_of: sparse.csr_array  # the design's, in dtype
+    n_of: sparse.csr_array
+    models_from_rows: sparse.csr_array  # (m, rows): +1 at a, -1 at b, for the gradient
     style: NDArray[np.floating[Any]] | None
     prompt_gradient: NDArray[np.float64]  # (clusters, params): X^T (y - n p) per prompt
 
@@ -275,7 +277,10 @@ def _chord_setup(
         theta_hat=theta_hat,
         factor=linalg.cho_factor(hessian),
         dtype=dtype,
-        rows_to_models=inc.T.tocsr().astype(dtype),
+        model_a=design.model_a,
+        model_b=design.model_b,
+        y_of=design.y_of.astype(dtype),
+        n_of=design.n_of.astype(dtype),
         models_from_rows=inc.tocsr().astype(dtype),
         style=None if design.style is None else design.style.astype(dtype),
         prompt_gradient=gradient,
@@ -286,14 +291,16 @@ def _chord_block(
     design: _Design, chord: _Chord, weights: NDArray[np.float64], m: int
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
     """Refit a block of rounds (weights: clusters x B) at once; returns (B, params), converged."""
-    y = (design.y_of @ weights).astype(chord.dtype)  # rows x B
-    n = (design.n_of @ weights).astype(chord.dtype)
+    y = chord.y_of @ weights.astype(chord.dtype)  # rows x B
+    n = chord.n_of @ weights.astype(chord.dtype)
     # The first chord step from theta_hat needs only each prompt's gradient share.
     first = RIDGE * chord.theta_hat[:, None] - chord.prompt_gradient.T @ weights
     theta = chord.theta_hat[:, None] - linalg.cho_solve(chord.factor, first)  # params x B
     converged = np.zeros(weights.shape[1], dtype=bool)
     for _ in range(MAX_CHORD):
-        r = chord.rows_to_models @ theta[:m].astype(chord.dtype)
+        beta = theta[:m].astype(chord.dtype)
+        r = beta[chord.model_a]  # beta_a - beta_b by two gathers, cheaper than a sparse product
+        r -= beta[chord.model_b]
         if chord.style is not None:
             r += chord.style @ theta[m:].astype(chord.dtype)
         expit(r, out=r)  # in place, r goes logit -> p -> n p -> y - n p
@@ -332,8 +339,8 @@ def _prompt_counts(rng: np.random.Generator, clusters: int, rounds: int) -> NDAr
     """(clusters, rounds): how often each prompt is drawn when `clusters` are drawn with
     replacement, per round (multinomial counts, by bincount: much faster than
     Generator.multinomial over many categories)."""
-    draws = rng.integers(0, clusters, size=(rounds, clusters))
-    draws += np.arange(rounds)[:, None] * clusters
+    draws = rng.integers(0, clusters, size=(rounds, clusters), dtype=np.int32)
+    draws += (np.arange(rounds, dtype=np.int32) * clusters)[:, None]  # < 2**31: 64 x 3e7
     counts = np.bincount(draws.ravel(), minlength=rounds * clusters)
     return counts.reshape(rounds, clusters).T.astype(np.float64)
 
