@@ -366,12 +366,15 @@ def main() -> None:
     fastchat_style = float(np.mean(per_style)) * args.rounds
     print(
         f"FastChat way, raw: {np.mean(per_raw):.2f} s a round -> {fastchat_raw:.0f} s for "
-        f"{args.rounds} (ratio {fastchat_raw / raw:.0f}x)"
+        f"{args.rounds} (ratio {fastchat_raw / raw:.0f}x); CPU {np.mean(cpu_raw):.2f} s a round "
+        f"(ratio {np.mean(cpu_raw) * args.rounds / CPU['raw']:.0f}x)"
     )
     print(
         f"FastChat way, style control: {np.mean(per_style):.1f} s a round -> "
         f"{fastchat_style:.0f} s for {args.rounds} (ratio {fastchat_style / total:.0f}x "
-        "against leaderboard_compute with its database read)"
+        "against leaderboard_compute with its database read); "
+        f"CPU {np.mean(cpu_style):.1f} s a round "
+        f"(ratio {np.mean(cpu_style) * args.rounds / CPU['total']:.0f}x)"
     )
 
 
