@@ -50,7 +50,9 @@ class LeaderboardForm(forms.Form):
         super().__init__(*args, **kwargs)
         batch = self.fields["batch"]
         assert isinstance(batch, forms.ModelChoiceField)
-        batch.queryset = Batch.objects.filter(project=project).order_by("-created_at")
+        batch.queryset = (
+            Batch.objects.filter(project=project).select_related("project").order_by("-created_at")
+        )
         batch.empty_label = "All batches"
         rater = self.fields["rater"]
         assert isinstance(rater, forms.ModelChoiceField)

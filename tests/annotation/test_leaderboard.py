@@ -299,3 +299,14 @@ def test_a_rater_who_always_picks_the_longer_response_is_flagged(client, project
 def test_the_agreement_page_loads_the_lens_separately(client, project, lead):
     page = login(client, lead).get(f"/p/{project.slug}/agreement/").content.decode()
     assert f'hx-get="/p/{project.slug}/agreement/lean/"' in page
+
+
+def test_the_page_needs_few_queries_however_many_judgments(
+    client, project, lead, arena, django_assert_max_num_queries
+):
+    for _ in range(20):
+        battle(BatchFactory(project=project), "strong", "weak", plain("a", "a", "b"))
+    response_styles_fill(project=project)  # done once, by the first style-controlled request
+    login(client, lead)
+    with django_assert_max_num_queries(10):
+        assert client.get(f"/p/{project.slug}/leaderboard/?style_control=on").status_code == 200
