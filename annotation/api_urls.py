@@ -1,6 +1,6 @@
 from django.urls import path
 
-from annotation.apis import agreement, batches, exports, people, rating
+from annotation.apis import agreement, batches, exports, leaderboard, people, rating
 
 app_name = "api"
 
@@ -46,6 +46,11 @@ urlpatterns = [
         "projects/<slug:slug>/agreement/",
         agreement.AgreementReportApi.as_view(),
         name="agreement",
+    ),
+    path(
+        "projects/<slug:slug>/leaderboard/",
+        leaderboard.LeaderboardApi.as_view(),
+        name="leaderboard",
     ),
     path("projects/<slug:slug>/export/", exports.ProjectExportApi.as_view(), name="export"),
     path("users/", people.UserListCreateApi.as_view(), name="user-list"),

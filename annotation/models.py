@@ -278,6 +278,13 @@ class Response(models.Model):
     text = models.TextField()
     model_name = models.CharField(max_length=200, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    # Style counts for the leaderboard's style control (annotation.leaderboard.style), filled the
+    # first time a leaderboard reads the response: imports stay as fast as they were, and the text
+    # is scanned once, not on every leaderboard.
+    style_length = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    style_headers = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    style_list_items = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    style_bold = models.PositiveIntegerField(null=True, blank=True, editable=False)
 
     class Meta:
         constraints = [

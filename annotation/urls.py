@@ -1,6 +1,15 @@
 from django.urls import path
 
-from annotation.views import agreement, batches, exports, members, projects, rating, settings
+from annotation.views import (
+    agreement,
+    batches,
+    exports,
+    leaderboard,
+    members,
+    projects,
+    rating,
+    settings,
+)
 
 app_name = "annotation"
 
@@ -51,12 +60,15 @@ urlpatterns = [
     path("account/token/", members.my_token, name="my-token"),
     path("p/<slug:slug>/agreement/", agreement.agreement, name="agreement"),
     path("p/<slug:slug>/agreement/raters.csv", agreement.agreement_csv, name="agreement-csv"),
+    path("p/<slug:slug>/agreement/lean/", agreement.bias_lens, name="bias-lens"),
     path("p/<slug:slug>/agreement/refresh/", agreement.agreement_refresh, name="agreement-refresh"),
     path(
         "p/<slug:slug>/agreement/raters/<int:user_id>/unpause/",
         agreement.rater_unpause,
         name="rater-unpause",
     ),
+    path("p/<slug:slug>/leaderboard/", leaderboard.leaderboard, name="leaderboard"),
+    path("p/<slug:slug>/leaderboard.csv", leaderboard.leaderboard_csv, name="leaderboard-csv"),
     path("p/<slug:slug>/export/", exports.export, name="export"),
     path("p/<slug:slug>/rate/", rating.rate, name="rate"),
     path("p/<slug:slug>/rate/skip/", rating.rate_skip, name="rate-skip"),

@@ -47,3 +47,10 @@ def test_the_ml_core_never_imports_django(module):
     if not path.exists():
         pytest.fail(f"rewardtrain/{module}.py is part of the ML core and must exist")
     assert not any(name.split(".")[0] == "django" for name in _imports(path))
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "annotation" / "leaderboard").glob("*.py")), ids=lambda p: p.name
+)
+def test_the_leaderboard_mathematics_never_imports_django(path):
+    assert not any(name.split(".")[0] == "django" for name in _imports(path))

@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 
 from annotation import tasks
+from annotation.leaderboard.bias import FAR, MIN_DIFFERENCE, MIN_JUDGMENTS
 from annotation.models import Batch, Membership, Project
 from annotation.selectors.access import project_access
 from annotation.selectors.agreement import (
@@ -26,6 +27,7 @@ from annotation.selectors.agreement import (
     agreement_report_latest,
 )
 from annotation.services.agreement import membership_unpause
+from annotation.services.leaderboard import bias_lens_compute
 from config.celery import enqueue_on_commit
 
 LEAD = Membership.Role.LEAD
@@ -131,3 +133,22 @@ def rater_unpause(request: HttpRequest, slug: str, user_id: int) -> HttpResponse
         raise Http404("This person is not a member of the project.") from None
     messages.success(request, f"{member.user.get_username()} can rate again.")
     return redirect("annotation:agreement", slug=slug)
+
+
+@login_required
+@require_GET
+def bias_lens(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    """The length and Markdown lean of the raters, loaded into the agreement page by htmx (it
+    reads every decisive judgment, so the page itself stays quick)."""
+    access = project_access(user=request.user, slug=slug, min_role=LEAD)
+    scope = ScopeForm(request.GET or None, project=access.project).scope()
+    template = "annotation/bias_lens.html" + ("#lens" if request.htmx else "")
+    context = {
+        "access": access,
+        "project": access.project,
+        "lens": bias_lens_compute(project=access.project, scope=scope),
+        "min_difference_percent": round(100 * MIN_DIFFERENCE),
+        "far_points": round(100 * FAR),
+        "min_judgments": MIN_JUDGMENTS,
+    }
+    return render(request, template, context)

@@ -1,0 +1,208 @@
+"""The cluster bootstrap of the Bradley-Terry fit: many refits at once (no Django).
+
+Prompts are resampled (the judgments of one prompt are not independent) with multinomial counts,
+and each round refits with those counts as weights, many rounds at once: without style control,
+the battles are summed per pair of models for each round by one sparse product, so each refit has
+at most m(m-1)/2 rows; with style control every battle row keeps its own features. Rounds are
+solved together by a chord (simplified Newton) iteration that reuses the full-data Hessian,
+starting from the one-step estimate; a round that does not converge that way (a model absent from
+the round, say) is refitted alone with the exact Newton.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import linalg, sparse
+from scipy.special import expit
+
+from annotation.leaderboard.model import RIDGE, Battles, incidence, newton_fit, nll_hessian
+
+# A bootstrap round stops sooner than the main fit, at 0.002 rating points: far below what a
+# percentile of 1,000 rounds can resolve, and each chord step costs a pass over every row.
+BOOTSTRAP_TOLERANCE = 1e-5
+MAX_CHORD = 60
+ROUNDS_PER_BLOCK = 64  # bootstrap rounds solved together; bounds memory at rows x 64 floats
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Design:
+    """The rows the bootstrap refits, and how a round's prompt weights become their y and n."""
+
+    model_a: NDArray[np.int64]
+    model_b: NDArray[np.int64]
+    style: NDArray[np.float64] | None
+    y_of: sparse.csr_array  # (rows, clusters): y of a round = y_of @ weights
+    n_of: sparse.csr_array
+
+
+def design_for(battles: Battles, *, style: bool) -> Design:
+    rows = np.arange(battles.model_a.size)
+    shape = (battles.model_a.size, battles.n_clusters)
+    if style:
+        y_of = sparse.csr_array((battles.wins_a, (rows, battles.cluster)), shape=shape)
+        n_of = sparse.csr_array((battles.count, (rows, battles.cluster)), shape=shape)
+        return Design(
+            model_a=battles.model_a,
+            model_b=battles.model_b,
+            style=battles.style,
+            y_of=y_of,
+            n_of=n_of,
+        )
+    # Without covariates only the totals per pair of models matter: orient each row low -> high
+    # and sum (pair of models, prompt) cells, so a round's refit has one row per pair of models.
+    flip = battles.model_a > battles.model_b
+    low = np.where(flip, battles.model_b, battles.model_a)
+    high = np.where(flip, battles.model_a, battles.model_b)
+    wins_low = np.where(flip, battles.count - battles.wins_a, battles.wins_a)
+    m = len(battles.models)
+    keys, matchup = np.unique(low * m + high, return_inverse=True)
+    shape = (keys.size, battles.n_clusters)
+    y_of = sparse.csr_array((wins_low, (matchup.ravel(), battles.cluster)), shape=shape)
+    n_of = sparse.csr_array((battles.count, (matchup.ravel(), battles.cluster)), shape=shape)
+    return Design(model_a=keys // m, model_b=keys % m, style=None, y_of=y_of, n_of=n_of)
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class _Chord:
+    """What every bootstrap block reuses: the full-data fit, its Hessian's Cholesky factor, the
+    design in the block's float type, and each prompt's share of the full-data gradient, which
+    gives every round's first step without touching the rows.
+
+    With style control the rows are single pairs (a few battles each, times a prompt weight) and
+    their rows x rounds arrays are memory-bound: float32 halves the traffic, and its rounding
+    stays below the tolerance. Without style control the rows are whole pairs of models with
+    hundreds of battles, where float32's rounding of y - n p would exceed the tolerance; they are
+    few, so float64 costs nothing there.
+    """
+
+    theta_hat: NDArray[np.float64]
+    factor: tuple[NDArray[np.float64], bool]
+    dtype: type[np.floating[Any]]
+    model_a: NDArray[np.int64]
+    model_b: NDArray[np.int64]
+    y_of: sparse.csr_array  # the design's, in dtype
+    n_of: sparse.csr_array
+    models_from_rows: sparse.csr_array  # (m, rows): +1 at a, -1 at b, for the gradient
+    style: NDArray[np.floating[Any]] | None
+    prompt_gradient: NDArray[np.float64]  # (clusters, params): X^T (y - n p) per prompt
+
+
+def _chord_setup(
+    design: Design, theta_hat: NDArray[np.float64], hessian: NDArray[np.float64], m: int
+) -> _Chord:
+    inc = incidence(design.model_a, design.model_b, m)
+    z = inc.T @ theta_hat[:m]
+    if design.style is not None:
+        z += design.style @ theta_hat[m:]
+    p = expit(z)
+    # Per prompt c: sum over its rows of x_row * (y_rc - n_rc p_row), as a (clusters, params).
+    residual = (design.y_of - design.n_of.multiply(p[:, None])).T.tocsr()  # (clusters, rows)
+    design_rows = inc.T.tocsr()
+    if design.style is not None:
+        design_rows = sparse.hstack([design_rows, sparse.csr_array(design.style)]).tocsr()
+    gradient = (residual @ design_rows).toarray()
+    dtype = np.float64 if design.style is None else np.float32
+    return _Chord(
+        theta_hat=theta_hat,
+        factor=linalg.cho_factor(hessian),
+        dtype=dtype,
+        model_a=design.model_a,
+        model_b=design.model_b,
+        y_of=design.y_of.astype(dtype),
+        n_of=design.n_of.astype(dtype),
+        models_from_rows=inc.tocsr().astype(dtype),
+        style=None if design.style is None else design.style.astype(dtype),
+        prompt_gradient=gradient,
+    )
+
+
+def _chord_block(
+    design: Design, chord: _Chord, weights: NDArray[np.float64], m: int
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Refit a block of rounds (weights: clusters x B) at once; returns (B, params), converged."""
+    y = chord.y_of @ weights.astype(chord.dtype)  # rows x B
+    n = chord.n_of @ weights.astype(chord.dtype)
+    # The first chord step from theta_hat needs only each prompt's gradient share.
+    first = RIDGE * chord.theta_hat[:, None] - chord.prompt_gradient.T @ weights
+    theta = chord.theta_hat[:, None] - linalg.cho_solve(chord.factor, first)  # params x B
+    converged = np.zeros(weights.shape[1], dtype=bool)
+    for _ in range(MAX_CHORD):
+        beta = theta[:m].astype(chord.dtype)
+        r = beta[chord.model_a]  # beta_a - beta_b by two gathers, cheaper than a sparse product
+        r -= beta[chord.model_b]
+        if chord.style is not None:
+            r += chord.style @ theta[m:].astype(chord.dtype)
+        expit(r, out=r)  # in place, r goes logit -> p -> n p -> y - n p
+        r *= n
+        np.subtract(y, r, out=r)
+        grad = -(chord.models_from_rows @ r)
+        # Every row adds +r to one model and -r to another, so these sum to zero exactly; in
+        # float32 they do not quite, and along the all-models shift the Hessian is only the
+        # ridge, which would blow that rounding up a hundredfold. Centre them.
+        grad -= grad.mean(axis=0)
+        if chord.style is not None:
+            grad = np.vstack([grad, -(chord.style.T @ r)])
+        step = linalg.cho_solve(chord.factor, grad.astype(np.float64) + RIDGE * theta)
+        theta -= step
+        converged = np.max(np.abs(step), axis=0) < BOOTSTRAP_TOLERANCE
+        if converged.all():
+            break
+    return theta.T, converged
+
+
+def full_fit(design: Design, m: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """theta on all the data, and its Hessian there."""
+    y, n = design.y_of.sum(axis=1), design.n_of.sum(axis=1)
+    theta = newton_fit(
+        model_a=design.model_a, model_b=design.model_b, y=y, n=n, m=m, style=design.style
+    )
+    inc = incidence(design.model_a, design.model_b, m)
+    z = inc.T @ theta[:m]
+    if design.style is not None:
+        z += design.style @ theta[m:]
+    p = expit(z)
+    return theta, nll_hessian(inc, design.style, n * p * (1 - p))
+
+
+def _prompt_counts(rng: np.random.Generator, clusters: int, rounds: int) -> NDArray[np.float64]:
+    """(clusters, rounds): how often each prompt is drawn when `clusters` are drawn with
+    replacement, per round (multinomial counts, by bincount: much faster than
+    Generator.multinomial over many categories)."""
+    draws = rng.integers(0, clusters, size=(rounds, clusters), dtype=np.int32)
+    draws += (np.arange(rounds, dtype=np.int32) * clusters)[:, None]  # < 2**31: 64 x 3e7
+    counts = np.bincount(draws.ravel(), minlength=rounds * clusters)
+    return counts.reshape(rounds, clusters).T.astype(np.float64)
+
+
+def bootstrap_rounds(
+    design: Design,
+    theta_hat: NDArray[np.float64],
+    hessian: NDArray[np.float64],
+    *,
+    m: int,
+    clusters: int,
+    rounds: int,
+    seed: int,
+) -> NDArray[np.float64]:
+    """(rounds, params): refits on data whose prompts were drawn with replacement."""
+    chord = _chord_setup(design, theta_hat, hessian, m)
+    rng = np.random.default_rng(seed)
+    out = [np.zeros((0, theta_hat.size))]
+    for start in range(0, rounds, ROUNDS_PER_BLOCK):
+        weights = _prompt_counts(rng, clusters, min(ROUNDS_PER_BLOCK, rounds - start))
+        theta, converged = _chord_block(design, chord, weights, m)
+        for col in np.flatnonzero(~converged):
+            theta[col] = newton_fit(
+                model_a=design.model_a,
+                model_b=design.model_b,
+                y=design.y_of @ weights[:, col],
+                n=design.n_of @ weights[:, col],
+                m=m,
+                style=design.style,
+            )
+        out.append(theta)
+    return np.vstack(out)
