@@ -347,12 +347,32 @@ def test_a_large_file_imports_in_a_worker_and_the_page_polls_until_done(
 def test_retire_and_unretire_from_the_page(client, project, admin_member, lead):
     batch = import_bytes(project, admin_member, jsonl(pair(1))).batch
     retire = url(project, "annotation:batch-retire", batch_id=batch.id)
-    assert login(client, lead).post(retire).status_code == 403
-    row = login(client, admin_member).post(retire, HTTP_HX_REQUEST="true").content.decode()
+    assert login(client, lead).post(retire, {"confirm": "yes"}).status_code == 403
+    assert client.get(retire).status_code == 403
+    login(client, admin_member)
+    row = client.post(retire, {"confirm": "yes"}, HTTP_HX_REQUEST="true").content.decode()
     assert "Serve again" in row
     assert not Pair.objects.get(batch=batch).is_active
     client.post(url(project, "annotation:batch-unretire", batch_id=batch.id))
     assert Pair.objects.get(batch=batch).is_active
+
+
+def test_retiring_a_batch_asks_first_without_javascript_and_in_a_dialog_with_it(
+    client, project, admin_member
+):
+    batch = import_bytes(project, admin_member, jsonl(pair(1))).batch
+    retire = url(project, "annotation:batch-retire", batch_id=batch.id)
+    login(client, admin_member)
+    listing = client.get(url(project, "annotation:batches")).content.decode()
+    assert f'<form method="get" action="{retire}"' in listing  # no one-click retire
+    assert "hx-confirm=" in listing  # with htmx: a dialog, then a POST with confirm
+    page = client.get(retire).content.decode()
+    assert f"Retire the batch {batch.filename}?" in page
+    assert '<input type="hidden" name="confirm" value="yes">' in page
+    assert client.post(retire).status_code == 200  # no `confirm`: asked, nothing retired
+    assert Pair.objects.get(batch=batch).is_active
+    assert client.post(retire, {"confirm": "yes"}).status_code == 302
+    assert not Pair.objects.get(batch=batch).is_active
 
 
 # --- the API -------------------------------------------------------------------------------
