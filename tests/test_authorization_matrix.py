@@ -152,6 +152,7 @@ MATRIX: dict[tuple[str, str], E] = {
     ("invite-accept", "GET"):                       E(200, 200, 200, 200, 200, 200, 200),
     ("invite-accept", "POST"):                      E(400, 400, 400, 400, 400, 400, 400),
     ("schema", "GET"):                              E(200, 200, 200, 200, 200, 200, 200),
+    ("favicon", "GET"):                             E(301, 301, 301, 301, 301, 301, 301),
     ("api-docs", "GET"):                            E(200, 200, 200, 200, 200, 200, 200),
     # The admin's views answer every method; only staff get past its login.
     ("admin:index", "GET"):                         E(302, 302, 302, 302, 302, 200, 200),
@@ -196,7 +197,7 @@ NOT_IN_MATRIX = {
     "admin": "Django's own admin site: staff only by Django (admin:index is in the matrix).",
 }
 # Routes that answer anyone (no login), so an unlisted method is a plain 405 for everyone.
-PUBLIC = {"login", "logout", "invite-accept", "schema", "api-docs"}
+PUBLIC = {"login", "logout", "invite-accept", "schema", "api-docs", "favicon"}
 
 
 # ------------------------------------------------------------------------------ the world
@@ -457,6 +458,7 @@ CALLS: dict[tuple[str, str], Call] = {
     ("rewardtrain:version-publish", "POST"): Call(kwargs=_version),
     ("rewardtrain:version-download", "GET"): Call(kwargs=_version),
     ("login", "GET"): Call(kwargs=_none),
+    ("favicon", "GET"): Call(kwargs=_none),
     ("login", "POST"): Call(
         kwargs=_none, data=lambda w, a: {"username": "nobody", "password": "wrong-password"}
     ),
