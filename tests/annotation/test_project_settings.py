@@ -75,6 +75,8 @@ def test_after_creating_a_project_the_page_points_to_uploading_a_batch(client, s
     page = response.content.decode()
     assert "Next: upload a batch" in page
     assert 'id="upload-form"' in page
+    overview = client.get(reverse("annotation:overview", args=["gamma"])).content.decode()
+    assert 'Next step: <a href="/p/gamma/batches/">upload a batch</a>' in overview
 
 
 def test_a_project_admin_without_the_permission_gets_a_page_saying_who_may_create(
