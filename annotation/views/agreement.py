@@ -170,6 +170,10 @@ def agreement_refresh(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     status = _refresh_status(access.project, scope, _requested(request))
     if not request.htmx or status is None:
         return redirect(f"{page}?{request.GET.urlencode()}" if request.GET else page)
+    if status.waiting:
+        # No swap (htmx keeps polling): replacing the live region with the same words every 2 s
+        # would have screen readers announce them again and again.
+        return HttpResponse(status=204)
     response = render(
         request,
         "annotation/agreement.html#refresh-status",

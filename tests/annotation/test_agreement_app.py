@@ -397,8 +397,8 @@ def test_after_refresh_now_the_page_polls_until_the_report_exists_then_reloads(
     assert query, "the status line polls"
     assert "updates by itself when it is ready" in page
     waiting = _poll(client, project, query.group(1).replace("&amp;", "&"))
+    assert waiting.status_code == 204  # still computing: nothing swapped, the poll goes on
     assert "HX-Redirect" not in waiting
-    assert 'hx-trigger="every 2s"' in waiting.content.decode()  # still computing: polls on
 
     agreement_report_refresh(project_id=project.id)  # what the worker does
     ready = _poll(client, project, query.group(1).replace("&amp;", "&"))
