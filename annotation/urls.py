@@ -53,6 +53,11 @@ urlpatterns = [
     path("p/<slug:slug>/agreement/raters.csv", agreement.agreement_csv, name="agreement-csv"),
     path("p/<slug:slug>/agreement/refresh/", agreement.agreement_refresh, name="agreement-refresh"),
     path(
+        "p/<slug:slug>/agreement/refresh/status/",
+        agreement.agreement_refresh_status,
+        name="agreement-refresh-status",
+    ),
+    path(
         "p/<slug:slug>/agreement/raters/<int:user_id>/unpause/",
         agreement.rater_unpause,
         name="rater-unpause",

@@ -110,9 +110,9 @@ MATRIX: dict[tuple[str, str], E] = {
     ("annotation:batch-unretire", "POST"):          E(302, 403, 403, 302, 404, 404, 302),
     ("annotation:agreement", "GET"):                E(302, 403, 200, 200, 404, 404, 200),
     ("annotation:agreement-csv", "GET"):            E(302, 403, 200, 200, 404, 404, 200),
-    # GET is the status poll of a refresh: htmx gets a fragment, a plain GET the dashboard.
-    ("annotation:agreement-refresh", "GET"):        E(302, 403, 302, 302, 404, 404, 302),
     ("annotation:agreement-refresh", "POST"):       E(302, 403, 302, 302, 404, 404, 302),
+    # The poll that follows a refresh; a plain GET is sent on to the dashboard.
+    ("annotation:agreement-refresh-status", "GET"): E(302, 403, 302, 302, 404, 404, 302),
     ("annotation:rater-unpause", "POST"):           E(302, 403, 302, 302, 404, 404, 302),
     ("annotation:export", "GET"):                   E(302, 403, 200, 200, 404, 404, 200),
     ("annotation:export", "POST"):                  E(302, 403, 200, 200, 404, 404, 200),

@@ -15,7 +15,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 
 from annotation import tasks
@@ -153,19 +153,25 @@ def agreement_csv(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @login_required
-@require_http_methods(["GET", "POST"])
-def agreement_refresh(request: HtmxHttpRequest, slug: str) -> HttpResponse:
-    """POST: compute a fresh report in a worker, then show the dashboard with a status line that
-    polls here (GET, htmx) until the report exists; then htmx loads the page anew."""
+@require_POST
+def agreement_refresh(request: HttpRequest, slug: str) -> HttpResponse:
+    """Compute a fresh report in a worker, then show the dashboard with a status line that polls
+    `agreement_refresh_status` until the report exists."""
+    access = project_access(user=request.user, slug=slug, min_role=LEAD)
+    scope = ScopeForm(request.POST or None, project=access.project).scope()
+    enqueue_on_commit(tasks.agreement_report_refresh, access.project.id, scope.as_json() or None)
+    requested = round(timezone.now().timestamp() * 1000)
+    page = reverse("annotation:agreement", args=[slug])
+    return redirect(f"{page}?{urlencode({**scope.as_json(), 'requested': requested})}")
+
+
+@login_required
+@require_GET
+def agreement_refresh_status(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    """The status line's poll (htmx): 204 while the report is computed, then `HX-Redirect` to
+    the dashboard; a plain GET goes to the dashboard."""
     access = project_access(user=request.user, slug=slug, min_role=LEAD)
     page = reverse("annotation:agreement", args=[slug])
-    if request.method == "POST":
-        scope = ScopeForm(request.POST or None, project=access.project).scope()
-        enqueue_on_commit(
-            tasks.agreement_report_refresh, access.project.id, scope.as_json() or None
-        )
-        requested = round(timezone.now().timestamp() * 1000)
-        return redirect(f"{page}?{urlencode({**scope.as_json(), 'requested': requested})}")
     scope = ScopeForm(request.GET or None, project=access.project).scope()
     status = _refresh_status(access.project, scope, _requested(request))
     if not request.htmx or status is None:

@@ -370,9 +370,7 @@ def test_refresh_now_is_a_post_that_enqueues_after_commit(
     client, project, lead, django_capture_on_commit_callbacks
 ):
     login(client, lead)
-    with django_capture_on_commit_callbacks() as callbacks:
-        assert client.get(f"/p/{project.slug}/agreement/refresh/").status_code == 302
-    assert callbacks == []  # a GET only follows a refresh
+    assert client.get(f"/p/{project.slug}/agreement/refresh/").status_code == 405
     with django_capture_on_commit_callbacks() as callbacks:
         response = client.post(f"/p/{project.slug}/agreement/refresh/", {"since": "2024-01-02"})
     assert response.status_code == 302
@@ -383,7 +381,9 @@ def test_refresh_now_is_a_post_that_enqueues_after_commit(
 
 
 def _poll(client, project, query):
-    return client.get(f"/p/{project.slug}/agreement/refresh/?{query}", HTTP_HX_REQUEST="true")
+    return client.get(
+        f"/p/{project.slug}/agreement/refresh/status/?{query}", HTTP_HX_REQUEST="true"
+    )
 
 
 def test_after_refresh_now_the_page_polls_until_the_report_exists_then_reloads(
@@ -393,7 +393,9 @@ def test_after_refresh_now_the_page_polls_until_the_report_exists_then_reloads(
     judge(PairFactory(prompt__batch=batch), small[0], "a")  # the stored report is now stale
     login(client, lead)
     page = client.post(f"/p/{project.slug}/agreement/refresh/", follow=True).content.decode()
-    query = re.search(r'hx-get="/p/alpha/agreement/refresh/\?([^"]+)" hx-trigger="every 2s"', page)
+    query = re.search(
+        r'hx-get="/p/alpha/agreement/refresh/status/\?([^"]+)" hx-trigger="every 2s"', page
+    )
     assert query, "the status line polls"
     assert "updates by itself when it is ready" in page
     waiting = _poll(client, project, query.group(1).replace("&amp;", "&"))
