@@ -101,6 +101,15 @@ class CriteriaField(forms.CharField):
         return names
 
 
+class TrainConfigField(forms.JSONField):
+    """A JSON object of training options; no options show as an empty box, not `null` or `{}`."""
+
+    def prepare_value(self, value: Any) -> Any:
+        if value is None or value == {}:
+            return ""
+        return super().prepare_value(value)
+
+
 class ProjectForm(forms.ModelForm):
     """The settings of an existing project (the slug is fixed once created)."""
 
@@ -117,10 +126,11 @@ class ProjectForm(forms.ModelForm):
         help_text="Optional, comma-separated, e.g. helpfulness, harmlessness. "
         "Raters then choose per criterion too.",
     )
-    train_config = forms.JSONField(
+    train_config = TrainConfigField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 4, "class": "mono"}),
-        help_text='A JSON object of training options, e.g. {"epochs": 2, "learning_rate": 3e-5}.',
+        help_text='A JSON object of training options, e.g. {"epochs": 2, "learning_rate": 3e-5}; '
+        "empty for the defaults.",
     )
 
     def __init__(self, *args: Any, show_paths: bool = False, **kwargs: Any) -> None:
@@ -222,6 +232,11 @@ class RoleForm(forms.Form):
 
 class InvitationForm(forms.Form):
     role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.RATER)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Its own ids: the members page also holds MemberAddForm, whose role is id_role.
+        kwargs.setdefault("auto_id", "id_invite_%s")
+        super().__init__(*args, **kwargs)
 
 
 class InvitationAcceptForm(forms.Form):

@@ -63,6 +63,11 @@ urlpatterns = [
     path("p/<slug:slug>/agreement/lean/", agreement.bias_lens, name="bias-lens"),
     path("p/<slug:slug>/agreement/refresh/", agreement.agreement_refresh, name="agreement-refresh"),
     path(
+        "p/<slug:slug>/agreement/refresh/status/",
+        agreement.agreement_refresh_status,
+        name="agreement-refresh-status",
+    ),
+    path(
         "p/<slug:slug>/agreement/raters/<int:user_id>/unpause/",
         agreement.rater_unpause,
         name="rater-unpause",

@@ -105,12 +105,16 @@ MATRIX: dict[tuple[str, str], E] = {
     ("annotation:batches", "POST"):                 E(302, 403, 403, 200, 404, 404, 200),
     ("annotation:batch-import", "POST"):            E(302, 403, 403, 200, 404, 404, 200),
     ("annotation:batch-progress", "GET"):           E(302, 403, 200, 200, 404, 404, 200),
+    # Destructive actions: a GET is their confirmation page; only a POST with confirm acts.
+    ("annotation:batch-retire", "GET"):             E(302, 403, 403, 200, 404, 404, 200),
     ("annotation:batch-retire", "POST"):            E(302, 403, 403, 302, 404, 404, 302),
     ("annotation:batch-unretire", "POST"):          E(302, 403, 403, 302, 404, 404, 302),
     ("annotation:agreement", "GET"):                E(302, 403, 200, 200, 404, 404, 200),
     ("annotation:agreement-csv", "GET"):            E(302, 403, 200, 200, 404, 404, 200),
     ("annotation:bias-lens", "GET"):                E(302, 403, 200, 200, 404, 404, 200),
     ("annotation:agreement-refresh", "POST"):       E(302, 403, 302, 302, 404, 404, 302),
+    # The poll that follows a refresh; a plain GET is sent on to the dashboard.
+    ("annotation:agreement-refresh-status", "GET"): E(302, 403, 302, 302, 404, 404, 302),
     ("annotation:rater-unpause", "POST"):           E(302, 403, 302, 302, 404, 404, 302),
     ("annotation:leaderboard", "GET"):              E(302, 403, 200, 200, 404, 404, 200),
     ("annotation:leaderboard-csv", "GET"):          E(302, 403, 200, 200, 404, 404, 200),
@@ -124,8 +128,10 @@ MATRIX: dict[tuple[str, str], E] = {
     ("annotation:members", "GET"):                  E(302, 403, 403, 200, 404, 404, 200),
     ("annotation:member-add", "POST"):              E(302, 403, 403, 302, 404, 404, 302),
     ("annotation:member-role", "POST"):             E(302, 403, 403, 302, 404, 404, 302),
+    ("annotation:member-remove", "GET"):            E(302, 403, 403, 200, 404, 404, 200),
     ("annotation:member-remove", "POST"):           E(302, 403, 403, 302, 404, 404, 302),
     # Deactivating an account also needs site staff: a project admin who is not staff gets 403.
+    ("annotation:member-deactivate", "GET"):        E(302, 403, 403, 403, 404, 404, 200),
     ("annotation:member-deactivate", "POST"):       E(302, 403, 403, 403, 404, 404, 302),
     ("annotation:invitation-create", "POST"):       E(302, 403, 403, 201, 404, 404, 201),
     ("annotation:invitation-revoke", "POST"):       E(302, 403, 403, 302, 404, 404, 302),
@@ -152,6 +158,7 @@ MATRIX: dict[tuple[str, str], E] = {
     ("invite-accept", "GET"):                       E(200, 200, 200, 200, 200, 200, 200),
     ("invite-accept", "POST"):                      E(400, 400, 400, 400, 400, 400, 400),
     ("schema", "GET"):                              E(200, 200, 200, 200, 200, 200, 200),
+    ("favicon", "GET"):                             E(301, 301, 301, 301, 301, 301, 301),
     ("api-docs", "GET"):                            E(200, 200, 200, 200, 200, 200, 200),
     # The admin's views answer every method; only staff get past its login.
     ("admin:index", "GET"):                         E(302, 302, 302, 302, 302, 200, 200),
@@ -198,7 +205,7 @@ NOT_IN_MATRIX = {
     "admin": "Django's own admin site: staff only by Django (admin:index is in the matrix).",
 }
 # Routes that answer anyone (no login), so an unlisted method is a plain 405 for everyone.
-PUBLIC = {"login", "logout", "invite-accept", "schema", "api-docs"}
+PUBLIC = {"login", "logout", "invite-accept", "schema", "api-docs", "favicon"}
 
 
 # ------------------------------------------------------------------------------ the world
@@ -423,12 +430,17 @@ def _none(w: World, a: str) -> dict:
     return {}
 
 
+def _confirm(w: World, a: str) -> dict:
+    return {"confirm": "yes"}
+
+
 CALLS: dict[tuple[str, str], Call] = {
     ("annotation:home", "GET"): Call(kwargs=_none),
     ("annotation:batches", "POST"): Call(data=lambda w, a: {"file": _jsonl_file()}),
     ("annotation:batch-import", "POST"): Call(data=lambda w, a: {"token": "x" * 32}),
     ("annotation:batch-progress", "GET"): Call(kwargs=_batch, htmx=True),
-    ("annotation:batch-retire", "POST"): Call(kwargs=_batch),
+    ("annotation:batch-retire", "GET"): Call(kwargs=_batch),
+    ("annotation:batch-retire", "POST"): Call(kwargs=_batch, data=_confirm),
     ("annotation:batch-unretire", "POST"): Call(kwargs=_batch),
     ("annotation:rater-unpause", "POST"): Call(
         kwargs=lambda w, a: {"slug": w.alpha.slug, "user_id": w.target.id}
@@ -446,14 +458,16 @@ CALLS: dict[tuple[str, str], Call] = {
     ("annotation:member-role", "POST"): Call(
         kwargs=_membership, data=lambda w, a: {"role": "lead"}
     ),
-    ("annotation:member-remove", "POST"): Call(kwargs=_membership),
-    ("annotation:member-deactivate", "POST"): Call(kwargs=_membership),
+    ("annotation:member-remove", "GET"): Call(kwargs=_membership),
+    ("annotation:member-remove", "POST"): Call(kwargs=_membership, data=_confirm),
+    ("annotation:member-deactivate", "GET"): Call(kwargs=_membership),
+    ("annotation:member-deactivate", "POST"): Call(kwargs=_membership, data=_confirm),
     ("annotation:invitation-create", "POST"): Call(data=lambda w, a: {"role": Role.RATER}),
     ("annotation:invitation-revoke", "POST"): Call(
         kwargs=lambda w, a: {"slug": w.alpha.slug, "invitation_id": w.invitation.id}
     ),
     ("annotation:my-token", "GET"): Call(kwargs=_none),
-    ("annotation:my-token", "POST"): Call(kwargs=_none),
+    ("annotation:my-token", "POST"): Call(kwargs=_none, data=_confirm),
     ("annotation:rate", "POST"): Call(
         data=lambda w, a: {"assignment": _lease(w, a).id, "choice": "left", "strength": "2"}
     ),
@@ -464,6 +478,7 @@ CALLS: dict[tuple[str, str], Call] = {
     ("rewardtrain:version-publish", "POST"): Call(kwargs=_version),
     ("rewardtrain:version-download", "GET"): Call(kwargs=_version),
     ("login", "GET"): Call(kwargs=_none),
+    ("favicon", "GET"): Call(kwargs=_none),
     ("login", "POST"): Call(
         kwargs=_none, data=lambda w, a: {"username": "nobody", "password": "wrong-password"}
     ),

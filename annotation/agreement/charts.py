@@ -8,7 +8,7 @@ library or inline script is needed. Coordinates are in the SVG's own units (its 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -109,12 +109,32 @@ class Cell:
 
 
 @dataclass(frozen=True)
+class RaterLabel:
+    text: str
+    row_x: float  # the row label's right end, left of the grid
+    row_y: float
+    column_x: float  # the column label's start, above the grid (drawn rotated by -60 degrees)
+    column_y: float
+
+
+@dataclass(frozen=True)
 class Heatmap:
-    size: int  # the square viewBox's side
+    """Drawn at its own size in px (`width` x `height`), never stretched to the page: the grid
+    aims at HEATMAP_SIDE whatever the number of raters, and the label room is measured from the
+    longest label, so three raters do not fill the screen and no label is clipped."""
+
+    width: float
+    height: float
     cell: float
-    offset: float  # where the grid starts (room for labels on the left and top)
-    labels: list[Tick]  # the same labels run down the left and along the top
+    font_size: float
+    labels: list[RaterLabel]
     cells: list[Cell] = field(default_factory=list)
+
+
+HEATMAP_SIDE = 480.0  # px of the whole grid
+HEATMAP_CELL = (9.0, 36.0)  # px: the smallest cell still holds a readable label; the largest
+CHAR_WIDTH = 0.62  # a system-ui character's width per unit of font size, a generous average
+COLUMN_ANGLE = math.radians(60)  # column labels rise at this angle from the grid's top edge
 
 
 def _blue(share: float) -> str:
@@ -124,41 +144,74 @@ def _blue(share: float) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
+def label_width(text: str, font_size: float) -> float:
+    """An upper estimate of a label's drawn width: the layout reserves this much room."""
+    return len(text) * font_size * CHAR_WIDTH
+
+
 def heatmap(
     *,
     labels: Sequence[str],
     agreement: Sequence[Sequence[float | None]],
     overlap: Sequence[Sequence[int]],
-    cell: float = 18.0,
-    label_room: float = 110.0,
 ) -> Heatmap:
     """A rater x rater grid; a cell's shade is the share of shared pairs the two agreed on."""
+
+    def cell_of(i: int, j: int) -> tuple[str, str]:
+        value = agreement[i][j]
+        if value is None:
+            return EMPTY_FILL, f"{labels[i]} and {labels[j]}: no pairs in common"
+        text = f"{value:.2f} on {overlap[i][j]} shared pairs"
+        return _blue(value), f"{labels[i]} and {labels[j]}: {text}"
+
+    return square_grid(labels=labels, cell_of=cell_of)
+
+
+EMPTY_FILL = "#eaeef2"  # a cell with nothing to show
+
+
+def square_grid(
+    *, labels: Sequence[str], cell_of: Callable[[int, int], tuple[str, str]]
+) -> Heatmap:
+    """A label x label grid laid out at its own size; `cell_of(i, j)` gives the fill and hover
+    title of row i, column j (the diagonal is left empty). The rater grid and the leaderboard's
+    model matrices share it."""
     n = len(labels)
+    low, high = HEATMAP_CELL
+    cell = round(max(low, min(high, HEATMAP_SIDE / max(n, 1))), 1)
+    font_size = round(max(8.0, min(12.0, cell * 0.8)), 1)
+    longest = max((label_width(label, font_size) for label in labels), default=0.0) + 6
+    left = longest
+    top = longest * math.sin(COLUMN_ANGLE) + font_size
+    # The last column's label leans right past the grid by its run along the x axis.
+    right = longest * math.cos(COLUMN_ANGLE) - cell / 2 + font_size
     cells = []
     for i in range(n):
         for j in range(n):
             if i == j:
                 continue
-            value = agreement[i][j]
-            shared = overlap[i][j]
-            if value is None:
-                fill, text = "#eaeef2", "no pairs in common"
-            else:
-                fill, text = _blue(value), f"{value:.2f} on {shared} shared pairs"
+            fill, title = cell_of(i, j)
             cells.append(
                 Cell(
-                    x=label_room + j * cell,
-                    y=label_room + i * cell,
-                    fill=fill,
-                    title=f"{labels[i]} and {labels[j]}: {text}",
+                    x=round(left + j * cell, 1), y=round(top + i * cell, 1), fill=fill, title=title
                 )
             )
-    ticks = [Tick(label_room + (i + 0.5) * cell, label) for i, label in enumerate(labels)]
+    placed = [
+        RaterLabel(
+            text=label,
+            row_x=round(left - 4, 1),
+            row_y=round(top + (i + 0.5) * cell, 1),
+            column_x=round(left + (i + 0.5) * cell, 1),
+            column_y=round(top - 4, 1),
+        )
+        for i, label in enumerate(labels)
+    ]
     return Heatmap(
-        size=round(label_room + n * cell + 4),
+        width=round(left + n * cell + max(right, 4), 1),
+        height=round(top + n * cell + 4, 1),
         cell=cell,
-        offset=label_room,
-        labels=ticks,
+        font_size=font_size,
+        labels=placed,
         cells=cells,
     )
 
@@ -171,6 +224,11 @@ class Bar:
     height: float
     label: str
     count: int
+
+    @property
+    def center(self) -> float:
+        """Where the bar's label goes: centred under it, not under its edge."""
+        return round(self.x + self.width / 2, 1)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.models import Membership, Project
-from annotation.selectors.access import project_access, project_list_for
+from annotation.selectors.access import (
+    PROJECT_CREATORS,
+    project_access,
+    project_list_for,
+    user_can_create_projects,
+)
 from annotation.services.projects import (
     MembershipRefused,
     UserManagementRefused,
@@ -72,7 +77,8 @@ class ProjectInputSerializer(serializers.Serializer):
 
 
 class ProjectListCreateApi(APIView):
-    """Projects I belong to; staff create new ones (and become their admin)."""
+    """Projects I belong to; staff and holders of `annotation.add_project` create new ones (and
+    become their admin)."""
 
     @extend_schema(responses=ProjectOutputSerializer(many=True))
     def get(self, request: Request) -> Response:
@@ -81,9 +87,10 @@ class ProjectListCreateApi(APIView):
 
     @extend_schema(request=ProjectInputSerializer, responses={201: ProjectOutputSerializer})
     def post(self, request: Request) -> Response:
-        if not request.user.is_staff:
+        if not user_can_create_projects(user=request.user):
             return Response(
-                {"detail": "Only staff can create projects."}, status=status.HTTP_403_FORBIDDEN
+                {"detail": f"Projects are created by {PROJECT_CREATORS}."},
+                status=status.HTTP_403_FORBIDDEN,
             )
         serializer = ProjectInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

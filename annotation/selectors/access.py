@@ -96,6 +96,20 @@ def project_access(
     return access
 
 
+PROJECT_CREATORS = (
+    "site staff, and accounts given the “Can add project” permission (annotation.add_project)"
+)
+
+
+def user_can_create_projects(*, user: User | AnonymousUser) -> bool:
+    """Who may start a project: site staff, and accounts given the `annotation.add_project`
+    permission in the Django admin (the demo's admin has it), so that a project admin can be
+    allowed to start projects without the rest of staff powers. The page and the API ask this."""
+    if not user.is_authenticated or not user.is_active:
+        return False
+    return bool(user.is_staff or user.has_perm("annotation.add_project"))
+
+
 def project_list_for(*, user: User) -> QuerySet[Project]:
     """The projects `user` belongs to, each annotated with `my_role`."""
     role = Membership.objects.filter(project=OuterRef("pk"), user=user).values("role")[:1]

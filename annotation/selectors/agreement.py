@@ -286,6 +286,15 @@ def agreement_report_is_current(*, report: AgreementReport, project: Project) ->
     return judgments.count() == report.judgments
 
 
+def agreement_report_ready(*, project: Project, scope: AgreementScope, since: datetime) -> bool:
+    """Whether a "refresh now" asked at `since` is answered: the scope's newest report was made
+    since then, or it is still current (the refresh found nothing new and stored nothing)."""
+    latest = agreement_report_latest(project=project, scope=scope)
+    if latest is None:
+        return False
+    return latest.created_at >= since or agreement_report_is_current(report=latest, project=project)
+
+
 def projects_due_for_report() -> list[int]:
     """Ids of live projects with a judgment newer than their latest whole-project report.
 
@@ -320,7 +329,8 @@ SORT_KEYS = {
     "flags": "flag_count",
 }
 DEFAULT_SORT = "agreement"  # least agreeing raters first: the ones to look at
-HEATMAP_RATERS = 30  # the raters with most judgments; beyond that a grid stops being readable
+HEATMAP_RATERS = 50  # the raters with most judgments; beyond that a grid stops being readable
+COUPLES_SHOWN = 500  # rows of the rater-couple table (most shared pairs first), for any number
 HISTOGRAM_LEVELS = 12  # distinct per-pair agreement levels shown as they are; more are binned
 
 COEFFICIENT_LABELS = {
@@ -400,7 +410,8 @@ class AgreementDashboard:
     trend: list[TrendPoint]
     trend_chart: LineChart | None
     heatmap: Heatmap | None
-    heatmap_table: list[RaterCouple]
+    heatmap_table: list[RaterCouple]  # every couple with shared pairs, up to COUPLES_SHOWN
+    heatmap_couples: int  # how many couples share pairs (the table may show fewer)
     heatmap_raters: int  # how many raters the heatmap shows
     histogram: Histogram | None
     raters: list[dict[str, Any]]
@@ -460,16 +471,23 @@ def _short(name: str) -> str:
     return name if len(name) <= 14 else name[:13] + "…"
 
 
-def _rater_grid(metrics: dict[str, Any]) -> tuple[Heatmap | None, list[RaterCouple], int]:
+def _rater_grid(metrics: dict[str, Any]) -> tuple[Heatmap | None, list[RaterCouple], int, int]:
+    """The heatmap of the HEATMAP_RATERS raters with most judgments, and the table of couples
+    of all raters (the fallback beyond the grid): (chart, table, couples sharing pairs, shown)."""
     raters = sorted(metrics["raters"], key=lambda row: (-row["judgments"], row["username"]))
-    shown = [row["rater"] for row in raters[:HEATMAP_RATERS]]
+    everyone = [row["rater"] for row in raters]
+    shown = everyone[:HEATMAP_RATERS]
     if len(shown) < 2:
-        return None, [], len(shown)
+        return None, [], 0, len(shown)
     names = {row["rater"]: row["username"] for row in raters}
     grid = metrics["rater_pairs"]
     agreement = [[grid["agreement"][i][j] for j in shown] for i in shown]
     overlap = [[grid["overlap"][i][j] for j in shown] for i in shown]
     chart = heatmap(labels=[_short(names[i]) for i in shown], agreement=agreement, overlap=overlap)
+    couples = [
+        (i, j) for a, i in enumerate(everyone) for j in everyone[a + 1 :] if grid["overlap"][i][j]
+    ]
+    couples.sort(key=lambda ij: -grid["overlap"][ij[0]][ij[1]])  # stable: rank order on ties
     table = [
         RaterCouple(
             first=names[i],
@@ -478,11 +496,9 @@ def _rater_grid(metrics: dict[str, Any]) -> tuple[Heatmap | None, list[RaterCoup
             agreement=grid["agreement"][i][j],
             kappa=grid["kappa"][i][j],
         )
-        for a, i in enumerate(shown)
-        for j in shown[a + 1 :]
-        if grid["overlap"][i][j]
+        for i, j in couples[:COUPLES_SHOWN]
     ]
-    return chart, table, len(shown)
+    return chart, table, len(couples), len(shown)
 
 
 def _pair_agreement_buckets(levels: list[dict[str, Any]]) -> list[tuple[str, int]]:
@@ -491,7 +507,7 @@ def _pair_agreement_buckets(levels: list[dict[str, Any]]) -> list[tuple[str, int
     counts = [0] * 10
     for level in levels:
         counts[min(int(level["agreement"] * 10), 9)] += level["pairs"]
-    return [(f"{i / 10:.1f} to {(i + 1) / 10:.1f}", count) for i, count in enumerate(counts)]
+    return [(f"{i / 10:.1f}\u2013{(i + 1) / 10:.1f}", count) for i, count in enumerate(counts)]
 
 
 def agreement_dashboard(
@@ -518,6 +534,7 @@ def agreement_dashboard(
             trend_chart=trend_chart,
             heatmap=None,
             heatmap_table=[],
+            heatmap_couples=0,
             heatmap_raters=0,
             histogram=None,
             raters=[],
@@ -525,7 +542,7 @@ def agreement_dashboard(
             sort_columns=sort_columns(DEFAULT_SORT),
         )
     metrics = report.metrics
-    grid, couples, shown = _rater_grid(metrics)
+    grid, couples, couple_count, shown = _rater_grid(metrics)
     buckets = _pair_agreement_buckets(metrics["pair_agreement"])
     raters, applied = rater_rows(report=report, sort=sort)
     return AgreementDashboard(
@@ -536,6 +553,7 @@ def agreement_dashboard(
         trend_chart=trend_chart,
         heatmap=grid,
         heatmap_table=couples,
+        heatmap_couples=couple_count,
         heatmap_raters=shown,
         histogram=histogram(buckets=buckets) if buckets else None,
         raters=raters,

@@ -53,6 +53,7 @@ ExportFormat = Literal["trl", "judgments", "csv", "parquet"]
 EXPORT_FORMATS: tuple[ExportFormat, ...] = ("trl", "judgments", "csv", "parquet")
 ParquetTable = Literal["trl", "judgments"]
 CHUNK_ROWS = 2000  # rows per server-side cursor fetch
+PREVIEW_CAP = 100_000  # preference rows the export page counts at most (each pair is decided)
 
 _CONTENT_TYPES = {
     "trl": "application/jsonl; charset=utf-8",
@@ -144,9 +145,7 @@ def _chunks(project: Project, options: ExportOptions) -> Iterator[bytes]:
         cut = _Cutoff.take(project) if frozen else _Cutoff(None, None)
         conversational = _has_chat_prompts(project, options, cut)
         if options.rows == "trl":
-            estimate = None
-            if options.aggregation != "majority":
-                estimate = _estimate(project, options, cut, options.aggregation)
+            estimate = _trl_estimate(project, options, cut)
             rows = _trl_rows(project, options, cut, estimate, conversational=conversational)
         else:
             # CSV cells hold text, so there the prompts keep their own form (chats as JSON).
@@ -246,6 +245,13 @@ def _estimate(
     return label_estimate(judgments=judgments, aggregation=aggregation)
 
 
+def _trl_estimate(project: Project, options: ExportOptions, cut: _Cutoff) -> LabelEstimate | None:
+    """The label estimate a `trl` export decides by; majority needs none."""
+    if options.aggregation == "majority":
+        return None
+    return _estimate(project, options, cut, options.aggregation)
+
+
 def _decision(
     row: dict[str, Any], options: ExportOptions, estimate: LabelEstimate | None
 ) -> Decision | None:
@@ -342,6 +348,46 @@ def _judgment_prompt(text: str, messages: Any, *, conversational: bool) -> Any:
     return [{"role": "user", "content": text}] if conversational else text
 
 
+def _judgments_in_scope(
+    project: Project, options: ExportOptions, cut: _Cutoff
+) -> QuerySet[Judgment]:
+    judgments = Judgment.objects.filter(
+        _judgment_filter(options, cut),
+        pair__in=_pairs_in_scope(project, options, cut).filter(seed_choice=""),
+    )
+    if options.min_agreement > 0:
+        judgments = judgments.filter(pair__in=_agreeing_pairs(project, options, cut))
+    return judgments
+
+
+def _seeds_in_scope(project: Project, options: ExportOptions, cut: _Cutoff) -> QuerySet[Pair]:
+    """Pairs whose seed label is exported as a line of its own, dated by their upload."""
+    seeds = _pairs_in_scope(project, options, cut).exclude(seed_choice="")
+    if options.since is not None:
+        seeds = seeds.filter(batch__created_at__gte=options.since)
+    if options.until is not None:
+        seeds = seeds.filter(batch__created_at__lt=options.until)
+    return seeds
+
+
+def export_row_count(
+    *, project: Project, options: ExportOptions, cap: int = PREVIEW_CAP
+) -> tuple[int, bool]:
+    """How many rows an export with `options` would hold now (lines of JSONL or CSV, rows of
+    Parquet), for the export page's preview: (count, whether it stopped at `cap`). Judgment
+    rows are counted in SQL; preference rows need each pair's votes decided, so at most `cap`
+    of them are counted."""
+    cut = _Cutoff(None, None)
+    if options.rows == "trl":
+        decided = _decided(project, options, cut, _trl_estimate(project, options, cut))
+        counted = sum(1 for _ in islice(decided, cap + 1))
+    else:
+        counted = _judgments_in_scope(project, options, cut).count()
+        if options.include_seed:
+            counted += _seeds_in_scope(project, options, cut).count()
+    return min(counted, cap), counted > cap
+
+
 def _judgment_rows(
     project: Project,
     options: ExportOptions,
@@ -350,12 +396,7 @@ def _judgment_rows(
     *,
     conversational: bool,
 ) -> Iterator[dict[str, Any]]:
-    judgments = Judgment.objects.filter(
-        _judgment_filter(options, cut),
-        pair__in=_pairs_in_scope(project, options, cut).filter(seed_choice=""),
-    )
-    if options.min_agreement > 0:
-        judgments = judgments.filter(pair__in=_agreeing_pairs(project, options, cut))
+    judgments = _judgments_in_scope(project, options, cut)
     pseudonyms: dict[int, str] = {}
     rows = judgments.order_by("id").values_list(
         "id",
@@ -434,23 +475,22 @@ def _seed_rows(
     project: Project, options: ExportOptions, cut: _Cutoff, *, conversational: bool
 ) -> Iterator[dict[str, Any]]:
     """Seed labels as judgment lines of their own (`source` "seed", no rater), dated by upload."""
-    seeds = _pairs_in_scope(project, options, cut).exclude(seed_choice="")
-    if options.since is not None:
-        seeds = seeds.filter(batch__created_at__gte=options.since)
-    if options.until is not None:
-        seeds = seeds.filter(batch__created_at__lt=options.until)
-    rows = seeds.order_by("id").values_list(
-        "id",
-        "batch_id",
-        "external_id",
-        "prompt__text",
-        "prompt__messages",
-        "response_a__text",
-        "response_b__text",
-        "response_a__model_name",
-        "response_b__model_name",
-        "seed_choice",
-        "batch__created_at",
+    rows = (
+        _seeds_in_scope(project, options, cut)
+        .order_by("id")
+        .values_list(
+            "id",
+            "batch_id",
+            "external_id",
+            "prompt__text",
+            "prompt__messages",
+            "response_a__text",
+            "response_b__text",
+            "response_a__model_name",
+            "response_b__model_name",
+            "seed_choice",
+            "batch__created_at",
+        )
     )
     for (
         pair_id,

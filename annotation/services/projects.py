@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -86,6 +86,16 @@ def project_create(*, slug: str, name: str, created_by: User, **fields: Any) -> 
     project.save()
     Membership.objects.create(project=project, user=created_by, role=Membership.Role.ADMIN)
     return project
+
+
+def user_allow_project_creation(*, user: User) -> User:
+    """Let `user` start projects without making them staff: the `annotation.add_project`
+    permission that `user_can_create_projects` accepts. Granting it twice changes nothing."""
+    permission = Permission.objects.get(
+        content_type__app_label="annotation", codename="add_project"
+    )
+    user.user_permissions.add(permission)
+    return user
 
 
 @transaction.atomic

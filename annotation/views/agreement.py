@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import csv
-from datetime import date
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -13,6 +14,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 
@@ -25,6 +27,7 @@ from annotation.selectors.agreement import (
     agreement_csv_rows,
     agreement_dashboard,
     agreement_report_latest,
+    agreement_report_ready,
 )
 from annotation.services.agreement import membership_unpause
 from annotation.services.leaderboard import bias_lens_compute
@@ -72,6 +75,44 @@ def _scope_query(scope: AgreementScope) -> str:
     return urlencode(scope.as_json())
 
 
+REFRESH_WAIT = timedelta(minutes=2)  # polling for a fresh report stops after this
+
+
+@dataclass(frozen=True)
+class RefreshStatus:
+    """Where a "refresh now" stands, for the status line that polls until the report exists."""
+
+    ready: bool
+    given_up: bool  # no report after REFRESH_WAIT: a worker is probably not running
+    query: str  # the scope and `requested`, for the poll's URL
+
+    @property
+    def waiting(self) -> bool:
+        return not self.ready and not self.given_up
+
+
+def _requested(request: HttpRequest) -> datetime | None:
+    """When the refresh being followed was asked (`?requested=` in ms since the epoch)."""
+    value = request.GET.get("requested", "")
+    if not value.isdigit() or len(value) > 15:
+        return None
+    return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
+
+
+def _refresh_status(
+    project: Project, scope: AgreementScope, requested: datetime | None
+) -> RefreshStatus | None:
+    if requested is None:
+        return None
+    ready = agreement_report_ready(project=project, scope=scope, since=requested)
+    query = urlencode({**scope.as_json(), "requested": round(requested.timestamp() * 1000)})
+    return RefreshStatus(
+        ready=ready,
+        given_up=not ready and timezone.now() - requested > REFRESH_WAIT,
+        query=query,
+    )
+
+
 @login_required
 @require_GET
 def agreement(request: HtmxHttpRequest, slug: str) -> HttpResponse:
@@ -93,6 +134,7 @@ def agreement(request: HtmxHttpRequest, slug: str) -> HttpResponse:
             "form": form,
             "dashboard": dashboard,
             "scope_query": _scope_query(scope),
+            "refresh": _refresh_status(access.project, scope, _requested(request)),
         },
     )
 
@@ -115,12 +157,41 @@ def agreement_csv(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def agreement_refresh(request: HttpRequest, slug: str) -> HttpResponse:
+    """Compute a fresh report in a worker, then show the dashboard with a status line that polls
+    `agreement_refresh_status` until the report exists."""
     access = project_access(user=request.user, slug=slug, min_role=LEAD)
     scope = ScopeForm(request.POST or None, project=access.project).scope()
     enqueue_on_commit(tasks.agreement_report_refresh, access.project.id, scope.as_json() or None)
-    messages.info(request, "A fresh report is being computed; reload this page in a moment.")
-    query = _scope_query(scope)
-    return redirect(reverse("annotation:agreement", args=[slug]) + (f"?{query}" if query else ""))
+    requested = round(timezone.now().timestamp() * 1000)
+    page = reverse("annotation:agreement", args=[slug])
+    return redirect(f"{page}?{urlencode({**scope.as_json(), 'requested': requested})}")
+
+
+@login_required
+@require_GET
+def agreement_refresh_status(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    """The status line's poll (htmx): 204 while the report is computed, then `HX-Redirect` to
+    the dashboard; a plain GET goes to the dashboard."""
+    access = project_access(user=request.user, slug=slug, min_role=LEAD)
+    page = reverse("annotation:agreement", args=[slug])
+    scope = ScopeForm(request.GET or None, project=access.project).scope()
+    status = _refresh_status(access.project, scope, _requested(request))
+    if not request.htmx or status is None:
+        return redirect(f"{page}?{request.GET.urlencode()}" if request.GET else page)
+    if status.waiting:
+        # No swap (htmx keeps polling): replacing the live region with the same words every 2 s
+        # would have screen readers announce them again and again.
+        return HttpResponse(status=204)
+    response = render(
+        request,
+        "annotation/agreement.html#refresh-status",
+        {"project": access.project, "refresh": status},
+    )
+    if status.ready:
+        messages.success(request, "The report below is fresh.")
+        query = _scope_query(scope)
+        response["HX-Redirect"] = f"{page}?{query}" if query else page
+    return response
 
 
 @login_required

@@ -10,6 +10,7 @@ from django import forms
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.middleware import HtmxDetails
 
@@ -23,6 +24,7 @@ from annotation.services.imports import (
     upload_check,
     upload_import,
 )
+from annotation.views.confirm import Confirmation, confirm_page, confirmed
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -164,6 +166,16 @@ def _retire_or_unretire(
 ) -> HttpResponse:
     access = project_access(user=request.user, slug=slug, min_role=ADMIN)
     batch = batch_get(project=access.project, batch_id=batch_id)
+    if retire and not confirmed(request):
+        confirmation = Confirmation(
+            title=f"Retire the batch {batch.filename}?",
+            consequence=f"Its {batch.pairs_created} pairs stop being served to raters at once; "
+            "the judgments already made stay and are still exported. You can serve it again.",
+            action_url=request.path,
+            button="Retire the batch",
+            back_url=reverse("annotation:batches", args=[slug]),
+        )
+        return confirm_page(request, confirmation, access=access, project=access.project)
     batch = batch_retire(batch=batch) if retire else batch_unretire(batch=batch)
     if not request.htmx:
         return redirect("annotation:batches", slug=slug)
@@ -175,9 +187,9 @@ def _retire_or_unretire(
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def batch_retire_view(request: HtmxHttpRequest, slug: str, batch_id: int) -> HttpResponse:
-    """Stop serving the batch's pairs; its judgments stay."""
+    """Stop serving the batch's pairs; its judgments stay. Confirmed first (GET: the question)."""
     return _retire_or_unretire(request, slug, batch_id, retire=True)
 
 

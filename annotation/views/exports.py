@@ -11,12 +11,19 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
+from django_htmx.middleware import HtmxDetails
 
 from annotation.exports.aggregation import TIE_POLICIES
 from annotation.exports.labels import AGGREGATIONS, as_aggregation
 from annotation.models import Batch, Membership, Project
 from annotation.selectors.access import project_access
-from annotation.selectors.exports import EXPORT_FORMATS, ExportFile, ExportOptions, export_stream
+from annotation.selectors.exports import (
+    EXPORT_FORMATS,
+    ExportFile,
+    ExportOptions,
+    export_row_count,
+    export_stream,
+)
 
 _FORMAT_LABELS = {
     "trl": "TRL preferences (JSONL: prompt, chosen, rejected, margin, p_chosen)",
@@ -30,6 +37,10 @@ _TIE_LABELS = {
 }
 
 _DATE = forms.DateInput(attrs={"type": "date"})
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
 
 
 def export_response(file: ExportFile) -> StreamingHttpResponse:
@@ -121,14 +132,38 @@ def _midnight(day: date | None) -> datetime | None:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def export(request: HttpRequest, slug: str) -> HttpResponseBase:
+def export(request: HtmxHttpRequest, slug: str) -> HttpResponseBase:
+    """GET: the form, with how many rows the default options give; htmx asks the count again
+    (`#export-preview`, options in the query string) as the options change. POST: the file."""
     access = project_access(user=request.user, slug=slug, min_role=Membership.Role.LEAD)
+    if request.method == "GET" and request.htmx:
+        preview = ExportForm(request.GET, project=access.project)
+        options = preview.options() if preview.is_valid() else None
+        return render(
+            request,
+            "annotation/export.html#export-preview",
+            {"preview": _preview(access.project, options)},
+        )
     form = ExportForm(request.POST or None, project=access.project)
     if request.method == "POST" and form.is_valid():
         return export_response(export_stream(project=access.project, options=form.options()))
     return render(
         request,
         "annotation/export.html",
-        {"access": access, "project": access.project, "form": form, "current": "export"},
+        {
+            "access": access,
+            "project": access.project,
+            "form": form,
+            "current": "export",
+            # The form's initial options; after an invalid POST, no count until it is fixed.
+            "preview": _preview(access.project, None if form.is_bound else ExportOptions()),
+        },
         status=400 if request.method == "POST" else 200,
     )
+
+
+def _preview(project: Project, options: ExportOptions | None) -> dict[str, Any] | None:
+    if options is None:
+        return None  # invalid options: the form says why when submitted
+    count, capped = export_row_count(project=project, options=options)
+    return {"count": count, "capped": capped, "rows": options.rows}

@@ -27,6 +27,7 @@ from annotation.selectors.people import (
     invitation_list_open,
     member_list,
     token_for,
+    user_manage_refusal,
     users_deactivatable_by,
 )
 from annotation.services.projects import (
@@ -44,6 +45,7 @@ from annotation.services.projects import (
     token_issue,
     user_deactivate,
 )
+from annotation.views.confirm import Confirmation, confirm_page, confirmed
 
 ADMIN = Membership.Role.ADMIN
 INVALID_INVITATION = {
@@ -82,6 +84,20 @@ def _members_page(
 
 def _back(slug: str) -> HttpResponse:
     return redirect("annotation:members", slug=slug)
+
+
+def _confirm(
+    request: HttpRequest, access: ProjectAccess, *, title: str, consequence: str, button: str
+) -> HttpResponse:
+    """The confirmation step of a members action; its form posts back to the same URL."""
+    confirmation = Confirmation(
+        title=title,
+        consequence=consequence,
+        action_url=request.path,
+        button=button,
+        back_url=reverse("annotation:members", args=[access.project.slug]),
+    )
+    return confirm_page(request, confirmation, access=access, project=access.project)
 
 
 @login_required
@@ -135,12 +151,22 @@ def member_role(request: HttpRequest, slug: str, membership_id: int) -> HttpResp
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def member_remove(request: HttpRequest, slug: str, membership_id: int) -> HttpResponse:
     access = project_access(user=request.user, slug=slug, min_role=ADMIN)
     membership = get_object_or_404(
         Membership.objects.select_related("user"), id=membership_id, project=access.project
     )
+    if not confirmed(request):
+        name = membership.user.get_username()
+        return _confirm(
+            request,
+            access,
+            title=f"Remove {name} from {access.project.name}?",
+            consequence=f"{name} loses access to this project at once. Their judgments are kept; "
+            "you can add them again later.",
+            button=f"Remove {name}",
+        )
     try:
         membership_remove(project=access.project, user=membership.user)
     except MembershipRefused as refusal:
@@ -154,12 +180,26 @@ def member_remove(request: HttpRequest, slug: str, membership_id: int) -> HttpRe
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def member_deactivate(request: HttpRequest, slug: str, membership_id: int) -> HttpResponse:
     access = project_access(user=request.user, slug=slug, min_role=ADMIN)
     membership = get_object_or_404(
         Membership.objects.select_related("user"), id=membership_id, project=access.project
     )
+    refusal = user_manage_refusal(actor=request.user, target=membership.user)  # type: ignore[arg-type]
+    if refusal is not None:
+        raise PermissionDenied(refusal)
+    if not confirmed(request):
+        name = membership.user.get_username()
+        return _confirm(
+            request,
+            access,
+            title=f"Deactivate the account {name}?",
+            consequence=f"This is site-wide, not only this project: {name} can no longer log in "
+            "or use the API in any project, and their API token is deleted. Their judgments and "
+            "memberships stay. Site staff can activate the account again in the Django admin.",
+            button=f"Deactivate {name}",
+        )
     try:
         user_deactivate(user=membership.user, by=request.user)  # type: ignore[arg-type]
     except UserManagementRefused as refusal:
@@ -242,13 +282,29 @@ def _invalid_invitation(request: HttpRequest, reason: str) -> HttpResponse:
     )
 
 
+def _token_rotation() -> Confirmation:
+    url = reverse("annotation:my-token")
+    return Confirmation(
+        title="Make a new API token?",
+        consequence="Your current token stops working at once: scripts that use it get 401 "
+        "until they are given the new one, which is shown only once.",
+        action_url=url,
+        button="Make a new token",
+        back_url=url,
+    )
+
+
 @never_cache
 @login_required
 @require_http_methods(["GET", "POST"])
 def my_token(request: HttpRequest) -> HttpResponse:
-    """Any logged-in user creates or rotates their own API token; the key is shown once."""
+    """Any logged-in user creates or rotates their own API token; the key is shown once.
+    Rotating stops the old token at once, so it is confirmed first."""
     key = None
-    if request.method == "POST":
-        key = token_issue(user=request.user).key  # type: ignore[arg-type]
     existing = token_for(user=request.user)  # type: ignore[arg-type]
+    if request.method == "POST":
+        if existing is not None and not confirmed(request):
+            return confirm_page(request, _token_rotation())
+        key = token_issue(user=request.user).key  # type: ignore[arg-type]
+        existing = token_for(user=request.user)  # type: ignore[arg-type]
     return render(request, "annotation/my_token.html", {"key": key, "existing": existing})

@@ -7,14 +7,23 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from annotation.selectors.access import project_access, project_list_for, project_overview
+from annotation.selectors.access import (
+    project_access,
+    project_list_for,
+    project_overview,
+    user_can_create_projects,
+)
 
 
 @login_required
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
     projects = project_list_for(user=request.user)  # type: ignore[arg-type]
-    return render(request, "annotation/home.html", {"projects": projects})
+    return render(
+        request,
+        "annotation/home.html",
+        {"projects": projects, "can_create": user_can_create_projects(user=request.user)},
+    )
 
 
 @login_required

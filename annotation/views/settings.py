@@ -1,5 +1,5 @@
-"""Creating a project (site staff) and editing its settings (project admins), with a live
-Markdown preview of the guidelines."""
+"""Creating a project (see `user_can_create_projects`) and editing its settings (project admins),
+with a live Markdown preview of the guidelines."""
 
 from __future__ import annotations
 
@@ -7,14 +7,17 @@ import copy
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from annotation.forms import GUIDELINES_MAX_CHARS, ProjectCreateForm, ProjectForm
 from annotation.models import Membership
-from annotation.selectors.access import project_access
+from annotation.selectors.access import (
+    PROJECT_CREATORS,
+    project_access,
+    user_can_create_projects,
+)
 from annotation.services.projects import project_create, project_update
 
 TEMPLATE = "annotation/project_form.html"
@@ -23,9 +26,15 @@ TEMPLATE = "annotation/project_form.html"
 @login_required
 @require_http_methods(["GET", "POST"])
 def project_create_page(request: HttpRequest) -> HttpResponse:
-    if not request.user.is_staff:
-        raise PermissionDenied("Only site staff can create projects.")
-    form = ProjectCreateForm(request.POST or None, show_paths=True)  # staff only, checked above
+    if not user_can_create_projects(user=request.user):
+        # A page that says who may and whom to ask, not a bare 403.
+        return render(
+            request,
+            "annotation/project_create_refused.html",
+            {"creators": PROJECT_CREATORS},
+            status=403,
+        )
+    form = ProjectCreateForm(request.POST or None, show_paths=request.user.is_staff)
     if request.method == "POST" and form.is_valid():
         fields = dict(form.cleaned_data)
         project = project_create(
@@ -34,8 +43,12 @@ def project_create_page(request: HttpRequest) -> HttpResponse:
             created_by=request.user,  # type: ignore[arg-type]
             **fields,
         )
-        messages.success(request, f"Project “{project.name}” created. You are its admin.")
-        return redirect("annotation:project-settings", slug=project.slug)
+        messages.success(
+            request,
+            f"Project “{project.name}” created. You are its admin. "
+            "Next: upload a batch of prompts and responses to rate.",
+        )
+        return redirect("annotation:batches", slug=project.slug)
     return render(request, TEMPLATE, {"form": form, "project": None})
 
 

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import re
 from datetime import timedelta
 
 import numpy as np
@@ -12,7 +13,7 @@ from django.utils import timezone
 
 from annotation import tasks
 from annotation.models import AgreementReport, Membership, Pair
-from annotation.selectors.agreement import AgreementScope, judgment_arrays_load
+from annotation.selectors.agreement import HEATMAP_RATERS, AgreementScope, judgment_arrays_load
 from annotation.services.agreement import agreement_report_create, agreement_report_refresh
 from annotation.services.rating import Submission, judgment_record
 from tests.conftest import login
@@ -375,8 +376,56 @@ def test_refresh_now_is_a_post_that_enqueues_after_commit(
     with django_capture_on_commit_callbacks() as callbacks:
         response = client.post(f"/p/{project.slug}/agreement/refresh/", {"since": "2024-01-02"})
     assert response.status_code == 302
-    assert response["Location"] == f"/p/{project.slug}/agreement/?since=2024-01-02"
+    assert re.fullmatch(
+        rf"/p/{project.slug}/agreement/\?since=2024-01-02&requested=\d{{13}}", response["Location"]
+    )
     assert len(callbacks) == 1
+
+
+def _poll(client, project, query):
+    return client.get(
+        f"/p/{project.slug}/agreement/refresh/status/?{query}", HTTP_HX_REQUEST="true"
+    )
+
+
+def test_after_refresh_now_the_page_polls_until_the_report_exists_then_reloads(
+    client, project, batch, small, lead
+):
+    agreement_report_create(project=project)
+    judge(PairFactory(prompt__batch=batch), small[0], "a")  # the stored report is now stale
+    login(client, lead)
+    page = client.post(f"/p/{project.slug}/agreement/refresh/", follow=True).content.decode()
+    query = re.search(
+        r'hx-get="/p/alpha/agreement/refresh/status/\?([^"]+)" hx-trigger="every 2s"', page
+    )
+    assert query, "the status line polls"
+    assert "updates by itself when it is ready" in page
+    waiting = _poll(client, project, query.group(1).replace("&amp;", "&"))
+    assert waiting.status_code == 204  # still computing: nothing swapped, the poll goes on
+    assert "HX-Redirect" not in waiting
+
+    agreement_report_refresh(project_id=project.id)  # what the worker does
+    ready = _poll(client, project, query.group(1).replace("&amp;", "&"))
+    assert ready["HX-Redirect"] == f"/p/{project.slug}/agreement/"
+    assert "every 2s" not in ready.content.decode()
+    reloaded = client.get(ready["HX-Redirect"]).content.decode()
+    assert "The report below is fresh." in reloaded
+
+
+def test_a_refresh_that_finds_nothing_new_is_ready_at_once(client, project, small, lead):
+    agreement_report_create(project=project)
+    login(client, lead)
+    page = client.post(f"/p/{project.slug}/agreement/refresh/", follow=True).content.decode()
+    assert "The report below is fresh." in page  # the stored report is current
+    assert "every 2s" not in page
+
+
+def test_polling_gives_up_after_two_minutes_and_says_why(client, project, small, lead):
+    login(client, lead)
+    asked = round((timezone.now() - timedelta(minutes=3)).timestamp() * 1000)
+    status = _poll(client, project, f"requested={asked}").content.decode()
+    assert "may not be running" in status
+    assert "hx-trigger" not in status
 
 
 def test_invalid_filters_are_reported_and_the_whole_project_shown(client, project, small, lead):
@@ -441,3 +490,25 @@ def test_the_command_prints_fresh_numbers_and_json(project, small):
     report = json.loads(out.getvalue())
     assert report["counts"]["raters"] == 3
     assert not AgreementReport.objects.exists()  # computed, not stored
+
+
+def test_with_more_raters_than_the_grid_holds_the_couple_table_covers_them_all(
+    client, project, batch, lead
+):
+    raters = raters_of(project, *(f"judge{i:02d}" for i in range(HEATMAP_RATERS + 5)))
+    pair = PairFactory(prompt__batch=batch)
+    for number, rater in enumerate(raters):
+        judge(pair, rater, "a" if number % 3 else "b")
+    agreement_report_create(project=project)
+    login(client, lead)
+    response = client.get(f"/p/{project.slug}/agreement/")
+    dashboard = response.context["dashboard"]
+    assert dashboard.heatmap_raters == HEATMAP_RATERS
+    assert len(dashboard.heatmap.labels) == HEATMAP_RATERS
+    in_table = {couple.first for couple in dashboard.heatmap_table} | {
+        couple.second for couple in dashboard.heatmap_table
+    }
+    assert len(in_table) == len(raters)  # the table is the fallback beyond the grid
+    page = response.content.decode()
+    assert f"The {HEATMAP_RATERS} raters with most judgments are shown" in page
+    assert re.search(r'<svg width="[\d.]+" height="[\d.]+" viewBox=', page)

@@ -315,6 +315,33 @@ def test_the_same_file_twice_offers_import_again_anyway(client, project, admin_m
     assert Batch.objects.filter(project=project).count() == 2
 
 
+def test_a_duplicate_file_says_so_and_offers_import_only_when_asked(client, project, admin_member):
+    login(client, admin_member)
+    import_bytes(project, admin_member, jsonl(pair(1), pair(2)))
+    page = upload(client, project, jsonl(pair(1), pair(2))).content.decode()
+    assert "Duplicate: this file was already imported" in page
+    assert "Nothing new to import." in page
+    # The only import button is inside the closed "Import it again anyway" disclosure.
+    before, again = page.split('<details class="again"><summary>Import it again anyway</summary>')
+    assert "Import 2 records" not in before
+    assert "Import 2 records again</button>" in again.split("</details>")[0]
+    assert '<input type="hidden" name="allow_duplicate" value="on">' in again
+    fresh = upload(client, project, jsonl(pair(3))).content.decode()
+    assert "<details" not in fresh
+    assert 'class="primary">Import 1 record</button>' in fresh
+
+
+def test_the_dry_run_preview_is_a_named_region_keyboard_users_can_scroll(
+    client, project, admin_member
+):
+    login(client, admin_member)
+    page = upload(client, project, jsonl(pair(1, response_a="```\n" + "x" * 400 + "\n```"))).content
+    assert (
+        b'<div class="preview-scroll" hx-disable tabindex="0" role="region" '
+        b'aria-label="Preview of the first pairs">'
+    ) in page
+
+
 def test_a_large_file_imports_in_a_worker_and_the_page_polls_until_done(
     client, project, admin_member, settings, django_capture_on_commit_callbacks
 ):
@@ -347,12 +374,32 @@ def test_a_large_file_imports_in_a_worker_and_the_page_polls_until_done(
 def test_retire_and_unretire_from_the_page(client, project, admin_member, lead):
     batch = import_bytes(project, admin_member, jsonl(pair(1))).batch
     retire = url(project, "annotation:batch-retire", batch_id=batch.id)
-    assert login(client, lead).post(retire).status_code == 403
-    row = login(client, admin_member).post(retire, HTTP_HX_REQUEST="true").content.decode()
+    assert login(client, lead).post(retire, {"confirm": "yes"}).status_code == 403
+    assert client.get(retire).status_code == 403
+    login(client, admin_member)
+    row = client.post(retire, {"confirm": "yes"}, HTTP_HX_REQUEST="true").content.decode()
     assert "Serve again" in row
     assert not Pair.objects.get(batch=batch).is_active
     client.post(url(project, "annotation:batch-unretire", batch_id=batch.id))
     assert Pair.objects.get(batch=batch).is_active
+
+
+def test_retiring_a_batch_asks_first_without_javascript_and_in_a_dialog_with_it(
+    client, project, admin_member
+):
+    batch = import_bytes(project, admin_member, jsonl(pair(1))).batch
+    retire = url(project, "annotation:batch-retire", batch_id=batch.id)
+    login(client, admin_member)
+    listing = client.get(url(project, "annotation:batches")).content.decode()
+    assert f'<form method="get" action="{retire}"' in listing  # no one-click retire
+    assert "hx-confirm=" in listing  # with htmx: a dialog, then a POST with confirm
+    page = client.get(retire).content.decode()
+    assert f"Retire the batch {batch.filename}?" in page
+    assert '<input type="hidden" name="confirm" value="yes">' in page
+    assert client.post(retire).status_code == 200  # no `confirm`: asked, nothing retired
+    assert Pair.objects.get(batch=batch).is_active
+    assert client.post(retire, {"confirm": "yes"}).status_code == 302
+    assert not Pair.objects.get(batch=batch).is_active
 
 
 # --- the API -------------------------------------------------------------------------------

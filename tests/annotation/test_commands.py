@@ -3,9 +3,11 @@
 import json
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
 from annotation.models import Batch, Judgment, Membership, Pair, Project, Prompt, Response
+from annotation.selectors.access import user_can_create_projects
 
 
 @pytest.fixture
@@ -32,6 +34,10 @@ def test_demo_builds_a_project_with_accounts_and_prints_their_logins(db, var_dir
     for username, password in logins.items():
         assert f"{username:12} {password}" in out
     assert (var_dir / "demo-logins.json").stat().st_mode & 0o077 == 0
+    # The README's tour: the demo's admin starts projects without being staff.
+    admin = User.objects.get(username="demo-admin")
+    assert not admin.is_staff
+    assert user_can_create_projects(user=admin)
 
 
 def test_running_demo_twice_changes_nothing(db, var_dir, capsys):

@@ -19,7 +19,12 @@ from annotation.exports.aggregation import Decision, Votes, decide
 from annotation.exports.formats import neutralise
 from annotation.models import Batch, Judgment
 from annotation.selectors import exports as export_selectors
-from annotation.selectors.exports import ExportOptions, export_stream, rater_pseudonym
+from annotation.selectors.exports import (
+    ExportOptions,
+    export_row_count,
+    export_stream,
+    rater_pseudonym,
+)
 from tests.conftest import login
 from tests.factories import (
     BatchFactory,
@@ -352,6 +357,35 @@ def test_the_page_shows_a_form_and_a_get_never_starts_an_export(client, project,
     assert "Content-Disposition" not in response
     assert b'method="post"' in response.content
     assert b"Export" in client.get(f"/p/{project.slug}/").content
+
+
+def test_the_page_previews_how_many_rows_the_options_give(client, project, lead, data):
+    login(client, lead)
+    page = client.get(f"/p/{project.slug}/export/").content.decode()
+    assert "file holds <strong>2</strong> preference rows" in page  # p1 and p4 have a winner
+    assert 'hx-params="not csrfmiddlewaretoken"' in page  # the count is asked without the token
+    fragment = client.get(
+        f"/p/{project.slug}/export/", {"format": "judgments"}, HTTP_HX_REQUEST="true"
+    ).content.decode()
+    assert 'id="export-preview"' in fragment
+    assert "<html" not in fragment  # only the fragment
+    assert "<strong>11</strong> judgment rows" in fragment
+    every = len(_lines(_export(project, format="judgments")))
+    assert every == 11
+    abstain = client.get(
+        f"/p/{project.slug}/export/", {"format": "trl", "ties": "abstain"}, HTTP_HX_REQUEST="true"
+    ).content.decode()
+    assert "<strong>3</strong> preference rows" in abstain
+    assert len(_lines(_export(project, ties="abstain"))) == 3
+    wrong = client.get(
+        f"/p/{project.slug}/export/", {"format": "nope"}, HTTP_HX_REQUEST="true"
+    ).content.decode()
+    assert "Correct the options" in wrong
+
+
+def test_the_row_count_stops_at_its_cap(project, data):
+    assert export_row_count(project=project, options=ExportOptions(), cap=1) == (1, True)
+    assert export_row_count(project=project, options=ExportOptions(), cap=2) == (2, False)
 
 
 def test_a_post_on_the_page_downloads_the_export(client, project, admin_member, data):

@@ -20,6 +20,7 @@ from tests.conftest import login
 from tests.factories import MembershipFactory, UserFactory
 
 NEW_PASSWORD = "a-long-unusual-passphrase-42"
+CONFIRM = {"confirm": "yes"}
 
 
 def _members_url(project):
@@ -213,7 +214,7 @@ def test_the_last_admin_can_be_neither_demoted_nor_removed(client, project, admi
         follow=True,
     )
     assert "last admin" in response.content.decode()
-    client.post(reverse("annotation:member-remove", args=[project.slug, membership.id]))
+    client.post(reverse("annotation:member-remove", args=[project.slug, membership.id]), CONFIRM)
     assert _membership(project, admin_member).role == Membership.Role.ADMIN
     with pytest.raises(MembershipRefused):
         membership_remove(project=project, user=admin_member)
@@ -226,7 +227,9 @@ def test_the_last_admin_can_be_neither_demoted_nor_removed(client, project, admi
 def test_an_admin_removes_a_member_and_their_access_ends(client, project, admin_member, rater):
     login(client, admin_member)
     membership = _membership(project, rater)
-    response = client.post(reverse("annotation:member-remove", args=[project.slug, membership.id]))
+    response = client.post(
+        reverse("annotation:member-remove", args=[project.slug, membership.id]), CONFIRM
+    )
     assert response.status_code == 302
     assert not Membership.objects.filter(project=project, user=rater).exists()
     login(client, rater)
@@ -239,7 +242,7 @@ def test_staff_deactivate_an_account(client, project, rater, staff):
     login(client, staff)
     membership = _membership(project, rater)
     response = client.post(
-        reverse("annotation:member-deactivate", args=[project.slug, membership.id])
+        reverse("annotation:member-deactivate", args=[project.slug, membership.id]), CONFIRM
     )
     assert response.status_code == 302
     rater.refresh_from_db()
@@ -252,7 +255,8 @@ def test_a_project_admin_who_is_not_staff_cannot_deactivate(client, project, adm
     login(client, admin_member)
     membership = _membership(project, rater)
     url = reverse("annotation:member-deactivate", args=[project.slug, membership.id])
-    assert client.post(url).status_code == 403
+    assert client.post(url, CONFIRM).status_code == 403
+    assert client.get(url).status_code == 403
     rater.refresh_from_db()
     assert rater.is_active is True
     assert b"Deactivate account" not in client.get(_members_url(project)).content
@@ -262,7 +266,9 @@ def test_staff_cannot_deactivate_themselves(client, project, staff):
     membership = MembershipFactory(project=project, user=staff, role=Membership.Role.ADMIN)
     login(client, staff)
     response = client.post(
-        reverse("annotation:member-deactivate", args=[project.slug, membership.id]), follow=True
+        reverse("annotation:member-deactivate", args=[project.slug, membership.id]),
+        CONFIRM,
+        follow=True,
     )
     assert "your own account" in response.content.decode()
     staff.refresh_from_db()
@@ -293,8 +299,10 @@ def _admin_urls(project, membership_id, invitation_id):
         ("get", _members_url(project), {}),
         ("post", reverse("annotation:member-add", args=[slug]), {"username": "rita"}),
         ("post", reverse("annotation:member-role", args=[slug, membership_id]), {"role": "admin"}),
-        ("post", reverse("annotation:member-remove", args=[slug, membership_id]), {}),
-        ("post", reverse("annotation:member-deactivate", args=[slug, membership_id]), {}),
+        ("post", reverse("annotation:member-remove", args=[slug, membership_id]), CONFIRM),
+        ("get", reverse("annotation:member-remove", args=[slug, membership_id]), {}),
+        ("post", reverse("annotation:member-deactivate", args=[slug, membership_id]), CONFIRM),
+        ("get", reverse("annotation:member-deactivate", args=[slug, membership_id]), {}),
         ("post", reverse("annotation:invitation-create", args=[slug]), {"role": "admin"}),
         ("post", reverse("annotation:invitation-revoke", args=[slug, invitation_id]), {}),
     ]
@@ -348,7 +356,7 @@ def test_any_user_makes_and_rotates_their_own_api_token_shown_once(client, rater
     key = Token.objects.get(user=rater).key
     assert key.encode() in first.content
     assert key.encode() not in client.get(url).content  # shown once
-    client.post(url)
+    client.post(url, CONFIRM)
     new_key = Token.objects.get(user=rater).key
     assert new_key != key
     client.post("/logout/")
@@ -361,3 +369,65 @@ def test_any_user_makes_and_rotates_their_own_api_token_shown_once(client, rater
 def test_the_token_page_needs_a_login(client, db):
     assert client.post(reverse("annotation:my-token")).status_code == 302
     assert not Token.objects.exists()
+
+
+# --- destructive actions are confirmed first, without JavaScript too ---------------------------
+
+
+def _confirm_form(page: str, url: str) -> None:
+    """The confirmation page: in the site's layout, a form that posts `confirm` back to `url`."""
+    assert 'class="brand"' in page
+    assert f'<form method="post" action="{url}">' in page
+    assert '<input type="hidden" name="confirm" value="yes">' in page
+    assert "Cancel" in page
+
+
+def test_removing_a_member_asks_first_and_only_the_confirming_post_removes(
+    client, project, admin_member, rater
+):
+    login(client, admin_member)
+    members_page = client.get(_members_url(project)).content.decode()
+    url = reverse("annotation:member-remove", args=[project.slug, _membership(project, rater).id])
+    assert f'<form method="get" action="{url}"' in members_page  # no one-click removal
+    page = client.get(url)
+    assert page.status_code == 200
+    assert "Remove rita from Alpha?" in page.content.decode()
+    _confirm_form(page.content.decode(), url)
+    assert client.post(url).status_code == 200  # an old form without `confirm`: asked again
+    assert Membership.objects.filter(project=project, user=rater).exists()
+    assert client.post(url, CONFIRM).status_code == 302
+    assert not Membership.objects.filter(project=project, user=rater).exists()
+
+
+def test_deactivating_an_account_asks_first_and_says_it_is_site_wide(client, project, rater, staff):
+    MembershipFactory(project=project, user=staff, role=Membership.Role.ADMIN)
+    login(client, staff)
+    url = reverse(
+        "annotation:member-deactivate", args=[project.slug, _membership(project, rater).id]
+    )
+    assert (
+        f'<form method="get" action="{url}"' in client.get(_members_url(project)).content.decode()
+    )
+    page = client.get(url).content.decode()
+    assert "Deactivate the account rita?" in page
+    assert "site-wide" in page
+    _confirm_form(page, url)
+    client.post(url)
+    rater.refresh_from_db()
+    assert rater.is_active is True
+    client.post(url, CONFIRM)
+    rater.refresh_from_db()
+    assert rater.is_active is False
+
+
+def test_rotating_a_token_asks_first_but_the_first_token_does_not(client, rater):
+    login(client, rater)
+    url = reverse("annotation:my-token")
+    client.post(url)  # the first token replaces nothing: made at once
+    key = Token.objects.get(user=rater).key
+    page = client.post(url).content.decode()
+    assert "Make a new API token?" in page
+    _confirm_form(page, url)
+    assert Token.objects.get(user=rater).key == key
+    client.post(url, CONFIRM)
+    assert Token.objects.get(user=rater).key != key

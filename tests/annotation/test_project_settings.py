@@ -1,14 +1,16 @@
-"""Creating projects (site staff) and editing their settings (project admins)."""
+"""Creating projects (site staff, and accounts with `annotation.add_project`) and editing their
+settings (project admins)."""
 
 import json
 from pathlib import Path
 
 import pytest
 from django.urls import reverse
+from rest_framework.test import APIClient
 
 from annotation.models import Membership, Pair, Project
 from annotation.selectors.server_paths import PUBLIC_REFUSAL
-from annotation.services.projects import project_update
+from annotation.services.projects import project_update, user_allow_project_creation
 from tests.conftest import login
 from tests.factories import MembershipFactory, PairFactory
 
@@ -52,7 +54,7 @@ def test_staff_create_a_project_and_become_its_admin(client, staff):
         reverse("annotation:project-create"), {**SETTINGS_FIELDS, "slug": "gamma", "name": "Gamma"}
     )
     assert response.status_code == 302
-    assert response["Location"] == "/p/gamma/settings/"
+    assert response["Location"] == "/p/gamma/batches/"  # the next step: upload a batch
     project = Project.objects.get(slug="gamma")
     assert project.criteria == ["helpfulness", "harmlessness"]
     assert project.train_config == {"epochs": 2}
@@ -67,7 +69,52 @@ def test_the_home_page_offers_new_project_to_staff_only(client, staff, rater):
     assert b"New project" not in client.get("/").content
 
 
-def test_only_staff_may_create_projects(client, admin_member):
+def test_after_creating_a_project_the_page_points_to_uploading_a_batch(client, staff):
+    login(client, staff)
+    response = client.post(
+        reverse("annotation:project-create"),
+        {**SETTINGS_FIELDS, "slug": "gamma", "name": "Gamma"},
+        follow=True,
+    )
+    page = response.content.decode()
+    assert "Next: upload a batch" in page
+    assert 'id="upload-form"' in page
+    overview = client.get(reverse("annotation:overview", args=["gamma"])).content.decode()
+    assert 'Next step: <a href="/p/gamma/batches/">upload a batch</a>' in overview
+
+
+def test_a_project_admin_without_the_permission_gets_a_page_saying_who_may_create(
+    client, admin_member
+):
+    login(client, admin_member)
+    response = client.get(reverse("annotation:project-create"))
+    assert response.status_code == 403
+    page = response.content.decode()
+    assert "site staff, and accounts given the “Can add project” permission" in page
+    assert "Ask a site administrator" in page
+    assert 'href="/"' in page  # a way back
+    assert 'class="brand"' in page  # in the site's layout
+
+
+def test_an_account_with_the_add_project_permission_creates_projects_on_page_and_api(
+    client, admin_member
+):
+    user_allow_project_creation(user=admin_member)
+    login(client, admin_member)
+    assert b"New project" in client.get("/").content
+    response = client.post(
+        reverse("annotation:project-create"), {**SETTINGS_FIELDS, "slug": "gamma", "name": "G"}
+    )
+    assert response.status_code == 302
+    api = APIClient()
+    api.force_authenticate(admin_member)
+    created = api.post("/api/v1/projects/", {"slug": "delta", "name": "Delta"}, format="json")
+    assert created.status_code == 201
+    roles = Membership.objects.filter(user=admin_member, project__slug__in=["gamma", "delta"])
+    assert {m.role for m in roles} == {Membership.Role.ADMIN}
+
+
+def test_only_staff_and_permitted_accounts_may_create_projects(client, admin_member):
     login(client, admin_member)
     assert client.get(reverse("annotation:project-create")).status_code == 403
     response = client.post(

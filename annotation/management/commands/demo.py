@@ -16,7 +16,12 @@ from django.db import transaction
 
 from annotation.models import Batch, Judgment, Membership, Project
 from annotation.services.imports import ImportRejected, batch_import
-from annotation.services.projects import membership_set, project_create, user_create
+from annotation.services.projects import (
+    membership_set,
+    project_create,
+    user_allow_project_creation,
+    user_create,
+)
 from annotation.services.rating import Submission, assignment_next, judgment_record
 
 SLUG = "demo"
@@ -94,6 +99,8 @@ class Command(BaseCommand):
             if not users.filter(username=username).exists():
                 known[username] = secrets.token_urlsafe(9)
                 user_create(username=username, password=known[username])
+        # The README's tour has the demo's admin start a project too.
+        user_allow_project_creation(user=users.get(username="demo-admin"))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(known, indent=2))
         os.chmod(path, 0o600)
