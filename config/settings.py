@@ -246,6 +246,23 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# Untrusted Markdown (annotation.templatetags.pairwise_markdown): a text longer than this is shown
+# as plain, escaped text instead (markdown-it-py formats some 50-200 KB a second, worst case), and
+# a rendered text is kept in the "markdown" cache, keyed by a hash of the text and the renderer,
+# so each web process renders it once. The cache is per process and holds at most this many texts
+# (a rendering is at most ~3 times its text: 200 of them take 110 MB at worst, a few MB typically).
+MARKDOWN_RENDER_MAX_CHARS = env.int("MARKDOWN_RENDER_MAX_CHARS", default=200_000)
+MARKDOWN_CACHE_ENTRIES = env.int("MARKDOWN_CACHE_ENTRIES", default=200)
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "markdown": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "markdown",
+        "TIMEOUT": None,  # a rendering never goes stale: the key changes with text or renderer
+        "OPTIONS": {"MAX_ENTRIES": MARKDOWN_CACHE_ENTRIES},
+    },
+}
+
 # Upload limits (annotation.imports.records.ImportLimits); anything not named keeps its default.
 IMPORT_LIMITS = env.json("IMPORT_LIMITS", default={})
 # Uploads wait here between their dry run and their import (web and workers must share it).
