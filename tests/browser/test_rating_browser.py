@@ -158,3 +158,37 @@ def test_hostile_prompts_and_responses_show_as_text_and_nothing_fires(
     assert [url for url in page.requests if "/boom" in url or url.startswith("javascript")] == []
     assert page.csp_errors == []
     assert Judgment.objects.filter(rater=rater).count() == 1
+
+
+AXE = Path(__file__).parent / "vendor" / "axe.min.js"
+
+
+def test_a_response_over_the_render_budget_scrolls_in_a_focusable_panel_axe_accepts(
+    browser_page, rating_project, rater, settings
+):
+    settings.MARKDOWN_RENDER_MAX_CHARS = 1000
+    page = browser_page
+    long_text = "**Not formatted** <b>nor markup</b>\n" * 2000
+    PairFactory(
+        project=rating_project,
+        prompt__batch__project=rating_project,
+        response_a__text=long_text,
+        response_b__text=long_text + "!",
+    )
+    log_in(page, rater, next_path=f"/p/{rating_project.slug}/rate/")
+
+    panel = page.locator("pre.plain-text").first
+    assert "shown as plain text" in page.locator(".responses").inner_text()
+    assert panel.evaluate("el => el.scrollHeight > el.clientHeight")  # it does scroll
+    panel.focus()
+    assert page.evaluate("document.activeElement.classList.contains('plain-text')")
+    assert page.locator("b", has_text="nor markup").count() == 0
+
+    page.evaluate(AXE.read_text(encoding="utf-8"))
+    results = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+    serious = [
+        (v["id"], v["impact"])
+        for v in results["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+    assert serious == []
