@@ -5,6 +5,7 @@ worker and a SIGKILL are in tests/test_celery_worker.py."""
 
 import io
 import json
+import threading
 from datetime import timedelta
 
 import pytest
@@ -17,6 +18,7 @@ from annotation.models import Batch, Pair
 from annotation.services.imports import (
     batch_import_run,
     batch_imports_sweep,
+    importing,
     upload_check,
     upload_import,
 )
@@ -158,3 +160,36 @@ def test_on_sqlite_only_the_time_limit_tells_a_dead_import_from_a_slow_one(setti
     settings.IMPORT_TIME_LIMIT = 2700
     expected = 60.0 if connection.vendor == "postgresql" else 2700.0
     assert import_silence_allowed() == timedelta(seconds=expected)
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="the sweep commits while the import's transaction is open: SQLite has one writer",
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_whose_batch_the_sweep_gave_away_rolls_back_and_keeps_the_upload(
+    project, admin_member, sent, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    batch = upload_in_background(project, admin_member, django_capture_on_commit_callbacks)
+    real = importing.record_chunks
+
+    def swept_meanwhile(records):
+        for chunk in real(records):
+            yield chunk
+            # The worker looked dead: a sweep, on its own connection, gives the batch away.
+            sweep = threading.Thread(
+                target=lambda: (batch_imports_sweep(now=later()), connection.close())
+            )
+            sweep.start()
+            sweep.join()
+
+    monkeypatch.setattr(importing, "record_chunks", swept_meanwhile)
+    slow = batch_import_run(batch_id=batch.id)
+
+    assert (slow.status, slow.attempts) == ("pending", 1)  # as the sweep left it
+    assert not Pair.objects.exists()  # the slow worker's rows rolled back
+    assert (settings.IMPORT_UPLOAD_DIR / batch.staged_upload).exists()  # attempt 2 needs it
+
+    monkeypatch.setattr(importing, "record_chunks", real)
+    second = batch_import_run(batch_id=batch.id)
+    assert (second.status, second.attempts, second.pairs_created) == ("done", 2, 3)
