@@ -7,11 +7,12 @@ of tags, attributes and classes. Links keep only absolute http, https and mailto
 `rel="noopener nofollow noreferrer"`; images are never loaded (a remote image would tell a third
 party who is rating and when), so `![alt](url)` shows as a link.
 
-Rendering costs some 5-20 microseconds a character (pure Python), so it has a budget: a text over
-settings.MARKDOWN_RENDER_MAX_CHARS is never parsed, but shown escaped in a plain panel with a note
-saying why. A text under it is rendered once per web process: the safe HTML is kept in the
-"markdown" cache under a hash of the text and of RENDERER_VERSION (bump it whenever the output
-may change, e.g. the allow-list, so that nothing rendered by older rules is served).
+Rendering costs some 6 to 21 microseconds a character (pure Python; see
+benchmarks/markdown_render.py), so it has a budget: a text over settings.MARKDOWN_RENDER_MAX_CHARS
+is never parsed, but shown escaped in a plain panel with a note saying why. A text under it is
+rendered once per web process: the safe HTML is kept in the "markdown" cache under a hash of the
+text and of RENDERER_VERSION (bump it whenever the output may change, e.g. the allow-list, so
+that nothing rendered by older rules is served).
 """
 
 from __future__ import annotations
