@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.urls import reverse
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
@@ -23,6 +24,7 @@ from annotation.services.imports import (
     upload_import,
 )
 from annotation.services.imports.recovery import import_silence_allowed
+from tests.conftest import login
 
 RECORDS = b"".join(
     json.dumps({"prompt": f"Prompt {i}?", "response_a": f"A{i}", "response_b": f"B{i}"}).encode()
@@ -108,7 +110,7 @@ def test_a_redelivered_message_leaves_a_running_import_to_its_worker(
 
 
 def test_an_import_whose_worker_died_is_retried_then_failed_after_the_last_attempt(
-    project, admin_member, sent, settings, django_capture_on_commit_callbacks
+    client, project, admin_member, sent, settings, django_capture_on_commit_callbacks
 ):
     settings.IMPORT_MAX_ATTEMPTS = 2
     batch = upload_in_background(project, admin_member, django_capture_on_commit_callbacks)
@@ -123,9 +125,12 @@ def test_an_import_whose_worker_died_is_retried_then_failed_after_the_last_attem
 
     batch.refresh_from_db()
     assert (first.requeued, batch.status, batch.progress) == ([batch.id], "pending", 0.0)
-    assert batch.error.startswith("Attempt 1 stopped (its worker stopped: no heartbeat since")
+    assert batch.error.startswith("Attempt 1 stopped (no heartbeat from its worker since")
     assert sent == [batch.id, batch.id]  # at upload, and again for attempt 2
     assert staged.exists()
+    progress = reverse("annotation:batch-progress", args=[project.slug, batch.id])
+    fragment = login(client, admin_member).get(progress, HTTP_HX_REQUEST="true")
+    assert "Attempt 1 stopped" in fragment.content.decode()
 
     Batch.objects.filter(id=batch.id).update(
         status="running", attempts=2, heartbeat_at=silent_since
@@ -134,8 +139,8 @@ def test_an_import_whose_worker_died_is_retried_then_failed_after_the_last_attem
 
     batch.refresh_from_db()
     assert (second.failed, batch.status) == ([batch.id], "failed")
-    assert batch.error.startswith("The import was tried 2 times and its worker stopped each time")
-    assert "nothing was imported" in batch.error
+    assert batch.error.startswith("the worker importing it stopped in each of 2 attempts")
+    assert "upload the file again" in batch.error
     assert not staged.exists()
     assert batch_imports_sweep(now=later(3600)).failed == []  # failed is final
 

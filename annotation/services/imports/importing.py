@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -359,7 +359,11 @@ class _Heartbeat:
         try:
             while not self._stop.wait(self.EVERY_S):
                 fraction = min(self.done / max(self.batch.records, 1), 0.99)
-                _this_attempt(self.batch).update(heartbeat_at=timezone.now(), progress=fraction)
+                try:
+                    connection.close_if_unusable_or_obsolete()  # reconnect after a DB restart
+                    _this_attempt(self.batch).update(heartbeat_at=timezone.now(), progress=fraction)
+                except DatabaseError:  # one missed beat; the import itself decides its fate
+                    logger.warning("no heartbeat for batch %s", self.batch.id, exc_info=True)
         finally:
             connection.close()  # this thread's own connection
 

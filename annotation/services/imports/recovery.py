@@ -80,7 +80,7 @@ def _as_seen(batch: Batch) -> Q:
 
 def _silence(batch: Batch) -> str:
     last = batch.heartbeat_at or batch.created_at
-    return f"its worker stopped: no heartbeat since {last:%Y-%m-%d %H:%M:%S} UTC"
+    return f"no heartbeat from its worker since {last:%Y-%m-%d %H:%M:%S} UTC"
 
 
 @transaction.atomic
@@ -103,9 +103,8 @@ def _fail_for_good(batch: Batch) -> bool:
         status=Batch.Status.FAILED,
         staged_upload="",
         error=(
-            f"The import was tried {batch.attempts} times and its worker stopped each time (the "
-            f"last time {_silence(batch)}); nothing was imported. Upload the file again, split "
-            "into smaller files if it is very large."
+            f"the worker importing it stopped in each of {batch.attempts} attempts (the last: "
+            f"{_silence(batch)}); upload the file again, split into smaller files if it is large"
         ),
     )
     if taken:
