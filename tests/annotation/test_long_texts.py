@@ -34,7 +34,9 @@ def quiet_project(project):
 def serve(client, project, rater, **pair):
     """The rate page with one pair to rate, and the seconds it took (templates already loaded)."""
     login(client, rater)
-    get_template("annotation/rate.html")  # loaded and compiled once per process, not timed here
+    # What a fresh process does once, not per view: import the URLconf and views, compile the page.
+    assert client.get("/").status_code == 200
+    get_template("annotation/rate.html")
     PairFactory(project=project, prompt__batch__project=project, **pair)
     started = time.perf_counter()
     page = client.get(f"/p/{project.slug}/rate/")
@@ -136,3 +138,24 @@ def test_a_response_over_the_import_limit_is_refused_with_its_line_and_field():
     [issue] = result.errors
     assert (issue.line, issue.field) == (2, "response_a")
     assert issue.message == "longer than the limit of 1,000,000 characters"
+
+
+def test_the_dry_run_previews_the_first_20_messages_of_a_long_chat_prompt(
+    client, project, admin_member, settings, tmp_path
+):
+    settings.IMPORT_UPLOAD_DIR = tmp_path / "uploads"
+    messages = [{"role": "user", "content": f"**turn {i}** " + "[" * 4000} for i in range(500)]
+    record = {"prompt": messages, "response_a": "A", "response_b": "B"}
+    upload = io.BytesIO((json.dumps(record) + "\n").encode())
+    upload.name = "chat.jsonl"
+    login(client, admin_member)
+
+    started = time.perf_counter()
+    page = client.post(f"/p/{project.slug}/batches/", {"file": upload}, HTTP_HX_REQUEST="true")
+    seconds = time.perf_counter() - started
+
+    html = page.content.decode()
+    assert "<strong>turn 19</strong>" in html
+    assert "turn 20" not in html
+    assert "480 more messages" in html
+    assert seconds < 10.0  # every message was formatted before: over a minute
