@@ -226,6 +226,11 @@ class Batch(models.Model):
     error = models.TextField(blank=True)  # why a background import failed; nothing was imported
     # The random name of the uploaded file under VAR_DIR/uploads while a worker imports it.
     staged_upload = models.CharField(max_length=64, blank=True, editable=False)
+    # A background import's recovery (annotation.services.imports.recovery): `attempts` counts the
+    # workers that took the batch; `heartbeat_at` is when a pending batch was last sent to the
+    # broker, and is touched every second by the worker while it imports a running one.
+    attempts = models.PositiveSmallIntegerField(default=0)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

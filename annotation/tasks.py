@@ -1,6 +1,7 @@
 """Celery tasks of the annotation app: thin hand-overs to services, ids in, nothing out."""
 
 from celery import shared_task
+from django.conf import settings
 
 from annotation.models import Project
 from annotation.selectors.agreement import AgreementScope, projects_due_for_report
@@ -33,14 +34,20 @@ def agreement_report_refresh_due() -> None:
         agreement_report_refresh.delay(project_id)
 
 
-# Under Redis's default visibility timeout (1 hour), so a task still running is never handed to a
-# second worker; 2,000,000 records (the largest file allowed) import in well under this.
-@shared_task(acks_late=True, time_limit=45 * 60)
+@shared_task(acks_late=True, time_limit=settings.IMPORT_TIME_LIMIT)
 def batch_import_run(batch_id: int) -> None:
-    """Import a large upload; the service leaves a batch that is done or failed alone."""
+    """Import a large upload; the service leaves a batch that is not pending alone."""
     from annotation.services.imports import batch_import_run as run  # imports this module
 
     run(batch_id=batch_id)
+
+
+@shared_task(acks_late=True, time_limit=120)
+def batch_imports_sweep() -> None:
+    """Send pending imports again, and retry or fail those whose worker died."""
+    from annotation.services.imports import batch_imports_sweep as sweep
+
+    sweep()
 
 
 @shared_task(acks_late=True, time_limit=300)

@@ -219,6 +219,12 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
+# With acks_late alone, a task whose worker process is killed (OOM, SIGKILL) is acknowledged and
+# lost; rejected, it goes back to the queue. Redelivery is safe: every task is idempotent, and
+# one whose work was taken (a running import or training run) returns at once, so an import or a
+# run that kills its worker is not restarted by its own message: only the beat sweeps retry them,
+# a bounded number of times.
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {"rewardtrain.tasks.*": {"queue": "training"}}
@@ -240,6 +246,10 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env.float("TRAINING_SWEEP_SECONDS", default=120.0),
         "options": {"queue": "default"},
     },
+    "sweep-imports": {
+        "task": "annotation.tasks.batch_imports_sweep",
+        "schedule": env.float("IMPORT_SWEEP_SECONDS", default=60.0),
+    },
     "clean-staged-uploads": {
         "task": "annotation.tasks.staged_uploads_clean",
         "schedule": 3600.0,
@@ -250,6 +260,23 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# Untrusted Markdown (annotation.templatetags.pairwise_markdown): a text longer than this is shown
+# as plain, escaped text instead (markdown-it-py formats some 50-200 KB a second, worst case), and
+# a rendered text is kept in the "markdown" cache, keyed by a hash of the text and the renderer,
+# so each web process renders it once. The cache is per process and holds at most this many texts
+# (a rendering is at most ~3 times its text: 200 of them take 110 MB at worst, a few MB typically).
+MARKDOWN_RENDER_MAX_CHARS = env.int("MARKDOWN_RENDER_MAX_CHARS", default=200_000)
+MARKDOWN_CACHE_ENTRIES = env.int("MARKDOWN_CACHE_ENTRIES", default=200)
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "markdown": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "markdown",
+        "TIMEOUT": None,  # a rendering never goes stale: the key changes with text or renderer
+        "OPTIONS": {"MAX_ENTRIES": MARKDOWN_CACHE_ENTRIES},
+    },
+}
+
 # Upload limits (annotation.imports.records.ImportLimits); anything not named keeps its default.
 IMPORT_LIMITS = env.json("IMPORT_LIMITS", default={})
 # Uploads wait here between their dry run and their import (web and workers must share it).
@@ -257,6 +284,14 @@ IMPORT_UPLOAD_DIR = Path(env.str("IMPORT_UPLOAD_DIR", default=str(VAR_DIR / "upl
 # Files over either threshold import in a worker while the page polls its progress.
 IMPORT_BACKGROUND_BYTES = env.int("IMPORT_BACKGROUND_BYTES", default=20 * 1024 * 1024)
 IMPORT_BACKGROUND_RECORDS = env.int("IMPORT_BACKGROUND_RECORDS", default=50_000)
+# A background import ends within IMPORT_TIME_LIMIT seconds (under Redis's one-hour visibility
+# timeout, so a running task is never handed to a second worker). The sweep (beat, every
+# IMPORT_SWEEP_SECONDS) sends a pending batch again when IMPORT_HEARTBEAT_TIMEOUT seconds passed
+# since it was sent (the broker may have been down), and gives a running batch whose worker sent
+# no heartbeat for as long to a new worker, up to IMPORT_MAX_ATTEMPTS starts in all, then fails it.
+IMPORT_TIME_LIMIT = env.int("IMPORT_TIME_LIMIT", default=45 * 60)
+IMPORT_HEARTBEAT_TIMEOUT = env.float("IMPORT_HEARTBEAT_TIMEOUT", default=120.0)
+IMPORT_MAX_ATTEMPTS = env.int("IMPORT_MAX_ATTEMPTS", default=3)
 
 CHECKPOINT_ROOT = Path(env.str("CHECKPOINT_ROOT", default=str(VAR_DIR / "checkpoints")))
 # Training: a run ends within this many seconds (soft limit: the run fails cleanly), and a RUNNING

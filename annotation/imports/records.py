@@ -30,7 +30,7 @@ class ImportLimits:
     max_line_bytes: int = 32 * MB  # one JSONL line or one CSV row; the memory one record may take
     max_depth: int = 20  # JSON nesting; the record object itself is level 1
     max_records: int = 2_000_000  # JSONL lines or CSV rows holding data
-    max_field_chars: int = 10_000_000  # one prompt, response or message content
+    max_field_chars: int = 1_000_000  # one prompt, response or message content (~250k tokens)
     max_name_chars: int = 200  # an id or a model name
     max_responses: int = 100  # per prompt in the responses format; "all" pairs grows as n^2
     max_errors: int = 1000  # errors kept for the report; all of them are counted

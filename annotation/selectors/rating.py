@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, time
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db.models import Count, Exists, F, Max, OuterRef, Q
 from django.utils import timezone
@@ -79,15 +80,25 @@ class ShownPair:
 
     @property
     def prompt_messages(self) -> list[dict[str, str]] | None:
-        """The chat transcript as (role, content) rows, or None for a plain-text prompt."""
+        """The chat transcript as (role, content) rows, each formatted on its own; None for a
+        plain-text prompt, and for a transcript too long to format (settings.
+        MARKDOWN_RENDER_MAX_CHARS, all messages together), which shows as one `prompt_text`."""
         messages = self.assignment.pair.prompt.messages
         if not isinstance(messages, list):
             return None
-        return [
+        rows = [
             {"role": str(m.get("role", "")), "content": str(m.get("content", ""))}
             for m in messages
             if isinstance(m, dict)
         ]
+        if sum(len(row["content"]) for row in rows) > settings.MARKDOWN_RENDER_MAX_CHARS:
+            return None
+        return rows
+
+    @property
+    def prompt_text(self) -> str:
+        """The prompt as one text: the plain-text prompt, or a transcript as "role: content"."""
+        return self.assignment.pair.prompt.display_text
 
 
 def pair_shown(*, assignment: Assignment) -> ShownPair:

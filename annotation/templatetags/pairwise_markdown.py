@@ -6,14 +6,25 @@ classes only (static/css/pygments.css, no JS highlighter), and nh3 (ammonia) wit
 of tags, attributes and classes. Links keep only absolute http, https and mailto targets and get
 `rel="noopener nofollow noreferrer"`; images are never loaded (a remote image would tell a third
 party who is rating and when), so `![alt](url)` shows as a link.
+
+Rendering costs some 6 to 21 microseconds a character (pure Python; see
+benchmarks/markdown_render.py), so it has a budget: a text over settings.MARKDOWN_RENDER_MAX_CHARS
+is never parsed, but shown escaped in a plain panel with a note saying why. A text under it is
+rendered once per web process: the safe HTML is kept in the "markdown" cache under a hash of the
+text and of RENDERER_VERSION (bump it whenever the output may change, e.g. the allow-list, so
+that nothing rendered by older rules is served).
 """
 
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
 
 import nh3
 from django import template
+from django.conf import settings
+from django.core.cache import caches
+from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 from markdown_it import MarkdownIt
 from pygments import highlight
@@ -26,6 +37,7 @@ register = template.Library()
 
 # Highlighting is linear but not cheap; past this a code block is shown plain.
 HIGHLIGHT_MAX_CHARS = 100_000
+RENDERER_VERSION = "1"
 
 _TAGS = {
     "p", "br", "hr", "blockquote", "pre", "code", "span", "em", "strong", "del", "a",
@@ -86,9 +98,36 @@ def render_markdown(text: str) -> str:
     )
 
 
+def _plain_panel(text: str) -> SafeString:
+    """The text as typed, escaped, in a panel that scrolls and that the keyboard can reach."""
+    return format_html(
+        '<p class="hint render-note">This text is shown as plain text: at {} characters it is '
+        "over the {} that are formatted as Markdown.</p>"
+        '<pre class="plain-text" tabindex="0" role="region" aria-label="{}">{}</pre>',
+        f"{len(text):,}",
+        f"{settings.MARKDOWN_RENDER_MAX_CHARS:,}",
+        "Plain text, not formatted",
+        text,
+    )
+
+
+def markdown_html(text: str) -> SafeString:
+    """Safe HTML for untrusted Markdown `text`, within the render budget (see the module)."""
+    if len(text) > settings.MARKDOWN_RENDER_MAX_CHARS:
+        return _plain_panel(text)
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    key = f"markdown:{RENDERER_VERSION}:{digest}"
+    cache = caches["markdown"]
+    html = cache.get(key)
+    if html is None:
+        html = render_markdown(text)
+        cache.set(key, html)
+    return mark_safe(html)  # noqa: S308 - sanitised by nh3 in render_markdown
+
+
 @register.filter(name="markdown")
 def markdown_filter(value: object) -> SafeString:
     """`{{ response.text|markdown }}`: untrusted Markdown rendered and sanitised."""
     if value is None:
         return mark_safe("")
-    return mark_safe(render_markdown(str(value)))  # noqa: S308 - sanitised by nh3 above
+    return markdown_html(str(value))

@@ -141,7 +141,7 @@ def test_unicode_and_multi_megabyte_texts_round_trip_byte_identical(project, adm
         "rtl": "\u202eمرحبا بالعالم\u202c and \u200fעברית",  # noqa: RUF001
         "zwj": "👩\u200d👩\u200d👧\u200d👦 family, 🏳️\u200d🌈",
         "cjk": "你好，世界。日本語のテキスト。한국어",  # noqa: RUF001
-        "big": "x\u00e9\U0001f600" * 1_200_000,  # about 8 MB of UTF-8
+        "big": "x\u00e9\U0001f600" * 333_333,  # 999,999 characters, just under the limit: 2.3 MB
     }
     records = [
         {"prompt": f"{key} prompt {value[:50]}", "response_a": value, "response_b": value + "!"}

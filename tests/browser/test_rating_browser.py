@@ -263,3 +263,27 @@ def test_on_a_phone_the_choices_submit_and_skip_stay_in_reach(browser_page, rati
     assert in_view(page, "#skip-button")
     click_and_settle(page, "#skip-button")
     assert Assignment.objects.get(id=skipped).status == Assignment.Status.SKIPPED
+
+
+def test_a_response_over_the_render_budget_scrolls_in_a_focusable_panel_axe_accepts(
+    browser_page, rating_project, rater, settings
+):
+    settings.MARKDOWN_RENDER_MAX_CHARS = 1000
+    page = browser_page
+    long_text = "**Not formatted** <b>nor markup</b>\n" * 2000
+    PairFactory(
+        project=rating_project,
+        prompt__batch__project=rating_project,
+        response_a__text=long_text,
+        response_b__text=long_text + "!",
+    )
+    log_in(page, rater, next_path=f"/p/{rating_project.slug}/rate/")
+
+    panel = page.locator("pre.plain-text").first
+    assert "shown as plain text" in page.locator(".responses").inner_text()
+    assert panel.evaluate("el => el.scrollHeight > el.clientHeight")  # it does scroll
+    panel.focus()
+    assert page.evaluate("document.activeElement.classList.contains('plain-text')")
+    assert page.locator("b", has_text="nor markup").count() == 0
+
+    assert axe_violations(page) == []

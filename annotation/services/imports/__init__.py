@@ -1,5 +1,6 @@
 """Batches in: staging an upload, its dry run, the import itself (in the request or a worker),
-and retiring a batch. The pure parsing and validation live in `annotation.imports`."""
+recovering background imports, and retiring a batch. The pure parsing and validation live in
+`annotation.imports`."""
 
 from annotation.services.imports.batches import batch_retire, batch_unretire
 from annotation.services.imports.errors import ImportRejected
@@ -11,6 +12,7 @@ from annotation.services.imports.importing import (
     batch_scan,
     import_limits,
 )
+from annotation.services.imports.recovery import ImportSweep, batch_imports_sweep
 from annotation.services.imports.staging import staged_uploads_clean
 from annotation.services.imports.uploads import DryRun, upload_check, upload_import
 from annotation.services.imports.writer import prompt_fields
@@ -19,9 +21,11 @@ __all__ = [
     "DryRun",
     "ImportOutcome",
     "ImportRejected",
+    "ImportSweep",
     "batch_duplicate_of",
     "batch_import",
     "batch_import_run",
+    "batch_imports_sweep",
     "batch_retire",
     "batch_scan",
     "batch_unretire",

@@ -6,13 +6,15 @@ transaction, so an invalid or interrupted import leaves nothing behind. Prompts 
 deduplicated by content hash within the project; a pair that already exists is not created again.
 
 Small files import in the request (`batch_import`); large ones in a Celery worker
-(`batch_import_run`), which reports progress on the Batch row from a second connection.
+(`batch_import_run`), which reports its heartbeat and progress on the Batch row from a second
+connection; `recovery.batch_imports_sweep` retries or fails a batch whose worker died.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +22,9 @@ from typing import BinaryIO
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import connection, connections, transaction
+from django.db import DatabaseError, connection, transaction
+from django.db.models import QuerySet
+from django.utils import timezone
 
 from annotation.imports.parsing import ImportFileInvalid, ScanResult, iter_records, scan
 from annotation.imports.reader import human_bytes
@@ -176,6 +180,7 @@ def batch_import_later(
             uploaded_by=uploaded_by,
             status=Batch.Status.PENDING,
             staged_upload=upload.token,
+            heartbeat_at=timezone.now(),  # when it was sent: the sweep sends it again later
         )
         # The task module imports the services; importing it here keeps that one-way at load.
         from annotation.tasks import batch_import_run as task
@@ -184,48 +189,81 @@ def batch_import_later(
     return batch
 
 
+class _Superseded(Exception):
+    """The batch is no longer this attempt's (the sweep gave it to another): roll back, stop."""
+
+
 def batch_import_run(*, batch_id: int) -> Batch:
-    """Import a pending batch's staged file (in a worker). Idempotent: a batch that is done or
-    failed is left alone; one found running was interrupted (its transaction rolled back with
-    the lost connection) and is imported from the start."""
-    claimed = Batch.objects.filter(
-        id=batch_id, status__in=[Batch.Status.PENDING, Batch.Status.RUNNING]
-    ).update(status=Batch.Status.RUNNING, progress=0.0)
-    batch = Batch.objects.select_related("project").get(id=batch_id)
-    if not claimed:
-        return batch  # redelivered after it finished
-    limits = import_limits()
+    """Import a pending batch's staged file (in a worker), as a new attempt.
+
+    Idempotent: a batch that is not pending is left alone. That includes a running one whose
+    worker died (its transaction rolled back with the lost connection): the broker may redeliver
+    its message at once, but only the sweep, once the heartbeat has stopped, starts it again.
+    """
+    with transaction.atomic():
+        batch = Batch.objects.select_for_update().get(id=batch_id)
+        if batch.status != Batch.Status.PENDING:
+            return batch  # redelivered, or taken by another worker
+        batch.status = Batch.Status.RUNNING
+        batch.attempts += 1
+        batch.progress = 0.0
+        batch.heartbeat_at = timezone.now()
+        batch.save(update_fields=["status", "attempts", "progress", "heartbeat_at"])
     token = batch.staged_upload
     try:
-        with staged_upload_open(token=token, project=batch.project) as staged:
-            if _sha256_of(staged.file, limits) != batch.sha256:
-                raise rejected("the stored upload changed after it was checked")
-            with _ProgressReporter(batch=batch) as report, transaction.atomic():
-                _write(
-                    batch=batch,
-                    fileobj=staged.file,
-                    limits=limits,
-                    filename=batch.filename,
-                    on_progress=report,
-                )
-                batch.status = Batch.Status.DONE
-                batch.progress = 1.0
-                batch.staged_upload = ""
-                batch.save(update_fields=["status", "progress", "staged_upload"])
+        with _Heartbeat(batch=batch) as heartbeat:
+            _import_staged(batch=batch, heartbeat=heartbeat)
+        ended = True
+    except _Superseded:
+        logger.warning("import of batch %s attempt %s was taken away", batch.id, batch.attempts)
+        ended = False
     except ImportRejected as exc:
-        _fail(batch, "; ".join(str(issue) for issue in exc.issues[:20]))
+        ended = _fail(batch, "; ".join(str(issue) for issue in exc.issues[:20]))
     except Exception:
         logger.exception("import of batch %s failed", batch_id)
-        _fail(batch, "the import stopped with an internal error; nothing was imported")
-    staged_upload_discard(token=token)
+        ended = _fail(batch, "the import stopped with an internal error; nothing was imported")
+    if ended:
+        staged_upload_discard(token=token)  # else the attempt that has the batch needs the file
+    batch.refresh_from_db()
     return batch
 
 
-def _fail(batch: Batch, message: str) -> None:
-    batch.status = Batch.Status.FAILED
-    batch.error = message
-    batch.staged_upload = ""
-    batch.save(update_fields=["status", "error", "staged_upload"])
+def _import_staged(*, batch: Batch, heartbeat: _Heartbeat) -> None:
+    """Write the staged file in one transaction that commits only if this attempt still owns
+    the batch (the final update names the attempt)."""
+    limits = import_limits()
+    with staged_upload_open(token=batch.staged_upload, project=batch.project) as staged:
+        if _sha256_of(staged.file, limits) != batch.sha256:
+            raise rejected("the stored upload changed after it was checked")
+        with transaction.atomic():
+            _write(
+                batch=batch,
+                fileobj=staged.file,
+                limits=limits,
+                filename=batch.filename,
+                on_progress=heartbeat.progress,
+            )
+            done = _this_attempt(batch).update(
+                status=Batch.Status.DONE,
+                progress=1.0,
+                staged_upload="",
+                error="",
+                heartbeat_at=timezone.now(),
+            )
+            if not done:
+                raise _Superseded
+
+
+def _this_attempt(batch: Batch) -> QuerySet[Batch]:
+    """The batch, as long as it is running as the attempt `batch` holds."""
+    return Batch.objects.filter(id=batch.id, status=Batch.Status.RUNNING, attempts=batch.attempts)
+
+
+def _fail(batch: Batch, message: str) -> bool:
+    """Fail the batch if this attempt still owns it; whether it did."""
+    return bool(
+        _this_attempt(batch).update(status=Batch.Status.FAILED, error=message, staged_upload="")
+    )
 
 
 def _write(
@@ -276,43 +314,58 @@ _FORMATS = {
 }
 
 
-class _ProgressReporter:
-    """Writes a running import's progress where the polling page can see it.
+class _Heartbeat:
+    """A running import's heartbeat and progress, written where the sweep and the page see them.
 
-    The import is one transaction, invisible to others until it commits, so progress goes
-    through a second connection in autocommit mode. Updating the batch row does not wait on the
-    import: inserting pairs only takes a key-share lock on it. SQLite has a single writer, so
-    there the progress stays at 0 until the import is done.
+    The import is one transaction, invisible to others until it commits, so a thread writes
+    `heartbeat_at` and `progress` every second on its own connection, whatever the import is
+    doing (hashing, waiting for the project's import lock, writing, rescanning an invalid file):
+    the heartbeat stops only when the worker does. Updating the batch row does not wait on the
+    import: inserting pairs only takes a key-share lock on it. `progress`, called by the import
+    after each chunk, stops it when the sweep has given the batch to another attempt.
+
+    SQLite has a single writer, held by the import: there no thread runs, the progress stays at 0
+    until the end, and the sweep waits for the task's time limit instead of the heartbeat.
     """
 
-    MIN_INTERVAL = 0.5  # seconds between writes
+    EVERY_S = 1.0
 
     def __init__(self, *, batch: Batch) -> None:
         self.batch = batch
-        self.last = 0.0
-        self.connection = (
-            connections.create_connection("default") if connection.vendor == "postgresql" else None
+        self.done = 0
+        self._stop = threading.Event()
+        self._thread = (
+            threading.Thread(target=self._beat, name=f"batch-{batch.id}-heartbeat", daemon=True)
+            if connection.vendor == "postgresql"
+            else None
         )
 
-    def __enter__(self) -> _ProgressReporter:
+    def __enter__(self) -> _Heartbeat:
+        if self._thread is not None:
+            self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.connection is not None:
-            self.connection.close()
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
 
-    def __call__(self, done: int) -> None:
-        now = time.monotonic()
-        if self.connection is None or now - self.last < self.MIN_INTERVAL:
-            return
-        self.last = now
-        fraction = min(done / max(self.batch.records, 1), 0.99)
-        with self.connection.cursor() as cursor:
-            table = connection.ops.quote_name(Batch._meta.db_table)
-            cursor.execute(
-                f"UPDATE {table} SET progress = %s WHERE id = %s",  # noqa: S608 (a model's table)
-                [fraction, self.batch.id],
-            )
+    def progress(self, done: int) -> None:
+        self.done = done
+        if not _this_attempt(self.batch).exists():  # in the import's own transaction
+            raise _Superseded
+
+    def _beat(self) -> None:
+        try:
+            while not self._stop.wait(self.EVERY_S):
+                fraction = min(self.done / max(self.batch.records, 1), 0.99)
+                try:
+                    connection.close_if_unusable_or_obsolete()  # reconnect after a DB restart
+                    _this_attempt(self.batch).update(heartbeat_at=timezone.now(), progress=fraction)
+                except DatabaseError:  # one missed beat; the import itself decides its fate
+                    logger.warning("no heartbeat for batch %s", self.batch.id, exc_info=True)
+        finally:
+            connection.close()  # this thread's own connection
 
 
 def _check_known_answers(format: ImportFormat | str | None, known_answers: str) -> None:

@@ -15,6 +15,7 @@ from annotation.imports.records import Prompt as PromptContent
 from annotation.models import Project
 
 PREVIEW_CHARS = 5_000  # per text on the dry-run page
+PREVIEW_MESSAGES = 20  # per chat prompt: a record may hold thousands, each rendered as Markdown
 PREVIEW_PAIRS = 5
 
 
@@ -44,16 +45,22 @@ class PreviewPair:
     model_left: str
     model_right: str
     known: str  # "left" or "right" for preference records: the chosen response
+    messages_cut: int = 0  # chat messages left out
 
 
-def _prompt(content: PromptContent) -> tuple[PreviewText | None, tuple[PreviewMessage, ...]]:
+def _prompt(
+    content: PromptContent,
+) -> tuple[PreviewText | None, tuple[PreviewMessage, ...], int]:
+    """The prompt as previewed: its text, or its first chat messages and how many are left out."""
     if isinstance(content, str):
-        return PreviewText.of(content), ()
-    return None, tuple(PreviewMessage(m.role, PreviewText.of(m.content)) for m in content)
+        return PreviewText.of(content), (), 0
+    shown = content[:PREVIEW_MESSAGES]
+    messages = tuple(PreviewMessage(m.role, PreviewText.of(m.content)) for m in shown)
+    return None, messages, len(content) - len(shown)
 
 
 def _pairs_of(record: Record, project: Project) -> Iterator[PreviewPair]:
-    prompt, messages = _prompt(record.prompt)
+    prompt, messages, messages_cut = _prompt(record.prompt)
     if isinstance(record, PairRecord):
         yield PreviewPair(
             record.line,
@@ -64,6 +71,7 @@ def _pairs_of(record: Record, project: Project) -> Iterator[PreviewPair]:
             record.model_a or "",
             record.model_b or "",
             "",
+            messages_cut,
         )
     elif isinstance(record, ResponsesRecord):
         rule: PairingRule = (
@@ -80,6 +88,7 @@ def _pairs_of(record: Record, project: Project) -> Iterator[PreviewPair]:
                 first.model or "",
                 second.model or "",
                 "",
+                messages_cut,
             )
     elif isinstance(record, PreferenceRecord):
         yield PreviewPair(
@@ -91,6 +100,7 @@ def _pairs_of(record: Record, project: Project) -> Iterator[PreviewPair]:
             "",
             "",
             "left",
+            messages_cut,
         )
 
 
