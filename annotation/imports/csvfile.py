@@ -13,7 +13,7 @@ big for that belong in JSONL, one prompt with its responses per line.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from annotation.imports.fields import RecordChecker
@@ -98,10 +98,17 @@ class _Group:
     failed: bool = False  # a row of it was invalid: already reported, the group is not checked
 
 
-def _rows(feed: _Feed) -> Iterator[tuple[int, list[str] | ImportIssue]]:
+def _rows(
+    feed: _Feed, first_row: int, skip_blank: Callable[[], int]
+) -> Iterator[tuple[int, list[str] | ImportIssue]]:
+    """The rows from `first_row` on. Between rows (never inside a quoted cell, where a blank
+    line is text) runs of blank lines are skipped in bulk; each still counts as a row."""
     reader = csv.reader(feed, strict=True)
-    row = 0
+    row = first_row - 1
     while True:
+        if row >= first_row:
+            row += skip_blank()
+        feed.row = row + 1
         try:
             cells: list[str] | ImportIssue = next(reader)
         except StopIteration:
@@ -153,13 +160,16 @@ def _header(
     return names, fmt
 
 
-def csv_events(lines: Iterable[Line], state: FileState) -> Iterator[Record | ImportIssue]:
+def csv_events(
+    lines: Iterable[Line], state: FileState, *, first_row: int, skip_blank: Callable[[], int]
+) -> Iterator[Record | ImportIssue]:
+    """The records and issues of a CSV file whose first (non-blank) line is `first_row`."""
     limits = state.limits
     # A process-wide setting, so it is only ever raised: the row cap in _Feed bounds memory,
     # and text fields are checked against max_field_chars with a clearer message.
     if csv.field_size_limit() < limits.max_line_bytes:
         csv.field_size_limit(limits.max_line_bytes)
-    rows = _rows(_Feed(lines, max_row_bytes=limits.max_line_bytes))
+    rows = _rows(_Feed(lines, max_row_bytes=limits.max_line_bytes), first_row, skip_blank)
     header: list[str] | None = None
     groups: dict[str, _Group] = {}
     for row, cells in rows:

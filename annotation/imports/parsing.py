@@ -166,35 +166,40 @@ def _jsonl_events(lines: Iterable[Line], state: FileState) -> Iterator[Record | 
             yield record
 
 
+def _first_line(upload: Upload) -> Line | None:
+    """The first line that is not blank (or is too long to tell); the blank ones are not kept."""
+    for line in upload.lines(skip_blank=True):
+        if line.too_long or not line.data.removeprefix(UTF8_BOM).isspace():
+            return line
+    return None
+
+
 def _events(upload: Upload, state: FileState) -> Iterator[Record | ImportIssue | str]:
     """Records and issues in file order, preceded by the container name once it is known."""
     try:
         upload.open()
-        lines = upload.lines()
-        head = []
-        for line in lines:
-            head.append(line)
-            if line.too_long or not line.data.removeprefix(UTF8_BOM).isspace():
-                break
-        first = head[-1].data.removeprefix(UTF8_BOM).lstrip()[:1] if head else b""
-        if not first:
+        first = _first_line(upload)
+        start = first.data.removeprefix(UTF8_BOM).lstrip()[:1] if first else b""
+        if first is None or not start:
             yield ImportIssue(None, None, "the file holds no records")
             return
-        if first == b"[":
+        if start == b"[":
             raise FileRefused(
                 ImportIssue(
                     None, None, "the file is a JSON array; upload JSON Lines, one object per line"
                 )
             )
-        body = itertools.chain(head, lines)
-        if first == b"{":
+        if start == b"{":
             yield "jsonl"
-            yield from _jsonl_events(body, state)
+            yield from _jsonl_events(itertools.chain([first], upload.lines(skip_blank=True)), state)
             if state.records == 0:
                 yield ImportIssue(None, None, "the file holds no records")
         else:
             yield "csv"
-            yield from csv_events(body, state)
+            body = itertools.chain([first], upload.lines())
+            yield from csv_events(
+                body, state, first_row=first.number, skip_blank=upload.skip_blank_lines
+            )
     except FileRefused as exc:
         yield exc.issue
 

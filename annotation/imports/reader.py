@@ -2,7 +2,9 @@
 
 Memory stays bounded whatever the upload: bytes are read in 64 KiB blocks, gzip output is
 decompressed in blocks and counted against a cap (a gzip bomb stops at the cap, not at the end),
-and a line longer than the limit is skipped in blocks without ever being held whole.
+and a line longer than the limit is skipped in blocks without ever being held whole. Runs of
+blank lines are skipped in blocks too (`skip_blank_lines`), so a file of a billion newlines costs
+what decompressing it costs, and nothing is kept for them.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ _UNSUPPORTED_MAGIC = {
     b"\x28\xb5\x2f\xfd": "zstd-compressed",
 }
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_BLANK = b" \t\r\n\x0b\x0c"  # what bytes.isspace() counts as space
+_NEWLINES = b"\n" * _BLOCK
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
@@ -126,7 +130,8 @@ class Upload:
         self._raw = _HashingReader(fileobj, limits.max_upload_bytes)
         self._buffered = io.BufferedReader(self._raw, _BLOCK)
         self.compressed = False
-        self._stream: io.BufferedIOBase = self._buffered
+        self._stream: io.BufferedReader = self._buffered
+        self.line_number = 0  # of the last line read or skipped
 
     @property
     def size(self) -> int:
@@ -148,19 +153,42 @@ class Upload:
             capped = _CappedReader(unzipped, self._limits.max_decompressed_bytes)
             self._stream = io.BufferedReader(capped, _BLOCK)
 
-    def lines(self) -> Iterator[Line]:
+    def skip_blank_lines(self) -> int:
+        """Skip the whole blank lines at the current position, a buffer at a time; how many."""
+        skipped = 0
+        while True:
+            head = self._stream.peek(_BLOCK)
+            if head == _NEWLINES[: len(head)]:  # the usual bomb, compared at memcmp speed
+                end = newlines = len(head)
+            else:
+                blank = len(head) - len(head.lstrip(_BLANK))
+                end = head.rfind(b"\n", 0, blank) + 1
+                newlines = head.count(b"\n", 0, end)
+            if end == 0:
+                self.line_number += skipped
+                return skipped
+            skipped += newlines
+            self._stream.read(end)
+
+    def lines(self, *, skip_blank: bool = False) -> Iterator[Line]:
+        """The lines from the current position; with `skip_blank`, blank lines are left out
+        (their numbers are still counted, so numbers stay physical)."""
         limit = self._limits.max_line_bytes
-        number = 0
-        while line := self._stream.readline(limit + 1):
-            number += 1
+        while True:
+            if skip_blank:
+                self.skip_blank_lines()
+            line = self._stream.readline(limit + 1)
+            if not line:
+                return
+            self.line_number += 1
             if len(line) <= limit or line.endswith(b"\n"):
-                yield Line(number, line, too_long=False)
+                yield Line(self.line_number, line, too_long=False)
                 continue
             start = line[:64]
             del line
             while (rest := self._stream.readline(_BLOCK)) and not rest.endswith(b"\n"):
                 pass
-            yield Line(number, start, too_long=True)
+            yield Line(self.line_number, start, too_long=True)
 
     def finish(self) -> str | None:
         """The sha256 of the raw upload, or None when it was too large to read to the end."""
