@@ -70,7 +70,7 @@ def _answer(checker: RecordChecker, value: Any, name: str) -> str | None:
             checker.fail(f"{name}[0].role", "expected assistant")
             return None
         value = messages[0].content
-    return checker.check_text(value, name)
+    return checker.check_response(value, name)
 
 
 def _split_transcripts(
@@ -98,8 +98,8 @@ def _split_transcripts(
         return None, None, None
     return (
         checker.check_text(prompt, "prompt"),
-        checker.check_text(chosen[cuts[0] :], "chosen"),
-        checker.check_text(rejected[cuts[1] :], "rejected"),
+        checker.check_response(chosen[cuts[0] :], "chosen"),
+        checker.check_response(rejected[cuts[1] :], "rejected"),
     )
 
 
@@ -116,7 +116,7 @@ def _split_conversations(
         if len(messages) < 2 or messages[-1].role != "assistant":
             checker.fail(name, "expected the conversation to end with an assistant message")
             return None, None, None
-        answers.append(checker.check_text(messages[-1].content, f"{name}[{len(messages) - 1}]"))
+        answers.append(checker.check_response(messages[-1].content, f"{name}[{len(messages) - 1}]"))
     if chosen_messages[:-1] != rejected_messages[:-1]:
         checker.fail(
             "rejected",
