@@ -193,6 +193,7 @@ def csv_events(
         raise FileRefused(header.issues[0])
     names, fmt = _header(header.cells, header.number, state.format)
     state.match_format(fmt, header.number, "row")
+    state.csv_header = header.raw
     groups: dict[str, _Group] = {}
     for row in rows:
         if not row.issues and not row.cells:
@@ -203,7 +204,7 @@ def csv_events(
         if record is not None:
             yield record
         elif findings and not findings[0].warning:
-            yield Rejected(row.number, "row", row.raw)
+            yield Rejected(row.number, "row", row.raw, header.raw)
     if state.records == 0:
         yield ImportIssue(None, None, "the file holds no records")
         return
@@ -285,7 +286,7 @@ def _long_form_groups(
                 f'not imported: row {first_bad} of the same prompt_id "{prompt_id}" is invalid',
                 "row",
             )
-            yield Rejected(row.number, "row", row.raw)
+            yield Rejected(row.number, "row", row.raw, state.csv_header)
 
 
 def _group_issues(group: _Group, state: FileState) -> list[ImportIssue]:

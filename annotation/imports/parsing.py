@@ -108,25 +108,23 @@ class SkipTally:
         self.count = 0
         self.by_reason: dict[str, int] = {}
         self.refused = False
-        self._pending: ImportIssue | None = None
-        self._last_reason = self.OTHER_REASONS
+        self._pending: list[ImportIssue] = []  # the issues of the record being read
 
     def issue(self, issue: ImportIssue) -> None:
         if not issue.skippable:
             self.refused = True
-        elif self._pending is None:
-            self._pending = issue
+        else:
+            self._pending.append(issue)
 
-    def rejected(self) -> str:
-        """Count a rejected record under the reason of its first issue (the rows of a long-form
-        prompt_id that fails as a whole share the reason of the row before) and return it."""
-        reason = self._pending.reason if self._pending is not None else self._last_reason
-        self._pending, self._last_reason = None, reason
+    def rejected(self) -> tuple[str, list[ImportIssue]]:
+        """Count a rejected record under the reason of its first issue; its reason and issues."""
+        issues, self._pending = self._pending, []
+        reason = issues[0].reason if issues else self.OTHER_REASONS
         self.count += 1
         if reason not in self.by_reason and len(self.by_reason) >= self.MAX_REASONS:
             reason = self.OTHER_REASONS
         self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
-        return reason
+        return reason, issues
 
 
 def _format_arg(value: str | None) -> ImportFormat | None:
@@ -261,8 +259,10 @@ def scan(
     samples: list[Record] = []
     skipped = SkipTally()
     for event in _events(upload, state):
-        if event == "jsonl" or event == "csv":
-            container = event
+        if event == "jsonl":
+            container = "jsonl"
+        elif event == "csv":
+            container = "csv"
         elif isinstance(event, Rejected):
             skipped.rejected()
         elif isinstance(event, ImportIssue) and event.warning:
@@ -299,7 +299,7 @@ def scan(
     )
 
 
-RejectSink = Callable[[Rejected, str], None]
+RejectSink = Callable[[Rejected, str, list[ImportIssue]], None]
 
 
 def iter_records(
@@ -313,15 +313,15 @@ def iter_records(
 
     Raises ImportFileInvalid at the first problem, so a file that changed between the passes
     cannot be half imported silently; the caller's transaction rolls back. With `on_rejected`
-    (`on_invalid=skip`), a record with errors is handed to it with its reason instead, and
-    only a problem with the whole file raises.
+    (`on_invalid=skip`), a record with errors is handed to it with its reason and issues
+    instead, and only a problem with the whole file raises.
     """
     state = FileState(_format_arg(format), limits=limits)
     skipped = SkipTally()
     for event in _events(Upload(fileobj, limits=limits), state):
         if isinstance(event, Rejected):
             if on_rejected is not None:
-                on_rejected(event, skipped.rejected())
+                on_rejected(event, *skipped.rejected())
         elif isinstance(event, ImportIssue):
             if event.warning:
                 continue

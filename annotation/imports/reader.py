@@ -15,7 +15,7 @@ import io
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from annotation.imports.records import ImportIssue, ImportLimits
 
@@ -130,7 +130,7 @@ class Upload:
         self._raw = _HashingReader(fileobj, limits.max_upload_bytes)
         self._buffered = io.BufferedReader(self._raw, _BLOCK)
         self.compressed = False
-        self._stream: io.BufferedReader = self._buffered
+        self._stream: io.BufferedReader[Any] = self._buffered
         self.line_number = 0  # of the last line read or skipped
 
     @property

@@ -144,6 +144,16 @@ class Rejected:
     line: int
     unit: Literal["line", "row"]
     raw: bytes | None
+    header: bytes = b""  # a CSV file's header row, so that the rejects file is a CSV file too
+
+
+def has_empty_response(record: Record) -> bool:
+    """Whether a response of the record is empty or only whitespace (imported, with a warning)."""
+    if isinstance(record, ResponsesRecord):
+        return any(not item.text.strip() for item in record.responses)
+    if isinstance(record, PairRecord):
+        return not record.response_a.strip() or not record.response_b.strip()
+    return not record.chosen.strip() or not record.rejected.strip()
 
 
 ASSISTANT_MARKER = "\n\nAssistant:"

@@ -18,6 +18,7 @@ class FileState:
         self.limits = limits
         self.records = 0
         self.extra_keys: set[str] = set()
+        self.csv_header = b""  # the header row as uploaded, for the rejects file
         # The one structure that grows with the file: about 100 bytes per id, at most
         # max_records of them (some 200 MB at the default 2,000,000), for duplicate detection.
         self.ids: dict[str, int] = {}
