@@ -16,6 +16,11 @@ urlpatterns = [
         name="batch-detail",
     ),
     path(
+        "projects/<slug:slug>/batches/<int:batch_id>/skipped/",
+        batches.BatchRejectsApi.as_view(),
+        name="batch-rejects",
+    ),
+    path(
         "projects/<slug:slug>/batches/<int:batch_id>/retire/",
         batches.BatchRetireApi.as_view(),
         name="batch-retire",

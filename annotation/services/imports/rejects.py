@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from django.conf import settings
+from django.http import FileResponse, Http404
 
 from annotation.imports.records import ImportIssue, Rejected
 from annotation.models import Batch
@@ -91,11 +92,13 @@ def rejects_path(batch: Batch) -> Path | None:
     return path if path.is_file() else None
 
 
-def rejects_download_name(batch: Batch) -> str:
+def rejects_response(batch: Batch) -> FileResponse:
+    """The rejects file as a download (for the page and the API); 404 when there is none."""
+    path = rejects_path(batch)
+    if path is None:
+        raise Http404("This batch kept no skipped records.")
     stem = Path(batch.filename).name.split(".")[0] or "batch"
-    return f"{stem}-skipped.{batch.rejects_file.rsplit('.', 1)[-1]}"
-
-
-def rejects_delete(batch: Batch) -> None:
-    if path := rejects_path(batch):
-        path.unlink(missing_ok=True)
+    name = f"{stem}-skipped.{path.suffix.lstrip('.')}"
+    return FileResponse(
+        path.open("rb"), as_attachment=True, filename=name, content_type="application/octet-stream"
+    )
