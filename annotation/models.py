@@ -223,6 +223,11 @@ class Batch(models.Model):
     empty_responses = models.PositiveIntegerField(
         default=0, help_text="Records imported with an empty or whitespace-only response."
     )
+    merged = models.PositiveIntegerField(
+        default=0,
+        help_text="Pairs of the file that repeat a pair of the file or of the project, in either "
+        "order: merged into that pair, not created again.",
+    )
 
     class Meta:
         ordering = ["-created_at"]

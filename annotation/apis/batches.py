@@ -72,6 +72,7 @@ class BatchOutputSerializer(serializers.ModelSerializer):
             "rejects_kept",
             "rejects_url",
             "empty_responses",
+            "merged",
         ]
         read_only_fields = fields
 

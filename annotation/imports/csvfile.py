@@ -236,7 +236,8 @@ def _csv_record(
     state.note_extra_keys(fields.keys() - required - {"model_a", "model_b", "id"})
     if duplicate := state.claim_id(record.external_id, row.number, "row"):
         return None, [duplicate]
-    return record, checker.findings()
+    repeat = state.claim_pair(record, row.number, "row")
+    return record, checker.findings() + ([repeat] if repeat else [])
 
 
 def _long_form_row(checker: RecordChecker, row: _Row, groups: dict[str, _Group]) -> None:

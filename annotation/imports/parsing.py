@@ -201,7 +201,8 @@ def _jsonl_record(
     state.note_extra_keys(unknown_keys(detected, set(obj)))
     if duplicate := state.claim_id(record.external_id, number, "line"):
         return None, [duplicate]
-    return record, checker.findings()
+    repeat = state.claim_pair(record, number, "line")
+    return record, checker.findings() + ([repeat] if repeat else [])
 
 
 def _first_line(upload: Upload) -> Line | None:

@@ -144,7 +144,7 @@ def test_the_hh_sample_imports_through_the_page_in_skip_mode(client, project, ad
     assert "Import the 1310 valid records and skip 2" in html
     assert "line 705" in html
     assert "line 1100" in html
-    assert "3 empty responses" in html
+    assert "3 warnings" in html
     assert nothing_imported(project)
     token = dry.context["dry_run"].upload.token
 
@@ -188,12 +188,16 @@ def pandalm(i: int, a: object, b: object) -> dict:
     }
 
 
-def test_a_pandalm_shaped_file_keeps_empty_answers_and_skips_booleans(project, admin_member):
+def test_a_pandalm_shaped_file_keeps_empty_answers_skips_booleans_and_says_repeats(
+    project, admin_member
+):
     records = [pandalm(i, f"answer {i}a", f"answer {i}b") for i in range(1, 9)]
     records[1] = pandalm(2, "", "answer 2b")  # empty strings are data
     records[2] = pandalm(3, "answer 3a", "")
     records[3] = pandalm(4, True, "answer 4b")  # JSON booleans where text belongs are not
     records[4] = pandalm(5, "answer 5a", False)
+    records[6] = pandalm(1, "answer 1a", "answer 1b") | {"idx": 7}  # a repeat of line 1
+    records[7] = pandalm(6, "answer 6b", "answer 6a") | {"idx": 8}  # of line 6, swapped
     data = jsonl(*records)
 
     refused = post(admin_member, project, data, "pandalm.jsonl")
@@ -208,11 +212,19 @@ def test_a_pandalm_shaped_file_keeps_empty_answers_and_skips_booleans(project, a
     assert response.status_code == 201
     body = response.json()
     assert (body["records"], body["skipped"], body["empty_responses"]) == (6, 2, 2)
+    assert (body["pairs_created"], body["merged"]) == (4, 2)
     assert body["skipped_reasons"] == {
         "response_a: expected text, found true/false": 1,
         "response_b: expected text, found true/false": 1,
     }
-    assert [w["line"] for w in body["warnings"]] == [2, 3]
+    assert [(w["line"], w["message"]) for w in body["warnings"]] == [
+        (2, 'empty response: imported as it is; raters see "(empty response)"'),
+        (3, 'empty response: imported as it is; raters see "(empty response)"'),
+        (7, "repeats the pair of line 1: merged into it, not created again"),
+        (8, "repeats the pair of line 6, in the other order: merged into it, not created again"),
+    ]
+    again = post(admin_member, project, jsonl(pandalm(3, "", "answer 3a")), "more.jsonl")
+    assert (again.json()["pairs_created"], again.json()["merged"]) == (0, 1)  # of the project
     kept = Pair.objects.get(project=project, response_a__text="")
     assert kept.prompt.metadata == {"idx": 2, "annotator1": 1, "annotator2": 2, "annotator3": 0}
 

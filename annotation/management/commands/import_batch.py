@@ -79,6 +79,8 @@ class Command(BaseCommand):
     def _report_skipped(self, name: str, batch: Batch, issues: tuple[ImportIssue, ...]) -> None:
         if batch.empty_responses:
             self.stdout.write(f"{batch.empty_responses} records have an empty response.")
+        if batch.merged:
+            self.stdout.write(f"{batch.merged} pairs repeated an earlier pair and were merged.")
         if not batch.skipped:
             return
         for issue in issues:

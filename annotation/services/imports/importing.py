@@ -292,7 +292,7 @@ def _write_records(
 ) -> None:
     builder = ChunkBuilder(project=batch.project, known_answers=batch.known_answers)
     writer = writer_for(project=batch.project, batch=batch)
-    done = empty = 0
+    done = empty = offered = 0
     asked = batch.format or None
     records = iter_records(fileobj, format=asked, limits=limits, on_rejected=rejects)
     try:
@@ -300,7 +300,9 @@ def _write_records(
             if done == 0:
                 batch.format = _FORMATS[type(chunk[0])]
                 _check_known_answers(batch.format, batch.known_answers)
-            writer.write(builder.build(chunk))
+            built = builder.build(chunk)
+            offered += len(built.pairs)
+            writer.write(built)
             done += len(chunk)
             empty += sum(map(has_empty_response, chunk))
             if on_progress is not None:
@@ -318,6 +320,7 @@ def _write_records(
     batch.responses_created = counts.responses
     batch.pairs_created = counts.pairs
     batch.empty_responses = empty
+    batch.merged = offered - counts.pairs
     batch.save(
         update_fields=[
             "format",
@@ -326,6 +329,7 @@ def _write_records(
             "responses_created",
             "pairs_created",
             "empty_responses",
+            "merged",
         ]
     )
 
