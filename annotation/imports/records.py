@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 _INDEX = re.compile(r"\[\d+\]")
-_NUMBER = re.compile(r"\d[\d,.]*")
+_NUMBER = re.compile(r"\b\d+(?:[.,]\d+)*\b")
 
 
 class ImportFormat(StrEnum):
