@@ -78,7 +78,9 @@ class BatchOutputSerializer(serializers.ModelSerializer):
 
 
 class BatchUploadInputSerializer(serializers.Serializer):
-    file = serializers.FileField(help_text="JSONL or CSV, optionally gzipped.")
+    file = serializers.FileField(
+        help_text="JSON Lines, a JSON array or CSV, optionally gzipped; or Parquet."
+    )
     format = serializers.ChoiceField(
         choices=Batch.Format.choices,
         required=False,

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO, Literal
 
+from annotation.imports.containers import array_events, parquet_events
 from annotation.imports.csvfile import csv_events
 from annotation.imports.fields import RecordChecker, detect_format, unknown_keys
 from annotation.imports.jsonl import LineInvalid, parse_object
@@ -59,6 +60,8 @@ __all__ = [
 ]
 
 DEFAULT_LIMITS = ImportLimits()
+Container = Literal["jsonl", "csv", "json", "parquet"]
+_CONTAINERS: dict[str, Container] = {c: c for c in ("jsonl", "csv", "json", "parquet")}
 
 
 class ImportFileInvalid(ValueError):
@@ -75,7 +78,7 @@ class ScanResult:
     sha256: str | None  # of the bytes as uploaded; None if the file was too large to read whole
     size_bytes: int  # bytes read of the upload
     compressed: bool  # gzip
-    container: Literal["jsonl", "csv"] | None  # None when the file could not be opened
+    container: Container | None  # None when the file could not be opened
     format: ImportFormat | None
     record_count: int  # valid records (for the CSV long form, prompts)
     response_count: int  # responses in the valid records
@@ -217,17 +220,23 @@ def _events(upload: Upload, state: FileState) -> Iterator[Record | ImportIssue |
     """Records and issues in file order, preceded by the container name once it is known."""
     try:
         upload.open()
+        if upload.parquet:
+            yield "parquet"
+            yield from parquet_events(upload, state, _jsonl_record)
+            if state.records == 0:
+                yield ImportIssue(None, None, "the file holds no records")
+            return
         first = _first_line(upload)
         start = first.data.removeprefix(UTF8_BOM).lstrip()[:1] if first else b""
         if first is None or not start:
             yield ImportIssue(None, None, "the file holds no records")
             return
         if start == b"[":
-            raise FileRefused(
-                ImportIssue(
-                    None, None, "the file is a JSON array; upload JSON Lines, one object per line"
-                )
-            )
+            yield "json"
+            yield from array_events(upload, first, state, _jsonl_record)
+            if state.records == 0:
+                yield ImportIssue(None, None, "the file holds no records")
+            return
         if start == b"{":
             yield "jsonl"
             yield from _jsonl_events(itertools.chain([first], upload.lines(skip_blank=True)), state)
@@ -253,17 +262,15 @@ def scan(
     """Read the whole upload once and report everything wrong with it, capped at max_errors."""
     state = FileState(_format_arg(format), limits=limits)
     upload = Upload(fileobj, limits=limits)
-    container: Literal["jsonl", "csv"] | None = None
+    container: Container | None = None
     errors: list[ImportIssue] = []
     warnings: list[ImportIssue] = []
     error_count = warning_count = record_count = response_count = 0
     samples: list[Record] = []
     skipped = SkipTally()
     for event in _events(upload, state):
-        if event == "jsonl":
-            container = "jsonl"
-        elif event == "csv":
-            container = "csv"
+        if isinstance(event, str):
+            container = _CONTAINERS[event]
         elif isinstance(event, Rejected):
             skipped.rejected()
         elif isinstance(event, ImportIssue) and event.warning:

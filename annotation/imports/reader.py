@@ -52,7 +52,7 @@ class _HashingReader(io.RawIOBase):
     """Reads the upload, hashing and counting every byte, refusing past the upload cap."""
 
     def __init__(self, fileobj: BinaryIO, max_bytes: int) -> None:
-        self._fileobj = fileobj
+        self.fileobj = fileobj
         self._max_bytes = max_bytes
         self._sha256 = hashlib.sha256()
         self.size = 0
@@ -62,7 +62,7 @@ class _HashingReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self._fileobj.read(len(buffer))
+        data = self.fileobj.read(len(buffer))
         if not data:
             return 0
         self.size += len(data)
@@ -130,6 +130,8 @@ class Upload:
         self._raw = _HashingReader(fileobj, limits.max_upload_bytes)
         self._buffered = io.BufferedReader(self._raw, _BLOCK)
         self.compressed = False
+        self.parquet = False
+        self._read_whole = False  # by `seekable`, before a reader that seeks took the file
         self._stream: io.BufferedReader[Any] = self._buffered
         self.line_number = 0  # of the last line read or skipped
 
@@ -140,10 +142,15 @@ class Upload:
     def open(self) -> None:
         """Sniff the first bytes: gzip is recognised by its magic number, never by the name."""
         head = self._buffered.peek(4)[:4]
+        self.parquet = head == b"PAR1"
         for magic, what in _UNSUPPORTED_MAGIC.items():
             if head.startswith(magic):
                 raise FileRefused(
-                    ImportIssue(None, None, f"the file is {what}; upload .jsonl, .csv or .gz")
+                    ImportIssue(
+                        None,
+                        None,
+                        f"the file is {what}; upload .jsonl, .json, .csv, .parquet or .gz",
+                    )
                 )
         if head.startswith(_UTF16_BOMS):
             raise FileRefused(ImportIssue(None, None, "the file is UTF-16; save it as UTF-8"))
@@ -190,10 +197,26 @@ class Upload:
                 pass
             yield Line(self.line_number, start, too_long=True)
 
+    def read(self, size: int) -> bytes:
+        """Up to `size` bytes from the current position (of the decompressed stream)."""
+        return self._stream.read(size)
+
+    def seekable(self) -> BinaryIO:
+        """The upload itself, for a format read out of order (Parquet): it is read through once
+        first, so that the size cap holds and `finish` has the sha256."""
+        while self._buffered.read(_BLOCK):
+            pass
+        self._read_whole = True
+        fileobj = self._raw.fileobj
+        fileobj.seek(0)
+        return fileobj
+
     def finish(self) -> str | None:
         """The sha256 of the raw upload, or None when it was too large to read to the end."""
         if self._raw.too_large:
             return None
+        if self._read_whole:
+            return self._raw.hexdigest()
         try:
             while self._buffered.read(_BLOCK):
                 pass

@@ -429,12 +429,18 @@ def test_blank_lines_are_skipped_but_line_numbers_stay_physical():
         (b"", "the file holds no records"),
         (b"\n \n", "the file holds no records"),
         (
-            b"[" + json.dumps(pair()).encode() + b"]",
-            "the file is a JSON array; upload JSON Lines, one object per line",
+            b"[" + json.dumps(pair()).encode() + b"",
+            'the JSON array ends without "]"; is the file truncated?',
+        ),
+        (
+            b"PAR1 not really",
+            "not a readable Parquet file (Parquet magic bytes not found in footer. Either the "
+            "file is corrupted or this is not a parquet file.)",
         ),
         (
             b"PK\x03\x04rest",
-            "the file is a zip archive (or an Excel file); upload .jsonl, .csv or .gz",
+            "the file is a zip archive (or an Excel file); upload .jsonl, .json, .csv, .parquet "
+            "or .gz",
         ),
         ("x".encode("utf-16"), "the file is UTF-16; save it as UTF-8"),
         (

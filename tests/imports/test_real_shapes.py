@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from annotation.imports.parsing import ImportFileInvalid, iter_records, scan
-from annotation.imports.records import ChatMessage, ImportIssue, PreferenceRecord, Rejected
+from annotation.imports.records import (
+    ChatMessage,
+    ImportIssue,
+    ImportLimits,
+    PreferenceRecord,
+    Rejected,
+)
 
 DATA = Path(__file__).parent / "data"
 ULTRAFEEDBACK = DATA / "ultrafeedback-binarized-shaped.jsonl"
@@ -148,3 +154,89 @@ def test_a_file_wide_problem_is_not_skipped():
     result = scan_bytes(data[:-30])
     assert result.skipped.refused
     assert not result.ok_when_skipping
+
+
+# -- JSON arrays and Parquet ---------------------------------------------------------------------
+
+
+def pairs(count: int, bad: int | None = None) -> list[dict]:
+    rows = [{"prompt": f"p{i}", "response_a": f"a{i}", "response_b": f"b{i}"} for i in range(count)]
+    if bad is not None:
+        rows[bad]["response_b"] = False
+    return rows
+
+
+def test_a_json_array_reads_record_by_record_located_by_the_line_each_starts_on():
+    data = json.dumps(pairs(5, bad=3), indent=2).encode()
+    result = scan_bytes(data, "x.json")
+
+    assert (result.container, result.record_count) == ("json", 4)
+    assert [str(e) for e in result.errors] == [
+        'line 17, field "response_b": expected text, found true/false'  # "[" then 5 lines each
+    ]
+    records, skipped = skipping(data)
+    assert len(records) == 4
+    assert skipped[0][2] == b'{"prompt": "p3", "response_a": "a3", "response_b": false}\n'
+
+
+def test_a_one_line_json_array_larger_than_a_block_reads_whole_records():
+    rows = pairs(3)
+    rows[1]["response_a"] = "x" * 200_000  # spans several 64 KiB reads
+    result = scan_bytes(b"\xef\xbb\xbf  " + json.dumps(rows).encode(), "x.json")
+    assert (result.ok, result.record_count) == (True, 3)
+    assert len(result.samples[1].response_a) == 200_000
+
+
+def test_a_json_array_keeps_the_limits():
+    deep = (
+        b'[{"prompt": "p", "response_a": "a", "response_b": "b", "m": '
+        + b"[" * 50
+        + b"]" * 50
+        + b"}]"
+    )
+    assert [str(e) for e in scan_bytes(deep, "x.json").errors] == [
+        "line 1: nested deeper than the limit of 20 levels"
+    ]
+    garbage = b'[{"prompt": "p", "response_a": "a", "response_b": "b"}, {oops}]'
+    assert [e.fatal for e in scan_bytes(garbage, "x.json").errors] == [True]
+
+
+def parquet_bytes(rows: list[dict], row_group_size: int) -> bytes:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    out = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), out, row_group_size=row_group_size)
+    return out.getvalue()
+
+
+def test_a_parquet_file_reads_row_group_by_row_group_through_the_same_checks():
+    def turns(i: int, answer: str) -> list[dict]:
+        return [{"role": "user", "content": f"p{i}"}, {"role": "assistant", "content": answer}]
+
+    rows = [
+        {
+            "prompt": f"p{i}",
+            "chosen": turns(i, f"c{i}"),
+            "rejected": turns(i, "" if i == 4 else f"r{i}"),
+            "score_chosen": 8.0,
+        }
+        for i in range(25)
+    ]
+    rows[17]["prompt"] = ""
+    data = parquet_bytes(rows, row_group_size=10)  # three row groups
+
+    result = scan_bytes(data, "x.parquet")
+
+    assert (result.container, result.record_count, result.size_bytes) == ("parquet", 24, len(data))
+    assert [str(e) for e in result.errors] == ['line 18, field "prompt": empty']
+    assert [(w.line, w.field) for w in result.warnings] == [(5, "rejected[1].content")]
+    assert result.samples[0].metadata == {"score_chosen": 8.0}
+    records, skipped = skipping(data)
+    assert (len(records), [s[0] for s in skipped]) == (24, [18])
+
+
+def test_a_parquet_file_past_the_record_limit_is_refused_before_reading_rows():
+    data = parquet_bytes(pairs(30), row_group_size=10)
+    limits = ImportLimits(max_records=20)
+    result = scan(io.BytesIO(data), filename="x.parquet", limits=limits)
+    assert [str(e) for e in result.errors] == ["more than the limit of 20 records; split the file"]
