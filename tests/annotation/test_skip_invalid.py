@@ -287,3 +287,50 @@ def test_the_batch_list_shows_skipped_counts_by_reason(client, project, admin_me
     assert "2 \u00d7 rejected: the conversation before its last" in text
     listed = api(lead).get(f"/api/v1/projects/{project.slug}/batches/").json()[0]
     assert (listed["skipped"], listed["skipped_reasons"]) == (2, {HH_REASON: 2})
+
+
+def test_an_ultrafeedback_shaped_file_through_the_api_skip_and_refuse(project, admin_member):
+    data = (HH.parent / "ultrafeedback-binarized-shaped.jsonl").read_bytes()
+
+    refused = post(admin_member, project, data, "uf.jsonl", **{"as": "seed"})
+    assert refused.status_code == 400
+    assert [(e["line"], e["field"]) for e in refused.json()["errors"]] == [(3, "rejected")]
+    assert nothing_imported(project)
+
+    response = post(admin_member, project, data, "uf.jsonl", on_invalid="skip", **{"as": "seed"})
+    assert response.status_code == 201
+    body = response.json()
+    assert (body["records"], body["skipped"], body["empty_responses"]) == (3, 1, 1)
+    prompt = Prompt.objects.get(project=project, text="How do I boil an egg?")
+    assert prompt.metadata["score_chosen"] == 8.5
+    assert prompt.metadata["prompt_id"] == "a1f3"
+
+
+def test_a_parquet_file_with_several_row_groups_imports_through_the_api(project, admin_member):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    rows = [{"prompt": f"p{i}", "response_a": f"a{i}", "response_b": f"b{i}"} for i in range(50)]
+    for i in (7, 21, 44):
+        rows[i]["response_b"] = ""
+        rows[i]["response_a"] = ""  # identical: an error
+    out = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), out, row_group_size=16)
+
+    response = post(admin_member, project, out.getvalue(), "x.parquet", on_invalid="skip")
+
+    assert response.status_code == 201
+    body = response.json()
+    assert (body["records"], body["skipped"], body["pairs_created"]) == (47, 3, 47)
+    assert [r["line"] for r in body["skipped_records"]] == [8, 22, 45]
+    rejects = b"".join(api(admin_member).get(body["rejects_url"]).streaming_content)
+    assert [json.loads(line)["prompt"] for line in rejects.splitlines()] == ["p7", "p21", "p44"]
+
+
+def test_a_json_array_imports_through_the_api(project, admin_member):
+    data = json.dumps(
+        [{"prompt": f"p{i}", "response_a": f"a{i}", "response_b": f"b{i}"} for i in range(4)],
+        indent=1,
+    ).encode()
+    response = post(admin_member, project, data, "x.json")
+    assert response.status_code == 201
+    assert response.json()["records"] == 4
