@@ -47,6 +47,7 @@ urlpatterns = [
         name="rating-skip",
     ),
     path("projects/", people.ProjectListCreateApi.as_view(), name="project-list"),
+    path("projects/<slug:slug>/", people.ProjectDetailApi.as_view(), name="project-detail"),
     path(
         "projects/<slug:slug>/agreement/",
         agreement.AgreementReportApi.as_view(),

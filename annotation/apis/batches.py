@@ -15,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.apis.strict import StrictFieldsMixin
 from annotation.imports.records import ImportIssue
 from annotation.models import Batch, Membership
 from annotation.selectors.access import project_access
@@ -77,7 +78,7 @@ class BatchOutputSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class BatchUploadInputSerializer(serializers.Serializer):
+class BatchUploadInputSerializer(StrictFieldsMixin, serializers.Serializer):
     file = serializers.FileField(
         help_text="JSON Lines, a JSON array or CSV, optionally gzipped; or Parquet."
     )
