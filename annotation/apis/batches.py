@@ -28,6 +28,7 @@ from annotation.services.imports import (
     upload_check,
     upload_import,
 )
+from annotation.services.imports.errors import nothing_valid
 from annotation.services.imports.rejects import rejects_response
 from annotation.services.imports.staging import staged_upload_discard
 
@@ -286,7 +287,10 @@ class BatchListCreateApi(APIView):
             if dry_run.upload is not None:
                 staged_upload_discard(token=dry_run.upload.token)
             invalid = result.skipped.count if dry_run.can_skip else 0
-            return _errors(result.errors, result.error_count, invalid_records=invalid)
+            issues = list(result.errors)
+            if skip and result.skipped.count and not result.skipped.refused:
+                issues.append(nothing_valid(result.skipped.count))
+            return _errors(issues, result.error_count, invalid_records=invalid)
         if data["dry_run"]:
             staged_upload_discard(token=dry_run.upload.token)
             return Response(_dry_run_data(dry_run, data["on_invalid"]))

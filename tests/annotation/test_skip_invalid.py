@@ -237,6 +237,9 @@ def test_a_file_where_every_record_is_invalid_imports_nothing_in_skip_mode(proje
     assert response.status_code == 400
     body = response.json()
     assert (body["error_count"], body["invalid_records"], body["imported"]) == (3, 0, 0)
+    assert (
+        body["errors"][-1]["message"] == "every record has errors (2 of them); nothing was imported"
+    )
     assert nothing_imported(project)
 
 

@@ -34,7 +34,7 @@ from annotation.imports.records import (
     has_empty_response,
 )
 from annotation.models import Batch, Project
-from annotation.services.imports.errors import ImportRejected, rejected
+from annotation.services.imports.errors import ImportRejected, nothing_valid, rejected
 from annotation.services.imports.rejects import RejectsWriter
 from annotation.services.imports.staging import (
     StagedUpload,
@@ -313,7 +313,7 @@ def _write_records(
         errors = [e for e in result.errors if rejects is None or not e.skippable]
         raise ImportRejected(errors, total=len(errors) if rejects else result.error_count) from None
     if done == 0 and rejects is not None:
-        raise rejected(f"every record has errors ({rejects.count:,} of them); nothing was imported")
+        raise ImportRejected([nothing_valid(rejects.count)])
     counts = writer.finish()
     batch.records = done
     batch.prompts_created = counts.prompts
