@@ -15,6 +15,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from annotation.models import Batch, Pair, Prompt, Response
+from annotation.services.imports import batch_import_run
 from tests.conftest import login
 
 HH = Path(__file__).parent.parent / "imports" / "data" / "hh-harmless-base-dev.jsonl"
@@ -337,3 +338,21 @@ def test_a_json_array_imports_through_the_api(project, admin_member):
     response = post(admin_member, project, data, "x.json")
     assert response.status_code == 201
     assert response.json()["records"] == 4
+
+
+def test_a_large_file_in_skip_mode_is_imported_by_a_worker_with_its_counts(
+    project, admin_member, settings
+):
+    settings.IMPORT_BACKGROUND_RECORDS = 2
+    rows = [{"prompt": f"p{i}", "response_a": f"a{i}", "response_b": f"b{i}"} for i in range(4)]
+    rows[2]["response_b"] = 3
+    response = post(admin_member, project, jsonl(*rows), "big.jsonl", on_invalid="skip")
+    assert response.status_code == 202
+    batch = Batch.objects.get(id=response.json()["id"])
+    assert (batch.status, batch.on_invalid) == ("pending", "skip")
+
+    batch_import_run(batch_id=batch.id)
+
+    batch.refresh_from_db()
+    assert (batch.status, batch.records, batch.skipped, batch.rejects_kept) == ("done", 3, 1, 1)
+    assert batch.skipped_reasons == {"response_b: expected text, found a number": 1}
