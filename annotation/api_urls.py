@@ -16,6 +16,11 @@ urlpatterns = [
         name="batch-detail",
     ),
     path(
+        "projects/<slug:slug>/batches/<int:batch_id>/skipped/",
+        batches.BatchRejectsApi.as_view(),
+        name="batch-rejects",
+    ),
+    path(
         "projects/<slug:slug>/batches/<int:batch_id>/retire/",
         batches.BatchRetireApi.as_view(),
         name="batch-retire",
@@ -42,6 +47,7 @@ urlpatterns = [
         name="rating-skip",
     ),
     path("projects/", people.ProjectListCreateApi.as_view(), name="project-list"),
+    path("projects/<slug:slug>/", people.ProjectDetailApi.as_view(), name="project-detail"),
     path(
         "projects/<slug:slug>/agreement/",
         agreement.AgreementReportApi.as_view(),

@@ -202,6 +202,10 @@ class Batch(models.Model):
         DONE = "done", "Imported"
         FAILED = "failed", "Failed"
 
+    class OnInvalid(models.TextChoices):
+        REFUSE = "refuse", "Refuse the whole file"
+        SKIP = "skip", "Skip invalid records"
+
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="batches")
     filename = models.CharField(max_length=255)
     sha256 = models.CharField(max_length=64, db_index=True)
@@ -231,6 +235,22 @@ class Batch(models.Model):
     # broker, and is touched every second by the worker while it imports a running one.
     attempts = models.PositiveSmallIntegerField(default=0)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # What happens to records with errors: "refuse" imports nothing, "skip" leaves them out,
+    # counts them by reason and keeps their original lines in a rejects file (IMPORT_REJECTS_DIR,
+    # under a random name; at most IMPORT_REJECTS_MAX_BYTES of them, `rejects_kept` records).
+    on_invalid = models.CharField(max_length=8, choices=OnInvalid, default=OnInvalid.REFUSE)
+    skipped = models.PositiveIntegerField(default=0)
+    skipped_reasons = models.JSONField(default=dict, blank=True)  # reason -> records
+    rejects_file = models.CharField(max_length=64, blank=True, editable=False)
+    rejects_kept = models.PositiveIntegerField(default=0)
+    empty_responses = models.PositiveIntegerField(
+        default=0, help_text="Records imported with an empty or whitespace-only response."
+    )
+    merged = models.PositiveIntegerField(
+        default=0,
+        help_text="Pairs of the file that repeat a pair of the file or of the project, in either "
+        "order: merged into that pair, not created again.",
+    )
 
     class Meta:
         ordering = ["-created_at"]

@@ -19,6 +19,11 @@ urlpatterns = [
     path("p/<slug:slug>/batches/", batches.batches, name="batches"),
     path("p/<slug:slug>/batches/import/", batches.batch_import, name="batch-import"),
     path(
+        "p/<slug:slug>/batches/<int:batch_id>/skipped/",
+        batches.batch_rejects,
+        name="batch-rejects",
+    ),
+    path(
         "p/<slug:slug>/batches/<int:batch_id>/progress/",
         batches.batch_progress,
         name="batch-progress",

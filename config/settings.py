@@ -281,6 +281,10 @@ CACHES = {
 IMPORT_LIMITS = env.json("IMPORT_LIMITS", default={})
 # Uploads wait here between their dry run and their import (web and workers must share it).
 IMPORT_UPLOAD_DIR = Path(env.str("IMPORT_UPLOAD_DIR", default=str(VAR_DIR / "uploads")))
+# With on_invalid=skip, the original lines of the records left out are kept here (one file per
+# batch, its first IMPORT_REJECTS_MAX_BYTES) for download from the batches page and the API.
+IMPORT_REJECTS_DIR = Path(env.str("IMPORT_REJECTS_DIR", default=str(VAR_DIR / "rejects")))
+IMPORT_REJECTS_MAX_BYTES = env.int("IMPORT_REJECTS_MAX_BYTES", default=50 * 1024 * 1024)
 # Files over either threshold import in a worker while the page polls its progress.
 IMPORT_BACKGROUND_BYTES = env.int("IMPORT_BACKGROUND_BYTES", default=20 * 1024 * 1024)
 IMPORT_BACKGROUND_RECORDS = env.int("IMPORT_BACKGROUND_RECORDS", default=50_000)

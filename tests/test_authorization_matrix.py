@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -107,6 +108,7 @@ MATRIX: dict[tuple[str, str], E] = {
     ("annotation:batch-progress", "GET"):           E(302, 403, 200, 200, 404, 404, 200),
     # Destructive actions: a GET is their confirmation page; only a POST with confirm acts.
     ("annotation:batch-retire", "GET"):             E(302, 403, 403, 200, 404, 404, 200),
+    ("annotation:batch-rejects", "GET"):            E(302, 403, 200, 200, 404, 404, 200),
     ("annotation:batch-retire", "POST"):            E(302, 403, 403, 302, 404, 404, 302),
     ("annotation:batch-unretire", "POST"):          E(302, 403, 403, 302, 404, 404, 302),
     ("annotation:agreement", "GET"):                E(302, 403, 200, 200, 404, 404, 200),
@@ -170,6 +172,8 @@ MATRIX: dict[tuple[str, str], E] = {
     #                                                 anon rater lead admin other staff super
     ("api:project-list", "GET"):                    E(401, 200, 200, 200, 200, 200, 200),
     ("api:project-list", "POST"):                   E(401, 403, 403, 403, 403, 201, 201),
+    ("api:project-detail", "GET"):                  E(401, 200, 200, 200, 404, 404, 200),
+    ("api:project-detail", "PATCH"):                E(401, 403, 403, 200, 404, 404, 200),
     ("api:user-list", "GET"):                       E(401, 403, 403, 403, 403, 200, 200),
     ("api:user-list", "POST"):                      E(401, 403, 403, 403, 403, 201, 201),
     ("api:user-token", "POST"):                     E(401, 403, 403, 403, 403, 201, 201),
@@ -179,6 +183,7 @@ MATRIX: dict[tuple[str, str], E] = {
     ("api:batch-list", "GET"):                      E(401, 403, 200, 200, 404, 404, 200),
     ("api:batch-list", "POST"):                     E(401, 403, 403, 201, 404, 404, 201),
     ("api:batch-detail", "GET"):                    E(401, 403, 200, 200, 404, 404, 200),
+    ("api:batch-rejects", "GET"):                   E(401, 403, 200, 200, 404, 404, 200),
     ("api:batch-retire", "POST"):                   E(401, 403, 403, 200, 404, 404, 200),
     ("api:batch-unretire", "POST"):                 E(401, 403, 403, 200, 404, 404, 200),
     ("api:rating-next", "GET"):                     E(401, 200, 200, 200, 404, 404, 200),
@@ -274,7 +279,12 @@ def _build(root: Path) -> World:
         MembershipFactory(project=alpha, user=peer, role=Role.RATER)
     tokens = {actor: Token.objects.create(user=user).key for actor, user in users.items()}
 
-    batch = BatchFactory(project=alpha, uploaded_by=users["admin"])
+    batch = BatchFactory(
+        project=alpha, uploaded_by=users["admin"], skipped=1, rejects_file="r" * 32 + ".jsonl"
+    )
+    rejects = Path(settings.IMPORT_REJECTS_DIR)
+    rejects.mkdir(parents=True, exist_ok=True)
+    (rejects / batch.rejects_file).write_bytes(b'{"prompt": ""}\n')
     leases = {}
     for actor in ("rater", "lead", "admin", "super"):
         user = users[actor]
@@ -346,7 +356,11 @@ def world(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Worl
     """One world for the whole module, rolled back at its end; each test runs in a savepoint."""
     root = tmp_path_factory.mktemp("matrix")
     with (
-        override_settings(CHECKPOINT_ROOT=root / "checkpoints", IMPORT_UPLOAD_DIR=root / "uploads"),
+        override_settings(
+            CHECKPOINT_ROOT=root / "checkpoints",
+            IMPORT_UPLOAD_DIR=root / "uploads",
+            IMPORT_REJECTS_DIR=root / "rejects",
+        ),
         django_db_blocker.unblock(),
         transaction.atomic(),
     ):
@@ -441,6 +455,7 @@ CALLS: dict[tuple[str, str], Call] = {
     ("annotation:batch-progress", "GET"): Call(kwargs=_batch, htmx=True),
     ("annotation:batch-retire", "GET"): Call(kwargs=_batch),
     ("annotation:batch-retire", "POST"): Call(kwargs=_batch, data=_confirm),
+    ("annotation:batch-rejects", "GET"): Call(kwargs=_batch),
     ("annotation:batch-unretire", "POST"): Call(kwargs=_batch),
     ("annotation:rater-unpause", "POST"): Call(
         kwargs=lambda w, a: {"slug": w.alpha.slug, "user_id": w.target.id}
@@ -506,6 +521,11 @@ CALLS: dict[tuple[str, str], Call] = {
     ),
     ("api:batch-list", "POST"): Call(data=lambda w, a: {"file": _jsonl_file()}),
     ("api:batch-detail", "GET"): Call(kwargs=_batch),
+    ("api:batch-rejects", "GET"): Call(kwargs=_batch),
+    ("api:project-detail", "GET"): Call(kwargs=_slug),
+    ("api:project-detail", "PATCH"): Call(
+        kwargs=_slug, data=lambda w, a: {"name": "Alpha renamed"}, json=True
+    ),
     ("api:batch-retire", "POST"): Call(kwargs=_batch),
     ("api:batch-unretire", "POST"): Call(kwargs=_batch),
     ("api:rating-judgments", "POST"): Call(
@@ -720,6 +740,8 @@ IDOR = {
     # kind: (route, method, kwargs(slug, obj) or None when the id goes in the body, body)
     "batch": [
         ("api:batch-detail", "GET", lambda s, o: {"slug": s, "batch_id": o.id}),
+        ("api:batch-rejects", "GET", lambda s, o: {"slug": s, "batch_id": o.id}),
+        ("annotation:batch-rejects", "GET", lambda s, o: {"slug": s, "batch_id": o.id}),
         ("api:batch-retire", "POST", lambda s, o: {"slug": s, "batch_id": o.id}),
         ("api:batch-unretire", "POST", lambda s, o: {"slug": s, "batch_id": o.id}),
         ("annotation:batch-progress", "GET", lambda s, o: {"slug": s, "batch_id": o.id}),

@@ -1,7 +1,13 @@
-"""Batches in the JSON API: upload (with a dry run), list, read one, retire and serve again."""
+"""Batches in the JSON API: upload (with a dry run), list, read one, retire and serve again,
+download the records an `on_invalid=skip` import left out."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from django.http import FileResponse
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -9,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.apis.strict import StrictFieldsMixin
 from annotation.imports.records import ImportIssue
 from annotation.models import Batch, Membership
 from annotation.selectors.access import project_access
@@ -21,6 +28,8 @@ from annotation.services.imports import (
     upload_check,
     upload_import,
 )
+from annotation.services.imports.errors import nothing_valid
+from annotation.services.imports.rejects import rejects_response
 from annotation.services.imports.staging import staged_upload_discard
 
 ADMIN = Membership.Role.ADMIN
@@ -29,6 +38,17 @@ LEAD = Membership.Role.LEAD
 
 class BatchOutputSerializer(serializers.ModelSerializer):
     uploaded_by = serializers.CharField(source="uploaded_by.get_username", read_only=True)
+    skipped_reasons = serializers.DictField(
+        child=serializers.IntegerField(), read_only=True, help_text="Skipped records by reason."
+    )
+    rejects_url = serializers.SerializerMethodField(
+        help_text="The skipped records as uploaded (JSONL lines or CSV rows), if any were kept."
+    )
+
+    def get_rejects_url(self, batch: Batch) -> str | None:
+        if not batch.rejects_file:
+            return None
+        return reverse("api:batch-rejects", args=[batch.project.slug, batch.id])
 
     class Meta:
         model = Batch
@@ -48,12 +68,21 @@ class BatchOutputSerializer(serializers.ModelSerializer):
             "status",
             "progress",
             "error",
+            "on_invalid",
+            "skipped",
+            "skipped_reasons",
+            "rejects_kept",
+            "rejects_url",
+            "empty_responses",
+            "merged",
         ]
         read_only_fields = fields
 
 
-class BatchUploadInputSerializer(serializers.Serializer):
-    file = serializers.FileField(help_text="JSONL or CSV, optionally gzipped.")
+class BatchUploadInputSerializer(StrictFieldsMixin, serializers.Serializer):
+    file = serializers.FileField(
+        help_text="JSON Lines, a JSON array or CSV, optionally gzipped; or Parquet."
+    )
     format = serializers.ChoiceField(
         choices=Batch.Format.choices,
         required=False,
@@ -71,6 +100,12 @@ class BatchUploadInputSerializer(serializers.Serializer):
     )
     allow_duplicate = serializers.BooleanField(
         default=False, help_text="Import a file whose sha256 matches an earlier batch."
+    )
+    on_invalid = serializers.ChoiceField(
+        choices=Batch.OnInvalid.choices,
+        default=Batch.OnInvalid.REFUSE,
+        help_text='"refuse": a file with any invalid record imports nothing. "skip": the valid '
+        "records import, the others are listed, counted by reason and kept for download.",
     )
 
     def __init__(self, *args: object, **kwargs: object) -> None:
@@ -99,6 +134,10 @@ ImportErrorsSerializer = inline_serializer(
         "duplicate_of": serializers.IntegerField(
             allow_null=True, help_text="The earlier batch, when the file was seen before."
         ),
+        "invalid_records": serializers.IntegerField(
+            help_text="Records with errors; when the file has no file-wide error and some valid "
+            "records, on_invalid=skip imports the others."
+        ),
     },
 )
 
@@ -115,6 +154,14 @@ DryRunSerializer = inline_serializer(
         "extra_keys": serializers.ListField(child=serializers.CharField()),
         "duplicate_of": serializers.IntegerField(allow_null=True),
         "in_background": serializers.BooleanField(),
+        "on_invalid": serializers.CharField(),
+        "skipped": serializers.IntegerField(help_text="Records with errors, left out by skip."),
+        "skipped_reasons": serializers.DictField(child=serializers.IntegerField()),
+        "skipped_records": IssueSerializer(
+            many=True, help_text="The problems of the skipped records; the first 1,000."
+        ),
+        "warnings": IssueSerializer(many=True, help_text="E.g. empty responses; the first 1,000."),
+        "warning_count": serializers.IntegerField(),
     },
 )
 
@@ -123,19 +170,37 @@ def _issue(issue: ImportIssue) -> dict:
     return {"line": issue.line, "unit": issue.unit, "field": issue.field, "message": issue.message}
 
 
-def _errors(issues: list[ImportIssue], total: int, duplicate_of: Batch | None = None) -> Response:
+def _errors(
+    issues: Sequence[ImportIssue],
+    total: int,
+    duplicate_of: Batch | None = None,
+    invalid_records: int = 0,
+) -> Response:
     return Response(
         {
             "errors": [_issue(i) for i in issues],
             "error_count": total,
             "imported": 0,
             "duplicate_of": duplicate_of.id if duplicate_of else None,
+            "invalid_records": invalid_records,
         },
         status=status.HTTP_400_BAD_REQUEST,
     )
 
 
-def _dry_run_data(dry_run: DryRun) -> dict:
+def _skip_report(dry_run: DryRun) -> dict:
+    """What on_invalid=skip leaves out, and the warnings, from the dry run of the same bytes."""
+    result = dry_run.scan
+    return {
+        "skipped": result.skipped.count,
+        "skipped_reasons": result.skipped.by_reason,
+        "skipped_records": [_issue(i) for i in result.errors],
+        "warnings": [_issue(i) for i in result.warnings],
+        "warning_count": result.warning_count,
+    }
+
+
+def _dry_run_data(dry_run: DryRun, on_invalid: str) -> dict:
     result = dry_run.scan
     return {
         "dry_run": True,
@@ -147,6 +212,8 @@ def _dry_run_data(dry_run: DryRun) -> dict:
         "extra_keys": list(result.extra_keys),
         "duplicate_of": dry_run.duplicate_of.id if dry_run.duplicate_of else None,
         "in_background": dry_run.in_background,
+        "on_invalid": on_invalid,
+        **_skip_report(dry_run),
     }
 
 
@@ -204,6 +271,7 @@ class BatchListCreateApi(APIView):
             return _errors(issues, len(issues))
         data = serializer.validated_data
         upload = data["file"]
+        skip = data["on_invalid"] == Batch.OnInvalid.SKIP
         try:
             dry_run = upload_check(
                 project=access.project,
@@ -215,11 +283,17 @@ class BatchListCreateApi(APIView):
         except ImportRejected as rejected:
             return _errors(rejected.issues, rejected.total)
         result = dry_run.scan
-        if dry_run.upload is None:
-            return _errors(list(result.errors), result.error_count)
+        if dry_run.upload is None or (dry_run.can_skip and not skip):
+            if dry_run.upload is not None:
+                staged_upload_discard(token=dry_run.upload.token)
+            invalid = result.skipped.count if dry_run.can_skip else 0
+            issues = list(result.errors)
+            if skip and result.skipped.count and not result.skipped.refused:
+                issues.append(nothing_valid(result.skipped.count))
+            return _errors(issues, result.error_count, invalid_records=invalid)
         if data["dry_run"]:
             staged_upload_discard(token=dry_run.upload.token)
-            return Response(_dry_run_data(dry_run))
+            return Response(_dry_run_data(dry_run, data["on_invalid"]))
         try:
             outcome = upload_import(
                 project=access.project,
@@ -227,12 +301,14 @@ class BatchListCreateApi(APIView):
                 token=dry_run.upload.token,
                 known_answers=data.get("known_answers") or Batch.KnownAnswers.NONE,
                 allow_duplicate=data["allow_duplicate"],
+                on_invalid=data["on_invalid"],
             )
         except ImportRejected as rejected:
             staged_upload_discard(token=dry_run.upload.token)
             return _errors(rejected.issues, rejected.total, rejected.duplicate_of)
         code = status.HTTP_202_ACCEPTED if outcome.in_background else status.HTTP_201_CREATED
-        return Response(BatchOutputSerializer(outcome.batch).data, status=code)
+        body = BatchOutputSerializer(outcome.batch).data
+        return Response({**body, **_skip_report(dry_run)} if skip else body, status=code)
 
 
 class BatchDetailApi(APIView):
@@ -263,3 +339,12 @@ class BatchUnretireApi(APIView):
         access = project_access(user=request.user, slug=slug, min_role=ADMIN)
         batch = batch_unretire(batch=batch_get(project=access.project, batch_id=batch_id))
         return Response(BatchOutputSerializer(batch).data)
+
+
+class BatchRejectsApi(APIView):
+    """The records an `on_invalid=skip` import left out, as uploaded (JSONL lines or CSV rows)."""
+
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    def get(self, request: Request, slug: str, batch_id: int) -> FileResponse:
+        access = project_access(user=request.user, slug=slug, min_role=LEAD)
+        return rejects_response(batch_get(project=access.project, batch_id=batch_id))

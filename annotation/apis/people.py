@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import copy
+
 from django.contrib.auth import get_user_model
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.apis.strict import StrictFieldsMixin, unknown_fields_error
+from annotation.forms import ProjectForm
 from annotation.models import Membership, Project
 from annotation.selectors.access import (
     PROJECT_CREATORS,
@@ -19,11 +23,13 @@ from annotation.selectors.access import (
     user_can_create_projects,
 )
 from annotation.services.projects import (
+    PROJECT_EDITABLE_FIELDS,
     MembershipRefused,
     UserManagementRefused,
     membership_remove,
     membership_set,
     project_create,
+    project_update,
     token_issue,
     user_create,
 )
@@ -53,7 +59,7 @@ class ProjectOutputSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class ProjectInputSerializer(serializers.Serializer):
+class ProjectInputSerializer(StrictFieldsMixin, serializers.Serializer):
     slug = serializers.SlugField(max_length=64)
     name = serializers.CharField(max_length=200)
     guidelines = serializers.CharField(required=False, allow_blank=True, default="")
@@ -65,6 +71,12 @@ class ProjectInputSerializer(serializers.Serializer):
     rationale = serializers.ChoiceField(
         choices=Project.Rationale.choices, default=Project.Rationale.OPTIONAL
     )
+    max_raters_per_pair = serializers.IntegerField(
+        min_value=1,
+        max_value=50,
+        required=False,
+        help_text="The overlap cap; at least raters_per_pair (default: that, or 5 if more).",
+    )
 
     def validate_slug(self, value: str) -> str:
         if Project.objects.filter(slug=value).exists():
@@ -72,7 +84,11 @@ class ProjectInputSerializer(serializers.Serializer):
         return value
 
     def validate(self, attrs: dict) -> dict:
-        attrs["max_raters_per_pair"] = max(attrs["raters_per_pair"], 5)
+        attrs.setdefault("max_raters_per_pair", max(attrs["raters_per_pair"], 5))
+        if attrs["max_raters_per_pair"] < attrs["raters_per_pair"]:
+            raise serializers.ValidationError(
+                {"max_raters_per_pair": ["Must be at least raters_per_pair."]}
+            )
         return attrs
 
 
@@ -99,6 +115,53 @@ class ProjectListCreateApi(APIView):
         return Response(ProjectOutputSerializer(project).data, status=status.HTTP_201_CREATED)
 
 
+class ProjectSettingsSerializer(serializers.ModelSerializer):
+    """Every setting the settings page edits, as it stores them."""
+
+    class Meta:
+        model = Project
+        fields = ["slug", *PROJECT_EDITABLE_FIELDS]
+        read_only_fields = fields
+
+
+def _settings_form(project: Project, changes: dict) -> ProjectForm:
+    """The settings page's own form over the project's settings with `changes` applied, so the
+    API and the page validate by the same rules."""
+    form = ProjectForm(instance=project)
+    data = {name: form.fields[name].prepare_value(getattr(project, name)) for name in form.fields}
+    for name, value in changes.items():
+        data[name] = (
+            ", ".join(map(str, value)) if name == "criteria" and isinstance(value, list) else value
+        )
+    return ProjectForm(data=data, instance=copy.copy(project))
+
+
+class ProjectDetailApi(APIView):
+    """A project's settings: members read them, admins change any of them (PATCH)."""
+
+    @extend_schema(responses=ProjectSettingsSerializer)
+    def get(self, request: Request, slug: str) -> Response:
+        access = project_access(user=request.user, slug=slug)
+        return Response(ProjectSettingsSerializer(access.project).data)
+
+    @extend_schema(
+        request=inline_serializer(
+            "ProjectSettingsPatch",
+            {name: serializers.JSONField(required=False) for name in PROJECT_EDITABLE_FIELDS},
+        ),
+        responses=ProjectSettingsSerializer,
+    )
+    def patch(self, request: Request, slug: str) -> Response:
+        access = project_access(user=request.user, slug=slug, min_role=Membership.Role.ADMIN)
+        if errors := unknown_fields_error(request.data, PROJECT_EDITABLE_FIELDS):
+            return Response(errors, status=status.HTTP_400_BAD_REQUEST)
+        form = _settings_form(access.project, dict(request.data))
+        if not form.is_valid():
+            return Response(form.errors, status=status.HTTP_400_BAD_REQUEST)
+        project = project_update(project=access.project, **form.cleaned_data)
+        return Response(ProjectSettingsSerializer(project).data)
+
+
 class UserOutputSerializer(serializers.ModelSerializer):
     email = serializers.CharField(read_only=True, help_text="Empty when none was given.")
 
@@ -108,7 +171,7 @@ class UserOutputSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class UserInputSerializer(serializers.Serializer):
+class UserInputSerializer(StrictFieldsMixin, serializers.Serializer):
     username = serializers.RegexField(r"^[\w.@+-]{1,150}$")
     email = serializers.EmailField(required=False, allow_blank=True, default="")
     password = serializers.CharField(
@@ -161,7 +224,7 @@ class UserTokenIssueApi(APIView):
         return Response({"token": token.key}, status=status.HTTP_201_CREATED)
 
 
-class MemberSerializer(serializers.Serializer):
+class MemberSerializer(StrictFieldsMixin, serializers.Serializer):
     username = serializers.CharField(max_length=150)
     role = serializers.ChoiceField(choices=Membership.Role.choices)
     paused = serializers.BooleanField(read_only=True)

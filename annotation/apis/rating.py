@@ -17,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.apis.strict import StrictFieldsMixin
 from annotation.models import Assignment, Judgment, Project
 from annotation.selectors.access import project_access
 from annotation.services.rating import (
@@ -148,8 +149,8 @@ class AssignmentNextApi(APIView):
         return Response(_shown(assignment, access.project))
 
 
-class JudgmentInputSerializer(serializers.Serializer):
-    """What a rater may send. Anything else in the body (rater, created_at, ...) is ignored."""
+class JudgmentInputSerializer(StrictFieldsMixin, serializers.Serializer):
+    """What a rater may send. Anything else in the body (rater, created_at, ...) is a 400."""
 
     assignment = serializers.IntegerField(min_value=1)
     choice = serializers.ChoiceField(choices=SHOWN_CHOICES)

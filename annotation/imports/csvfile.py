@@ -13,7 +13,7 @@ big for that belong in JSONL, one prompt with its responses per line.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from annotation.imports.fields import RecordChecker
@@ -22,6 +22,7 @@ from annotation.imports.records import (
     ImportFormat,
     ImportIssue,
     Record,
+    Rejected,
     ResponseItem,
     ResponsesRecord,
 )
@@ -52,6 +53,7 @@ class _Feed:
         self.row = 1
         self.pending = 0
         self.problems: list[str] = []
+        self.raw: list[bytes] = []  # the lines of the current row, as uploaded
 
     def __iter__(self) -> _Feed:
         return self
@@ -59,6 +61,7 @@ class _Feed:
     def __next__(self) -> str:
         line = next(self._lines)
         self.pending += len(line.data)
+        self.raw.append(line.data)
         if line.too_long or self.pending > self._max_row_bytes:
             raise FileRefused(
                 ImportIssue(
@@ -81,37 +84,55 @@ class _Feed:
             )
             return data.decode("utf-8", "replace")
 
-    def next_row(self, row: int) -> list[ImportIssue]:
+    def next_row(self, row: int) -> tuple[list[ImportIssue], bytes]:
+        """The problems and the raw bytes of the row just read; the next one starts empty."""
         issues = [ImportIssue(row, None, problem, "row") for problem in self.problems]
+        raw = b"".join(self.raw)
         self.problems.clear()
+        self.raw.clear()
         self.pending = 0
         self.row = row + 1
-        return issues
+        return issues, raw
+
+
+@dataclass(frozen=True)
+class _Row:
+    number: int
+    cells: list[str] | None  # None when the CSV itself is malformed there
+    issues: list[ImportIssue]
+    raw: bytes
 
 
 @dataclass
 class _Group:
+    """The valid rows of one prompt_id of the long form, kept until the end of the file."""
+
     row: int
     prompt: str
     items: list[ResponseItem] = field(default_factory=list)
-    rows: list[int] = field(default_factory=list)
-    failed: bool = False  # a row of it was invalid: already reported, the group is not checked
+    rows: list[_Row] = field(default_factory=list)
+    failed_row: int | None = None  # the first invalid row of this prompt_id, if any
 
 
-def _rows(feed: _Feed) -> Iterator[tuple[int, list[str] | ImportIssue]]:
+def _rows(feed: _Feed, first_row: int, skip_blank: Callable[[], int]) -> Iterator[_Row]:
+    """The rows from `first_row` on. Between rows (never inside a quoted cell, where a blank
+    line is text) runs of blank lines are skipped in bulk; each still counts as a row."""
     reader = csv.reader(feed, strict=True)
-    row = 0
+    row = first_row - 1
     while True:
+        if row >= first_row:
+            row += skip_blank()
+        feed.row = row + 1
+        malformed = None
         try:
-            cells: list[str] | ImportIssue = next(reader)
+            cells: list[str] | None = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            cells = ImportIssue(row + 1, None, f"malformed CSV: {exc}", "row")
+            cells, malformed = None, ImportIssue(row + 1, None, f"malformed CSV: {exc}", "row")
         row += 1
-        for issue in feed.next_row(row):
-            yield row, issue
-        yield row, cells
+        issues, raw = feed.next_row(row)
+        yield _Row(row, cells, [*issues, malformed] if malformed else issues, raw)
 
 
 def _header(
@@ -153,105 +174,138 @@ def _header(
     return names, fmt
 
 
-def csv_events(lines: Iterable[Line], state: FileState) -> Iterator[Record | ImportIssue]:
+def csv_events(
+    lines: Iterable[Line], state: FileState, *, first_row: int, skip_blank: Callable[[], int]
+) -> Iterator[Record | ImportIssue | Rejected]:
+    """The records and issues of a CSV file whose first (non-blank) line is `first_row`; a row
+    with issues is followed by its `Rejected`."""
     limits = state.limits
     # A process-wide setting, so it is only ever raised: the row cap in _Feed bounds memory,
     # and text fields are checked against max_field_chars with a clearer message.
     if csv.field_size_limit() < limits.max_line_bytes:
         csv.field_size_limit(limits.max_line_bytes)
-    rows = _rows(_Feed(lines, max_row_bytes=limits.max_line_bytes))
-    header: list[str] | None = None
+    rows = _rows(_Feed(lines, max_row_bytes=limits.max_line_bytes), first_row, skip_blank)
+    header = next((row for row in rows if row.issues or row.cells), None)
+    if header is None:
+        yield ImportIssue(None, None, "the file holds no records")
+        return
+    if header.issues or header.cells is None:
+        raise FileRefused(header.issues[0])
+    names, fmt = _header(header.cells, header.number, state.format)
+    state.match_format(fmt, header.number, "row")
+    state.csv_header = header.raw
     groups: dict[str, _Group] = {}
-    for row, cells in rows:
-        if isinstance(cells, ImportIssue):
-            yield cells
+    for row in rows:
+        if not row.issues and not row.cells:
             continue
-        if not cells:
-            continue
-        if header is None:
-            header, fmt = _header(cells, row, state.format)
-            state.match_format(fmt, row, "row")
-            required = set(_REQUIRED[fmt])
-            continue
-        state.count_record(row, "row")
-        if len(cells) != len(header):
-            yield ImportIssue(
-                row, None, f"expected {len(header)} columns, found {len(cells)}", "row"
-            )
-            continue
-        fields = {
-            name: cell for name, cell in zip(header, cells, strict=True) if cell or name in required
-        }
-        checker = RecordChecker(fields, line=row, limits=limits, unit="row")
-        if fmt is ImportFormat.RESPONSES:
-            yield from _long_form_row(checker, groups)
-            continue
-        record = checker.record(fmt)
-        yield from checker.issues
+        state.count_record(row.number, "row")
+        record, findings = _csv_record(row, names, fmt, state, groups)
+        yield from findings
         if record is not None:
-            state.note_extra_keys(
-                fields.keys() - set(_REQUIRED[fmt]) - {"model_a", "model_b", "id"}
-            )
-            if duplicate := state.claim_id(record.external_id, row, "row"):
-                yield duplicate
-            else:
-                yield record
-    if header is None or state.records == 0:
+            yield record
+        elif findings and not findings[0].warning:
+            yield Rejected(row.number, "row", row.raw, header.raw)
+    if state.records == 0:
         yield ImportIssue(None, None, "the file holds no records")
         return
     if fmt is ImportFormat.RESPONSES:
-        state.note_extra_keys(set(header) - _LONG_FORM_KNOWN)
+        state.note_extra_keys(set(names) - _LONG_FORM_KNOWN)
         yield from _long_form_groups(groups, state)
 
 
-def _long_form_row(checker: RecordChecker, groups: dict[str, _Group]) -> Iterator[ImportIssue]:
+def _csv_record(
+    row: _Row, names: list[str], fmt: ImportFormat, state: FileState, groups: dict[str, _Group]
+) -> tuple[Record | None, list[ImportIssue]]:
+    """One row's record (None when invalid, or kept for its long-form group) and its findings."""
+    if row.issues or row.cells is None:
+        return None, row.issues
+    if len(row.cells) != len(names):
+        message = f"expected {len(names)} columns, found {len(row.cells)}"
+        return None, [ImportIssue(row.number, None, message, "row")]
+    required = set(_REQUIRED[fmt])
+    fields = {
+        name: cell for name, cell in zip(names, row.cells, strict=True) if cell or name in required
+    }
+    checker = RecordChecker(fields, line=row.number, limits=state.limits, unit="row")
+    if fmt is ImportFormat.RESPONSES:
+        _long_form_row(checker, row, groups)
+        return None, checker.findings()
+    record = checker.record(fmt)
+    if record is None:
+        return None, checker.findings()
+    state.note_extra_keys(fields.keys() - required - {"model_a", "model_b", "id"})
+    if duplicate := state.claim_id(record.external_id, row.number, "row"):
+        return None, [duplicate]
+    repeat = state.claim_pair(record, row.number, "row")
+    return record, checker.findings() + ([repeat] if repeat else [])
+
+
+def _long_form_row(checker: RecordChecker, row: _Row, groups: dict[str, _Group]) -> None:
+    """Check one row of the long form and, when valid, add it to its prompt_id's group."""
     fields = checker.fields
     prompt_id = checker.check_name("prompt_id", fields.get("prompt_id"))
     prompt = checker.check_text(fields.get("prompt"), "prompt")
-    text = checker.check_text(fields.get("response"), "response")
+    text = checker.check_response(fields.get("response"), "response")
     model = checker.check_name("model", fields.get("model"))
     metadata = checker.check_metadata(
         {key: value for key, value in fields.items() if key not in _LONG_FORM_KNOWN},
         set(),
         "metadata",
     )
-    if prompt_id is not None and prompt is not None:
-        group = groups.setdefault(prompt_id, _Group(checker.line, prompt))
-        if group.prompt != prompt:
-            group.failed = True
-            checker.fail(
-                "prompt",
-                f'differs from the prompt on row {group.row}, which has the same prompt_id "'
-                f'{prompt_id}"',
-            )
-        elif text is not None and not checker.issues:
-            group.items.append(ResponseItem(text=text, model=model, metadata=metadata))
-            group.rows.append(checker.line)
-        else:
-            group.failed = True
-    yield from checker.issues
+    if prompt_id is None or prompt is None:
+        return
+    group = groups.setdefault(prompt_id, _Group(checker.line, prompt))
+    if group.prompt != prompt:
+        checker.fail(
+            "prompt",
+            f'differs from the prompt on row {group.row}, which has the same prompt_id "'
+            f'{prompt_id}"',
+        )
+    if text is not None and not checker.issues:
+        group.items.append(ResponseItem(text=text, model=model, metadata=metadata))
+        group.rows.append(row)
+    elif group.failed_row is None:
+        group.failed_row = row.number
 
 
 def _long_form_groups(
     groups: dict[str, _Group], state: FileState
-) -> Iterator[Record | ImportIssue]:
+) -> Iterator[Record | ImportIssue | Rejected]:
+    """Each prompt_id's record. A prompt_id with an invalid row, or that cannot be a record,
+    rejects all of its rows, each with its own issue."""
     for prompt_id, group in groups.items():
-        if group.failed:
+        issues = _group_issues(group, state) if group.failed_row is None else []
+        if group.failed_row is None and not issues:
+            yield ResponsesRecord(group.row, group.prompt, tuple(group.items), prompt_id, {})
             continue
-        checker = RecordChecker({}, line=group.row, limits=state.limits, unit="row")
-        if not checker.check_response_count(len(group.items), "response"):
-            yield from checker.issues
-            continue
-        first_row: dict[str, int] = {}
-        for item, row in zip(group.items, group.rows, strict=True):
-            if item.text in first_row:
-                yield ImportIssue(
-                    row,
+        own = {issue.line: issue for issue in issues}
+        first_bad = group.failed_row or issues[0].line
+        for row in group.rows:
+            yield own.get(row.number) or ImportIssue(
+                row.number,
+                "prompt_id",
+                f'not imported: row {first_bad} of the same prompt_id "{prompt_id}" is invalid',
+                "row",
+            )
+            yield Rejected(row.number, "row", row.raw, state.csv_header)
+
+
+def _group_issues(group: _Group, state: FileState) -> list[ImportIssue]:
+    checker = RecordChecker({}, line=group.row, limits=state.limits, unit="row")
+    if not checker.check_response_count(len(group.items), "response"):
+        return checker.issues
+    issues = []
+    first_row: dict[str, int] = {}
+    for item, row in zip(group.items, group.rows, strict=True):
+        if item.text in first_row:
+            issues.append(
+                ImportIssue(
+                    row.number,
                     "response",
                     f"identical to the response on row {first_row[item.text]} for the same "
                     "prompt_id",
                     "row",
                 )
-            first_row.setdefault(item.text, row)
-        if len(first_row) == len(group.items):
-            yield ResponsesRecord(group.row, group.prompt, tuple(group.items), prompt_id, {})
+            )
+        first_row.setdefault(item.text, row.number)
+    return issues

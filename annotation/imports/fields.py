@@ -48,6 +48,7 @@ _KNOWN_KEYS = {
     ImportFormat.PREFERENCE: {"prompt", "chosen", "rejected", "id", "metadata"},
 }
 _ITEM_KEYS = {"text", "model", "metadata"}
+EMPTY_RESPONSE_WARNING = 'empty response: imported as it is; raters see "(empty response)"'
 
 
 def kind_of(value: Any) -> str:
@@ -103,9 +104,14 @@ class RecordChecker:
         self.limits = limits
         self.unit = unit
         self.issues: list[ImportIssue] = []
+        self.warnings: list[ImportIssue] = []
 
     def fail(self, field: str | None, message: str) -> None:
         self.issues.append(ImportIssue(self.line, field, message, self.unit))
+
+    def findings(self) -> list[ImportIssue]:
+        """What to report for this record: its errors, or when it has none, its warnings."""
+        return self.issues or self.warnings
 
     def record(self, fmt: ImportFormat) -> Record | None:
         if fmt is ImportFormat.PAIR:
@@ -127,6 +133,16 @@ class RecordChecker:
             self.fail(name, "empty")
             return None
         return self._storable(value, name, self.limits.max_field_chars)
+
+    def check_response(self, value: Any, name: str) -> str | None:
+        """A response: text like any other, except that empty or only whitespace is data (models
+        do answer nothing, and raters judge that). It is kept as it is, with a warning."""
+        if isinstance(value, str) and not value.strip():
+            self.warnings.append(
+                ImportIssue(self.line, name, EMPTY_RESPONSE_WARNING, self.unit, warning=True)
+            )
+            return self._storable(value, name, self.limits.max_field_chars)
+        return self.check_text(value, name)
 
     def _storable(self, value: str, name: str, max_chars: int) -> str | None:
         if len(value) > max_chars:
@@ -215,8 +231,8 @@ class RecordChecker:
     def _pair(self) -> PairRecord | None:
         f = self.fields
         prompt = self.prompt(f.get("prompt"))
-        response_a = self.check_text(f.get("response_a"), "response_a")
-        response_b = self.check_text(f.get("response_b"), "response_b")
+        response_a = self.check_response(f.get("response_a"), "response_a")
+        response_b = self.check_response(f.get("response_b"), "response_b")
         if response_a is not None and response_a == response_b:
             self.fail("response_b", 'identical to "response_a"; the two responses must differ')
         model_a = self.check_name("model_a", f.get("model_a"))
@@ -255,7 +271,7 @@ class RecordChecker:
                     f'expected an object {{"text", "model"}}, found {kind_of(item)}',
                 )
                 continue
-            text = self.check_text(item.get("text"), f"responses[{i}].text")
+            text = self.check_response(item.get("text"), f"responses[{i}].text")
             model = self.check_name(f"responses[{i}].model", item.get("model"))
             metadata = self.check_metadata(item, _ITEM_KEYS, f"responses[{i}].metadata")
             if text is not None:

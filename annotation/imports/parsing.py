@@ -13,10 +13,11 @@ detected from the first record, and every other record must be of the same forma
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO, Literal
 
+from annotation.imports.containers import array_events, parquet_events
 from annotation.imports.csvfile import csv_events
 from annotation.imports.fields import RecordChecker, detect_format, unknown_keys
 from annotation.imports.jsonl import LineInvalid, parse_object
@@ -31,6 +32,7 @@ from annotation.imports.records import (
     PreferenceRecord,
     Prompt,
     Record,
+    Rejected,
     ResponseItem,
     ResponsesRecord,
     transcript_messages,
@@ -58,6 +60,8 @@ __all__ = [
 ]
 
 DEFAULT_LIMITS = ImportLimits()
+Container = Literal["jsonl", "csv", "json", "parquet"]
+_CONTAINERS: dict[str, Container] = {c: c for c in ("jsonl", "csv", "json", "parquet")}
 
 
 class ImportFileInvalid(ValueError):
@@ -74,7 +78,7 @@ class ScanResult:
     sha256: str | None  # of the bytes as uploaded; None if the file was too large to read whole
     size_bytes: int  # bytes read of the upload
     compressed: bool  # gzip
-    container: Literal["jsonl", "csv"] | None  # None when the file could not be opened
+    container: Container | None  # None when the file could not be opened
     format: ImportFormat | None
     record_count: int  # valid records (for the CSV long form, prompts)
     response_count: int  # responses in the valid records
@@ -82,10 +86,48 @@ class ScanResult:
     error_count: int  # all of them
     samples: tuple[Record, ...]  # the first max_samples valid records, for the preview
     extra_keys: tuple[str, ...]  # unknown fields and columns, kept as metadata
+    warnings: tuple[ImportIssue, ...] = ()  # the first max_errors (empty responses), in order
+    warning_count: int = 0
+    skipped: SkipTally = field(default_factory=lambda: SkipTally())  # records with errors
 
     @property
     def ok(self) -> bool:
         return self.error_count == 0
+
+    @property
+    def ok_when_skipping(self) -> bool:
+        """Whether `on_invalid=skip` would import something: records, and no file-wide error."""
+        return self.record_count > 0 and not self.skipped.refused
+
+
+class SkipTally:
+    """The records with errors, counted by reason (at most MAX_REASONS of them, the rest
+    together under OTHER_REASONS); `refused` when a problem was with the whole file."""
+
+    MAX_REASONS = 100
+    OTHER_REASONS = "other reasons"
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.by_reason: dict[str, int] = {}
+        self.refused = False
+        self._pending: list[ImportIssue] = []  # the issues of the record being read
+
+    def issue(self, issue: ImportIssue) -> None:
+        if not issue.skippable:
+            self.refused = True
+        else:
+            self._pending.append(issue)
+
+    def rejected(self) -> tuple[str, list[ImportIssue]]:
+        """Count a rejected record under the reason of its first issue; its reason and issues."""
+        issues, self._pending = self._pending, []
+        reason = issues[0].reason if issues else self.OTHER_REASONS
+        self.count += 1
+        if reason not in self.by_reason and len(self.by_reason) >= self.MAX_REASONS:
+            reason = self.OTHER_REASONS
+        self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
+        return reason, issues
 
 
 def _format_arg(value: str | None) -> ImportFormat | None:
@@ -102,101 +144,112 @@ def _response_count(record: Record) -> int:
     return len(record.responses) if isinstance(record, ResponsesRecord) else 2
 
 
-def _jsonl_events(lines: Iterable[Line], state: FileState) -> Iterator[Record | ImportIssue]:
-    limits = state.limits
+def _jsonl_events(
+    lines: Iterable[Line], state: FileState
+) -> Iterator[Record | ImportIssue | Rejected]:
+    """Each record, or its issues followed by a `Rejected` (blank lines are no records)."""
     for line in lines:
-        number = line.number
-        if line.too_long:
-            state.count_record(number, "line")
-            yield ImportIssue(
-                number, None, f"longer than the limit of {human_bytes(limits.max_line_bytes)}"
-            )
+        data = line.data.removeprefix(UTF8_BOM) if line.number == 1 else line.data
+        if not line.too_long and (not data or data.isspace()):
             continue
-        data = line.data.removeprefix(UTF8_BOM) if number == 1 else line.data
-        if not data or data.isspace():
-            continue
-        state.count_record(number, "line")
-        if b"\x00" in data:
-            yield ImportIssue(number, None, "contains a NUL byte; is this a binary or UTF-16 file?")
-            continue
-        try:
-            obj = parse_object(data.decode("utf-8"), max_depth=limits.max_depth)
-        except UnicodeDecodeError as exc:
-            yield ImportIssue(
-                number,
-                None,
-                f"not valid UTF-8: byte 0x{data[exc.start]:02x} at byte {exc.start + 1} of "
-                "the line",
-            )
-            continue
-        except LineInvalid as exc:
-            yield ImportIssue(number, None, str(exc))
-            continue
-        detected = detect_format(set(obj))
-        if detected == "ambiguous":
-            yield ImportIssue(
-                number,
-                None,
-                "has fields of more than one format (response_a/response_b, "
-                "responses, chosen/rejected); one record is one format",
-            )
-            continue
-        if detected is None:
-            if state.format is None:
-                yield ImportIssue(
-                    number,
-                    None,
-                    'not a known record: expected "response_a" and "response_b" '
-                    '(pair), "responses" (responses) or "chosen" and "rejected" (preference)',
-                )
-                continue
-            detected = state.format
-        if mismatch := state.match_format(detected, number, "line"):
-            yield mismatch
-            continue
-        checker = RecordChecker(obj, line=number, limits=limits)
-        record = checker.record(detected)
-        yield from checker.issues
-        if record is None:
-            continue
-        state.note_extra_keys(unknown_keys(detected, set(obj)))
-        if duplicate := state.claim_id(record.external_id, number, "line"):
-            yield duplicate
-        else:
+        state.count_record(line.number, "line")
+        record, findings = _jsonl_record(line, data, state)
+        yield from findings
+        if record is not None:
             yield record
+        else:
+            yield Rejected(line.number, "line", None if line.too_long else line.data)
 
 
-def _events(upload: Upload, state: FileState) -> Iterator[Record | ImportIssue | str]:
+def _jsonl_record(
+    line: Line, data: bytes, state: FileState
+) -> tuple[Record | None, list[ImportIssue]]:
+    """One line's record (None when invalid) and what to report about it."""
+    limits, number = state.limits, line.number
+
+    def refuse(message: str) -> tuple[None, list[ImportIssue]]:
+        return None, [ImportIssue(number, None, message)]
+
+    if line.too_long:
+        return refuse(f"longer than the limit of {human_bytes(limits.max_line_bytes)}")
+    if b"\x00" in data:
+        return refuse("contains a NUL byte; is this a binary or UTF-16 file?")
+    try:
+        obj = parse_object(data.decode("utf-8"), max_depth=limits.max_depth)
+    except UnicodeDecodeError as exc:
+        return refuse(
+            f"not valid UTF-8: byte 0x{data[exc.start]:02x} at byte {exc.start + 1} of the line"
+        )
+    except LineInvalid as exc:
+        return refuse(str(exc))
+    detected = detect_format(set(obj))
+    if detected == "ambiguous":
+        return refuse(
+            "has fields of more than one format (response_a/response_b, "
+            "responses, chosen/rejected); one record is one format"
+        )
+    if detected is None:
+        if state.format is None:
+            return refuse(
+                'not a known record: expected "response_a" and "response_b" '
+                '(pair), "responses" (responses) or "chosen" and "rejected" (preference)'
+            )
+        detected = state.format
+    if mismatch := state.match_format(detected, number, "line"):
+        return None, [mismatch]
+    checker = RecordChecker(obj, line=number, limits=limits)
+    record = checker.record(detected)
+    if record is None:
+        return None, checker.findings()
+    state.note_extra_keys(unknown_keys(detected, set(obj)))
+    if duplicate := state.claim_id(record.external_id, number, "line"):
+        return None, [duplicate]
+    repeat = state.claim_pair(record, number, "line")
+    return record, checker.findings() + ([repeat] if repeat else [])
+
+
+def _first_line(upload: Upload) -> Line | None:
+    """The first line that is not blank (or is too long to tell); the blank ones are not kept."""
+    for line in upload.lines(skip_blank=True):
+        if line.too_long or not line.data.removeprefix(UTF8_BOM).isspace():
+            return line
+    return None
+
+
+def _events(upload: Upload, state: FileState) -> Iterator[Record | ImportIssue | Rejected | str]:
     """Records and issues in file order, preceded by the container name once it is known."""
     try:
         upload.open()
-        lines = upload.lines()
-        head = []
-        for line in lines:
-            head.append(line)
-            if line.too_long or not line.data.removeprefix(UTF8_BOM).isspace():
-                break
-        first = head[-1].data.removeprefix(UTF8_BOM).lstrip()[:1] if head else b""
-        if not first:
+        if upload.parquet:
+            yield "parquet"
+            yield from parquet_events(upload, state, _jsonl_record)
+            if state.records == 0:
+                yield ImportIssue(None, None, "the file holds no records")
+            return
+        first = _first_line(upload)
+        start = first.data.removeprefix(UTF8_BOM).lstrip()[:1] if first else b""
+        if first is None or not start:
             yield ImportIssue(None, None, "the file holds no records")
             return
-        if first == b"[":
-            raise FileRefused(
-                ImportIssue(
-                    None, None, "the file is a JSON array; upload JSON Lines, one object per line"
-                )
-            )
-        body = itertools.chain(head, lines)
-        if first == b"{":
+        if start == b"[":
+            yield "json"
+            yield from array_events(upload, first, state, _jsonl_record)
+            if state.records == 0:
+                yield ImportIssue(None, None, "the file holds no records")
+            return
+        if start == b"{":
             yield "jsonl"
-            yield from _jsonl_events(body, state)
+            yield from _jsonl_events(itertools.chain([first], upload.lines(skip_blank=True)), state)
             if state.records == 0:
                 yield ImportIssue(None, None, "the file holds no records")
         else:
             yield "csv"
-            yield from csv_events(body, state)
+            body = itertools.chain([first], upload.lines())
+            yield from csv_events(
+                body, state, first_row=first.number, skip_blank=upload.skip_blank_lines
+            )
     except FileRefused as exc:
-        yield exc.issue
+        yield replace(exc.issue, fatal=True)
 
 
 def scan(
@@ -209,17 +262,24 @@ def scan(
     """Read the whole upload once and report everything wrong with it, capped at max_errors."""
     state = FileState(_format_arg(format), limits=limits)
     upload = Upload(fileobj, limits=limits)
-    container: Literal["jsonl", "csv"] | None = None
+    container: Container | None = None
     errors: list[ImportIssue] = []
-    error_count = record_count = response_count = 0
+    warnings: list[ImportIssue] = []
+    error_count = warning_count = record_count = response_count = 0
     samples: list[Record] = []
+    skipped = SkipTally()
     for event in _events(upload, state):
-        if event == "jsonl":
-            container = "jsonl"
-        elif event == "csv":
-            container = "csv"
+        if isinstance(event, str):
+            container = _CONTAINERS[event]
+        elif isinstance(event, Rejected):
+            skipped.rejected()
+        elif isinstance(event, ImportIssue) and event.warning:
+            warning_count += 1
+            if len(warnings) < limits.max_errors:
+                warnings.append(event)
         elif isinstance(event, ImportIssue):
             error_count += 1
+            skipped.issue(event)
             if len(errors) < limits.max_errors:
                 errors.append(event)
         elif not isinstance(event, str):
@@ -241,20 +301,40 @@ def scan(
         error_count=error_count,
         samples=tuple(samples),
         extra_keys=tuple(sorted(state.extra_keys)),
+        warnings=tuple(warnings),
+        warning_count=warning_count,
+        skipped=skipped,
     )
 
 
+RejectSink = Callable[[Rejected, str, list[ImportIssue]], None]
+
+
 def iter_records(
-    fileobj: BinaryIO, *, format: str | None, limits: ImportLimits = DEFAULT_LIMITS
+    fileobj: BinaryIO,
+    *,
+    format: str | None,
+    limits: ImportLimits = DEFAULT_LIMITS,
+    on_rejected: RejectSink | None = None,
 ) -> Iterator[Record]:
     """Stream the records of a file that `scan` found valid; pass the format it detected.
 
     Raises ImportFileInvalid at the first problem, so a file that changed between the passes
-    cannot be half imported silently; the caller's transaction rolls back.
+    cannot be half imported silently; the caller's transaction rolls back. With `on_rejected`
+    (`on_invalid=skip`), a record with errors is handed to it with its reason and issues
+    instead, and only a problem with the whole file raises.
     """
     state = FileState(_format_arg(format), limits=limits)
+    skipped = SkipTally()
     for event in _events(Upload(fileobj, limits=limits), state):
-        if isinstance(event, ImportIssue):
-            raise ImportFileInvalid(event)
-        if not isinstance(event, str):
+        if isinstance(event, Rejected):
+            if on_rejected is not None:
+                on_rejected(event, *skipped.rejected())
+        elif isinstance(event, ImportIssue):
+            if event.warning:
+                continue
+            if on_rejected is None or not event.skippable:
+                raise ImportFileInvalid(event)
+            skipped.issue(event)
+        elif not isinstance(event, str):
             yield event

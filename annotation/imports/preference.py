@@ -1,7 +1,8 @@
 """Preference records: a prompt with a chosen and a rejected response, in the forms people have.
 
-Explicit (`prompt` + `chosen` + `rejected`, TRL's explicit-prompt form, the answers as text or as
-one assistant message), Anthropic HH transcripts without `prompt` (split at the last
+Explicit (`prompt` + `chosen` + `rejected`, TRL's explicit-prompt form, the answers as text, as
+one assistant message, or as the whole conversation repeating the prompt's turns, as UltraFeedback
+binarized has them), Anthropic HH transcripts without `prompt` (split at the last
 "\n\nAssistant:"), and TRL's implicit-prompt conversational form (two message lists that share
 all but their last message).
 """
@@ -30,8 +31,8 @@ def preference_record(checker: RecordChecker) -> PreferenceRecord | None:
     prompt: Prompt | None
     if raw_prompt is not None:
         prompt = checker.prompt(raw_prompt)
-        chosen = _answer(checker, chosen, "chosen")
-        rejected = _answer(checker, rejected, "rejected")
+        chosen = _answer(checker, chosen, "chosen", prompt)
+        rejected = _answer(checker, rejected, "rejected", prompt)
     elif isinstance(chosen, list) and isinstance(rejected, list):
         prompt, chosen, rejected = _split_conversations(checker, chosen, rejected)
     elif isinstance(chosen, str) and isinstance(rejected, str):
@@ -39,8 +40,8 @@ def preference_record(checker: RecordChecker) -> PreferenceRecord | None:
         from_transcript = True
     else:
         prompt = None
-        chosen = _answer(checker, chosen, "chosen")
-        rejected = _answer(checker, rejected, "rejected")
+        chosen = _answer(checker, chosen, "chosen", None)
+        rejected = _answer(checker, rejected, "rejected", None)
         if chosen is not None and rejected is not None:
             checker.fail(
                 "prompt",
@@ -57,20 +58,35 @@ def preference_record(checker: RecordChecker) -> PreferenceRecord | None:
     )
 
 
-def _answer(checker: RecordChecker, value: Any, name: str) -> str | None:
-    """A response as text, or in TRL's conversational form: one assistant message."""
-    if isinstance(value, list):
-        if len(value) != 1 or not isinstance(value[0], dict):
-            checker.fail(name, "with a prompt given, expected text or one assistant message")
-            return None
-        messages = checker.messages(value, name)
-        if messages is None:
-            return None
-        if messages[0].role != "assistant":
-            checker.fail(f"{name}[0].role", "expected assistant")
-            return None
-        value = messages[0].content
-    return checker.check_text(value, name)
+def _answer(checker: RecordChecker, value: Any, name: str, prompt: Prompt | None) -> str | None:
+    """A response as text, or in TRL's conversational form: one assistant message, or the whole
+    conversation, whose turns before its last must then be those of the prompt."""
+    if not isinstance(value, list):
+        return checker.check_response(value, name)
+    if not value or not all(isinstance(item, dict) for item in value):
+        checker.fail(name, "expected text, one assistant message or the whole conversation")
+        return None
+    messages = checker.messages(value, name)
+    if messages is None:
+        return None
+    last = len(messages) - 1
+    if messages[last].role != "assistant":
+        checker.fail(f"{name}[{last}].role", "expected assistant: the answer comes last")
+        return None
+    if last and prompt is not None and messages[:last] != _as_messages(prompt):
+        checker.fail(
+            name,
+            f'the turns before the answer differ from "prompt"; a whole conversation in "{name}" '
+            "must repeat the prompt's turns exactly",
+        )
+        return None
+    return checker.check_response(messages[last].content, f"{name}[{last}].content")
+
+
+def _as_messages(prompt: Prompt) -> tuple[ChatMessage, ...]:
+    if isinstance(prompt, str):
+        return (ChatMessage(role="user", content=prompt),)
+    return prompt
 
 
 def _split_transcripts(
@@ -98,8 +114,8 @@ def _split_transcripts(
         return None, None, None
     return (
         checker.check_text(prompt, "prompt"),
-        checker.check_text(chosen[cuts[0] :], "chosen"),
-        checker.check_text(rejected[cuts[1] :], "rejected"),
+        checker.check_response(chosen[cuts[0] :], "chosen"),
+        checker.check_response(rejected[cuts[1] :], "rejected"),
     )
 
 
@@ -116,7 +132,7 @@ def _split_conversations(
         if len(messages) < 2 or messages[-1].role != "assistant":
             checker.fail(name, "expected the conversation to end with an assistant message")
             return None, None, None
-        answers.append(checker.check_text(messages[-1].content, f"{name}[{len(messages) - 1}]"))
+        answers.append(checker.check_response(messages[-1].content, f"{name}[{len(messages) - 1}]"))
     if chosen_messages[:-1] != rejected_messages[:-1]:
         checker.fail(
             "rejected",

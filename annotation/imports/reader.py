@@ -2,7 +2,9 @@
 
 Memory stays bounded whatever the upload: bytes are read in 64 KiB blocks, gzip output is
 decompressed in blocks and counted against a cap (a gzip bomb stops at the cap, not at the end),
-and a line longer than the limit is skipped in blocks without ever being held whole.
+and a line longer than the limit is skipped in blocks without ever being held whole. Runs of
+blank lines are skipped in blocks too (`skip_blank_lines`), so a file of a billion newlines costs
+what decompressing it costs, and nothing is kept for them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import io
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from annotation.imports.records import ImportIssue, ImportLimits
 
@@ -26,6 +28,8 @@ _UNSUPPORTED_MAGIC = {
     b"\x28\xb5\x2f\xfd": "zstd-compressed",
 }
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_BLANK = b" \t\r\n\x0b\x0c"  # what bytes.isspace() counts as space
+_NEWLINES = b"\n" * _BLOCK
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
@@ -48,7 +52,7 @@ class _HashingReader(io.RawIOBase):
     """Reads the upload, hashing and counting every byte, refusing past the upload cap."""
 
     def __init__(self, fileobj: BinaryIO, max_bytes: int) -> None:
-        self._fileobj = fileobj
+        self.fileobj = fileobj
         self._max_bytes = max_bytes
         self._sha256 = hashlib.sha256()
         self.size = 0
@@ -58,7 +62,7 @@ class _HashingReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self._fileobj.read(len(buffer))
+        data = self.fileobj.read(len(buffer))
         if not data:
             return 0
         self.size += len(data)
@@ -126,7 +130,10 @@ class Upload:
         self._raw = _HashingReader(fileobj, limits.max_upload_bytes)
         self._buffered = io.BufferedReader(self._raw, _BLOCK)
         self.compressed = False
-        self._stream: io.BufferedIOBase = self._buffered
+        self.parquet = False
+        self._read_whole = False  # by `seekable`, before a reader that seeks took the file
+        self._stream: io.BufferedReader[Any] = self._buffered
+        self.line_number = 0  # of the last line read or skipped
 
     @property
     def size(self) -> int:
@@ -135,10 +142,15 @@ class Upload:
     def open(self) -> None:
         """Sniff the first bytes: gzip is recognised by its magic number, never by the name."""
         head = self._buffered.peek(4)[:4]
+        self.parquet = head == b"PAR1"
         for magic, what in _UNSUPPORTED_MAGIC.items():
             if head.startswith(magic):
                 raise FileRefused(
-                    ImportIssue(None, None, f"the file is {what}; upload .jsonl, .csv or .gz")
+                    ImportIssue(
+                        None,
+                        None,
+                        f"the file is {what}; upload .jsonl, .json, .csv, .parquet or .gz",
+                    )
                 )
         if head.startswith(_UTF16_BOMS):
             raise FileRefused(ImportIssue(None, None, "the file is UTF-16; save it as UTF-8"))
@@ -148,24 +160,63 @@ class Upload:
             capped = _CappedReader(unzipped, self._limits.max_decompressed_bytes)
             self._stream = io.BufferedReader(capped, _BLOCK)
 
-    def lines(self) -> Iterator[Line]:
+    def skip_blank_lines(self) -> int:
+        """Skip the whole blank lines at the current position, a buffer at a time; how many."""
+        skipped = 0
+        while True:
+            head = self._stream.peek(_BLOCK)
+            if head == _NEWLINES[: len(head)]:  # the usual bomb, compared at memcmp speed
+                end = newlines = len(head)
+            else:
+                blank = len(head) - len(head.lstrip(_BLANK))
+                end = head.rfind(b"\n", 0, blank) + 1
+                newlines = head.count(b"\n", 0, end)
+            if end == 0:
+                self.line_number += skipped
+                return skipped
+            skipped += newlines
+            self._stream.read(end)
+
+    def lines(self, *, skip_blank: bool = False) -> Iterator[Line]:
+        """The lines from the current position; with `skip_blank`, blank lines are left out
+        (their numbers are still counted, so numbers stay physical)."""
         limit = self._limits.max_line_bytes
-        number = 0
-        while line := self._stream.readline(limit + 1):
-            number += 1
+        while True:
+            if skip_blank:
+                self.skip_blank_lines()
+            line = self._stream.readline(limit + 1)
+            if not line:
+                return
+            self.line_number += 1
             if len(line) <= limit or line.endswith(b"\n"):
-                yield Line(number, line, too_long=False)
+                yield Line(self.line_number, line, too_long=False)
                 continue
             start = line[:64]
             del line
             while (rest := self._stream.readline(_BLOCK)) and not rest.endswith(b"\n"):
                 pass
-            yield Line(number, start, too_long=True)
+            yield Line(self.line_number, start, too_long=True)
+
+    def read(self, size: int) -> bytes:
+        """Up to `size` bytes from the current position (of the decompressed stream)."""
+        return self._stream.read(size)
+
+    def seekable(self) -> BinaryIO:
+        """The upload itself, for a format read out of order (Parquet): it is read through once
+        first, so that the size cap holds and `finish` has the sha256."""
+        while self._buffered.read(_BLOCK):
+            pass
+        self._read_whole = True
+        fileobj = self._raw.fileobj
+        fileobj.seek(0)
+        return fileobj
 
     def finish(self) -> str | None:
         """The sha256 of the raw upload, or None when it was too large to read to the end."""
         if self._raw.too_large:
             return None
+        if self._read_whole:
+            return self._raw.hexdigest()
         try:
             while self._buffered.read(_BLOCK):
                 pass

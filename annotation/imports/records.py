@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
+_INDEX = re.compile(r"\[\d+\]")
+_NUMBER = re.compile(r"\b\d+(?:[.,]\d+)*\b")
+
 
 class ImportFormat(StrEnum):
     PAIR = "pair"
@@ -41,13 +44,28 @@ class ImportLimits:
 class ImportIssue:
     """One problem, located by its 1-based line (JSONL) or row (CSV, the header being row 1).
 
-    `line` is None for a problem with the whole file (too large, not gzip, no records).
+    `line` is None for a problem with the whole file (too large, not gzip, no records). A
+    `warning` does not stop the record (an empty response: data, but worth a look).
     """
 
     line: int | None
     field: str | None
     message: str
     unit: Literal["line", "row"] = "line"
+    warning: bool = False
+    fatal: bool = False  # reading stopped here: the whole file is refused, even in skip mode
+
+    @property
+    def skippable(self) -> bool:
+        """A problem with one record, which `on_invalid=skip` leaves out; not with the file."""
+        return self.line is not None and not self.fatal
+
+    @property
+    def reason(self) -> str:
+        """What went wrong, without the record's own numbers: the key skipped records are
+        counted by ("responses[n].text: longer than the limit of N characters")."""
+        field = _INDEX.sub("[n]", self.field) if self.field else "record"
+        return f"{field}: {_NUMBER.sub('N', self.message)}"
 
     def __str__(self) -> str:
         where = []
@@ -113,6 +131,30 @@ class PreferenceRecord:
 
 
 Record = PairRecord | ResponsesRecord | PreferenceRecord
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A record that had errors (reported just before it): `on_invalid=skip` leaves it out.
+
+    `raw` is its original line (JSONL) or row (CSV), for the rejects file; None when the line
+    was over the line limit and so never held whole.
+    """
+
+    line: int
+    unit: Literal["line", "row"]
+    raw: bytes | None
+    header: bytes = b""  # a CSV file's header row, so that the rejects file is a CSV file too
+
+
+def has_empty_response(record: Record) -> bool:
+    """Whether a response of the record is empty or only whitespace (imported, with a warning)."""
+    if isinstance(record, ResponsesRecord):
+        return any(not item.text.strip() for item in record.responses)
+    if isinstance(record, PairRecord):
+        return not record.response_a.strip() or not record.response_b.strip()
+    return not record.chosen.strip() or not record.rejected.strip()
+
 
 ASSISTANT_MARKER = "\n\nAssistant:"
 _TURN = re.compile(r"\n\n(Human|Assistant):")

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Literal
 
 from annotation.imports.reader import FileRefused
-from annotation.imports.records import ImportFormat, ImportIssue, ImportLimits
+from annotation.imports.records import (
+    ImportFormat,
+    ImportIssue,
+    ImportLimits,
+    PairRecord,
+    PreferenceRecord,
+    Record,
+)
 
 
 class FileState:
@@ -18,9 +26,13 @@ class FileState:
         self.limits = limits
         self.records = 0
         self.extra_keys: set[str] = set()
+        self.csv_header = b""  # the header row as uploaded, for the rejects file
         # The one structure that grows with the file: about 100 bytes per id, at most
         # max_records of them (some 200 MB at the default 2,000,000), for duplicate detection.
         self.ids: dict[str, int] = {}
+        # Like it, for repeated pairs: 8 bytes of hash of (prompt, the two responses in order)
+        # to the first line, about 100 bytes per pair record.
+        self.pairs: dict[bytes, int] = {}
 
     def count_record(self, line: int, unit: Literal["line", "row"]) -> None:
         self.records += 1
@@ -63,6 +75,36 @@ class FileState:
             line, "id", f'"{external_id}" is used twice: on {unit} {first} and {unit} {line}', unit
         )
 
+    def claim_pair(
+        self, record: Record, line: int, unit: Literal["line", "row"]
+    ) -> ImportIssue | None:
+        """A warning when the record repeats the pair of an earlier one, in either order."""
+        if isinstance(record, PairRecord):
+            sides = (record.response_a, record.response_b)
+        elif isinstance(record, PreferenceRecord):
+            sides = (record.chosen, record.rejected)
+        else:
+            return None  # the pairing rule picks the pairs of a responses record
+        keys = [_pair_key(record.prompt, first, second) for first, second in (sides, sides[::-1])]
+        first = self.pairs.get(keys[0])
+        swapped = first is None and (first := self.pairs.get(keys[1])) is not None
+        if first is None:
+            self.pairs[keys[0]] = line
+            return None
+        order = ", in the other order" if swapped else ""
+        return ImportIssue(
+            line,
+            None,
+            f"repeats the pair of {unit} {first}{order}: merged into it, not created again",
+            unit,
+            warning=True,
+        )
+
     def note_extra_keys(self, keys: set[str]) -> None:
         if len(self.extra_keys) < 50:
             self.extra_keys.update(keys)
+
+
+def _pair_key(prompt: object, first: str, second: str) -> bytes:
+    text = repr((prompt, first, second)).encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(text, digest_size=8).digest()

@@ -131,3 +131,13 @@ def markdown_filter(value: object) -> SafeString:
     if value is None:
         return mark_safe("")
     return markdown_html(str(value))
+
+
+@register.filter(name="response_markdown")
+def response_markdown_filter(value: object) -> SafeString:
+    """`{{ response.text|response_markdown }}`: like `markdown`, but an empty or whitespace-only
+    response (imported as data) shows as a visible "(empty response)", never as nothing."""
+    text = "" if value is None else str(value)
+    if not text or text.isspace():
+        return mark_safe('<p class="empty-response">(empty response)</p>')
+    return markdown_filter(text)

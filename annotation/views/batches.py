@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -24,6 +24,7 @@ from annotation.services.imports import (
     upload_check,
     upload_import,
 )
+from annotation.services.imports.rejects import rejects_response
 from annotation.views.confirm import Confirmation, confirm_page, confirmed
 
 
@@ -58,6 +59,9 @@ class ImportForm(forms.Form):
         choices=[(Batch.KnownAnswers.NONE, "none"), *KNOWN_CHOICES], required=False
     )
     allow_duplicate = forms.BooleanField(required=False)
+    on_invalid = forms.ChoiceField(
+        choices=Batch.OnInvalid.choices, required=False, initial=Batch.OnInvalid.REFUSE
+    )
 
 
 def _page(
@@ -131,6 +135,7 @@ def batch_import(request: HtmxHttpRequest, slug: str) -> HttpResponse:
             token=token,
             known_answers=form.cleaned_data["known_answers"] or Batch.KnownAnswers.NONE,
             allow_duplicate=form.cleaned_data["allow_duplicate"],
+            on_invalid=form.cleaned_data["on_invalid"] or Batch.OnInvalid.REFUSE,
         )
     except ImportRejected as rejected:
         return _page(
@@ -141,9 +146,18 @@ def batch_import(request: HtmxHttpRequest, slug: str) -> HttpResponse:
                 "rejected": rejected,
                 "token": token,
                 "known_answers": form.cleaned_data["known_answers"],
+                "on_invalid": form.cleaned_data["on_invalid"],
             },
         )
     return _page(request, access, "upload-result", {"imported": outcome.batch})
+
+
+@login_required
+@require_GET
+def batch_rejects(request: HttpRequest, slug: str, batch_id: int) -> FileResponse:
+    """Download the records an on_invalid=skip import left out, as they were uploaded."""
+    access = project_access(user=request.user, slug=slug, min_role=LEAD)
+    return rejects_response(batch_get(project=access.project, batch_id=batch_id))
 
 
 @login_required

@@ -1,5 +1,5 @@
 import pytest
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Permission, User
 from rest_framework.authtoken.models import Token
 
 from annotation.models import Membership
@@ -39,11 +39,12 @@ def test_non_staff_cannot_list_or_create_users(api, admin_member):
     assert api.post("/api/v1/users/", {"username": "x"}).status_code == 403
 
 
-def test_mass_assignment_of_is_staff_is_ignored(api, staff):
+def test_mass_assignment_of_is_staff_is_refused_by_name(api, staff):
     api.force_authenticate(staff)
     created = api.post("/api/v1/users/", {"username": "sneaky", "is_staff": True})
-    assert created.status_code == 201
-    assert created.data["is_staff"] is False
+    assert created.status_code == 400
+    assert list(created.json()) == ["is_staff"]
+    assert not User.objects.filter(username="sneaky").exists()
 
 
 def test_a_project_admin_adds_changes_and_removes_members(api, project, admin_member):

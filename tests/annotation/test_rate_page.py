@@ -396,3 +396,14 @@ def test_the_submit_and_next_round_trip_needs_few_queries_whatever_the_project_s
             url(quiet_project), {"assignment": assignment.id, "choice": "left"}, **HTMX
         )
     assert shown(response).pair_id != assignment.pair_id
+
+
+@pytest.mark.parametrize("text", ["", "  \n\t "])
+def test_an_empty_response_shows_as_a_visible_empty_response(client, quiet_project, rater, text):
+    make_pairs(quiet_project, 1, response_a__text=text, response_b__text="Four.")
+    login(client, rater)
+
+    page = client.get(url(quiet_project)).content.decode()
+
+    assert page.count('<p class="empty-response">(empty response)</p>') == 1
+    assert "Four." in page

@@ -239,7 +239,7 @@ def test_a_pair_with_chat_prompt_models_id_and_metadata_parses():
     [
         (pair(response_b=None), 'line 2, field "response_b": missing'),
         ({"prompt": "p", "response_a": "a"}, 'line 2, field "response_b": missing'),
-        (pair(response_b="  \n"), 'line 2, field "response_b": empty'),
+        (pair(prompt="  \n"), 'line 2, field "prompt": empty'),
         (pair(response_a=3), 'line 2, field "response_a": expected text, found a number'),
         (pair(prompt={"x": 1}), 'line 2, field "prompt": expected text, found an object'),
         (
@@ -415,12 +415,12 @@ def test_an_unknown_format_name_is_a_caller_error():
 
 
 def test_blank_lines_are_skipped_but_line_numbers_stay_physical():
-    data = b"\n" + jsonl(pair(1)) + b"  \r\n" + jsonl(pair(2, response_b=""))
+    data = b"\n" + jsonl(pair(1)) + b"  \r\n" + jsonl(pair(2, prompt=""))
 
     result = scan_bytes(data)
 
     assert result.record_count == 1
-    assert errors(result) == ['line 4, field "response_b": empty']
+    assert errors(result) == ['line 4, field "prompt": empty']
 
 
 @pytest.mark.parametrize(
@@ -429,12 +429,18 @@ def test_blank_lines_are_skipped_but_line_numbers_stay_physical():
         (b"", "the file holds no records"),
         (b"\n \n", "the file holds no records"),
         (
-            b"[" + json.dumps(pair()).encode() + b"]",
-            "the file is a JSON array; upload JSON Lines, one object per line",
+            b"[" + json.dumps(pair()).encode() + b"",
+            'the JSON array ends without "]"; is the file truncated?',
+        ),
+        (
+            b"PAR1 not really",
+            "not a readable Parquet file (Parquet magic bytes not found in footer. Either the "
+            "file is corrupted or this is not a parquet file.)",
         ),
         (
             b"PK\x03\x04rest",
-            "the file is a zip archive (or an Excel file); upload .jsonl, .csv or .gz",
+            "the file is a zip archive (or an Excel file); upload .jsonl, .json, .csv, .parquet "
+            "or .gz",
         ),
         ("x".encode("utf-16"), "the file is UTF-16; save it as UTF-8"),
         (
@@ -708,7 +714,9 @@ def test_csv_long_form_errors_name_the_rows():
     assert errors(scan_bytes(data)) == [
         'row 3, column "prompt": differs from the prompt on row 2, which has the same prompt_id '
         '"q1"',
+        'row 2, column "prompt_id": not imported: row 3 of the same prompt_id "q1" is invalid',
         'row 4, column "response": needs at least 2 responses, found 1',
+        'row 5, column "prompt_id": not imported: row 6 of the same prompt_id "q3" is invalid',
         'row 6, column "response": identical to the response on row 5 for the same prompt_id',
     ]
 
@@ -718,14 +726,14 @@ def test_csv_ragged_rows_and_empty_cells_are_reported_by_row():
         ["prompt", "response_a", "response_b", "id"],
         ["p", "a", "b", "1"],
         ["p", "a", "b"],
-        ["p", "a", "", "3"],
+        ["", "a", "b", "3"],
         [],
         ["p", "a", "b", "1"],
     )
 
     assert errors(scan_bytes(data)) == [
         "row 3: expected 4 columns, found 3",
-        'row 4, column "response_b": empty',
+        'row 4, column "prompt": empty',
         'row 6, column "id": "1" is used twice: on row 2 and row 6',
     ]
 
@@ -799,7 +807,6 @@ def test_csv_malformed_quotes_invalid_utf8_and_nul_are_reported_by_row():
         "row 2: malformed CSV: ',' expected after '\"'",
         "row 3: not valid UTF-8: byte 0xff at byte 3 of line 3",
         "row 4: contains a NUL byte; is this a binary or UTF-16 file?",
-        'row 4, column "chosen": contains a NUL character, which cannot be stored',
     ]
 
 

@@ -1,4 +1,5 @@
-"""manage.py import_batch <slug> <file>: validate a whole file, then import it or nothing."""
+"""manage.py import_batch <slug> <file>: validate a whole file, then import it or nothing
+(or, with --skip-invalid, its valid records, listing the others)."""
 
 from pathlib import Path
 from typing import Any
@@ -6,8 +7,10 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from annotation.imports.records import ImportIssue
 from annotation.models import Batch, Membership, Project
 from annotation.services.imports import ImportRejected, batch_import
+from annotation.services.imports.rejects import rejects_path
 
 
 class Command(BaseCommand):
@@ -28,6 +31,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--allow-duplicate", action="store_true", help="import a file seen before again"
         )
+        parser.add_argument(
+            "--skip-invalid",
+            action="store_true",
+            help="import the valid records and list the others (default: import nothing)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         project = Project.objects.filter(slug=options["slug"]).first()
@@ -47,6 +55,9 @@ class Command(BaseCommand):
                     format=options["format"],
                     known_answers=options["known_answers"],
                     allow_duplicate=options["allow_duplicate"],
+                    on_invalid=(
+                        Batch.OnInvalid.SKIP if options["skip_invalid"] else Batch.OnInvalid.REFUSE
+                    ),
                 )
             except ImportRejected as rejected:
                 for issue in rejected.issues:
@@ -63,6 +74,22 @@ class Command(BaseCommand):
             f"{batch.prompts_created} new prompts, {batch.responses_created} new responses, "
             f"{batch.pairs_created} new pairs."
         )
+        self._report_skipped(path.name, batch, outcome.skipped)
+
+    def _report_skipped(self, name: str, batch: Batch, issues: tuple[ImportIssue, ...]) -> None:
+        if batch.empty_responses:
+            self.stdout.write(f"{batch.empty_responses} records have an empty response.")
+        if batch.merged:
+            self.stdout.write(f"{batch.merged} pairs repeated an earlier pair and were merged.")
+        if not batch.skipped:
+            return
+        for issue in issues:
+            self.stderr.write(f"{name}: skipped: {issue}")
+        self.stdout.write(f"Skipped {batch.skipped} records with errors:")
+        for reason, count in sorted(batch.skipped_reasons.items(), key=lambda kv: -kv[1]):
+            self.stdout.write(f"  {count:>8}  {reason}")
+        if path := rejects_path(batch):
+            self.stdout.write(f"Their original lines ({batch.rejects_kept}) are in {path}.")
 
     def _uploader(self, project: Project, username: str | None) -> Any:
         users = get_user_model().objects

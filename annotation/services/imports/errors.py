@@ -30,6 +30,13 @@ class ImportRejected(Exception):
         super().__init__("; ".join(str(issue) for issue in self.issues[:3]))
 
 
+def nothing_valid(skipped: int) -> ImportIssue:
+    """With on_invalid=skip, a file whose every record has errors: it imports nothing."""
+    return ImportIssue(
+        None, None, f"every record has errors ({skipped:,} of them); nothing was imported"
+    )
+
+
 def rejected(message: str, field: str | None = None) -> ImportRejected:
     """A rejection of the whole file, with no line to point at."""
     return ImportRejected([ImportIssue(None, field, message)])

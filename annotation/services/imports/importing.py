@@ -35,15 +35,17 @@ from annotation.imports.records import (
     PairRecord,
     PreferenceRecord,
     ResponsesRecord,
+    has_empty_response,
 )
 from annotation.models import Batch, Project
-from annotation.services.imports.errors import ImportRejected, rejected
+from annotation.services.imports.errors import ImportRejected, nothing_valid, rejected
+from annotation.services.imports.rejects import RejectsWriter
 from annotation.services.imports.staging import (
     StagedUpload,
     staged_upload_discard,
     staged_upload_open,
 )
-from annotation.services.imports.writer import ChunkBuilder, WriteCounts, record_chunks, writer_for
+from annotation.services.imports.writer import ChunkBuilder, record_chunks, writer_for
 from annotation.tasks import project_stats_refresh
 from config.celery import enqueue_on_commit
 
@@ -60,6 +62,9 @@ class ImportOutcome:
     batch: Batch
     scan: ScanResult | None  # None when a worker imports the file later
     timings: dict[str, float] = field(default_factory=dict)  # seconds
+    skipped: tuple[
+        ImportIssue, ...
+    ] = ()  # on_invalid=skip: the issues of the first records left out
 
     @property
     def in_background(self) -> bool:
@@ -120,6 +125,7 @@ def batch_import(
     format: str | None = None,
     known_answers: str = Batch.KnownAnswers.NONE,
     allow_duplicate: bool = False,
+    on_invalid: str = Batch.OnInvalid.REFUSE,
 ) -> ImportOutcome:
     """Import a file into `project` now, or raise ImportRejected and write nothing.
 
@@ -127,6 +133,8 @@ def batch_import(
     once, optimistically: records are written as they are read, inside one transaction, and the
     first invalid record rolls everything back; only then is the file scanned again to report
     every error. A valid file (the usual case, after a dry run) costs one parse, not two.
+    With `on_invalid="skip"` records with errors are left out and counted on the batch instead
+    (see `rejects`); only a problem with the whole file, or no valid record at all, rejects it.
     """
     limits = import_limits()
     started = time.perf_counter()
@@ -142,12 +150,18 @@ def batch_import(
             sha256=sha256,
             format=format or "",
             known_answers=known_answers,
+            on_invalid=on_invalid,
             uploaded_by=uploaded_by,
             status=Batch.Status.DONE,
             progress=1.0,
         )
-        _write(batch=batch, fileobj=fileobj, limits=limits, filename=filename)
-    return ImportOutcome(batch=batch, scan=None, timings={"import": time.perf_counter() - started})
+        skipped = _write(batch=batch, fileobj=fileobj, limits=limits, filename=filename)
+    return ImportOutcome(
+        batch=batch,
+        scan=None,
+        timings={"import": time.perf_counter() - started},
+        skipped=skipped,
+    )
 
 
 def _sha256_of(fileobj: BinaryIO, limits: ImportLimits) -> str:
@@ -166,7 +180,12 @@ def _sha256_of(fileobj: BinaryIO, limits: ImportLimits) -> str:
 
 
 def batch_import_later(
-    *, project: Project, upload: StagedUpload, uploaded_by: User, known_answers: str
+    *,
+    project: Project,
+    upload: StagedUpload,
+    uploaded_by: User,
+    known_answers: str,
+    on_invalid: str = Batch.OnInvalid.REFUSE,
 ) -> Batch:
     """A pending batch for a checked, staged upload, and a worker asked to import it."""
     with transaction.atomic():
@@ -176,6 +195,7 @@ def batch_import_later(
             sha256=upload.sha256,
             format=upload.format or "",
             known_answers=known_answers,
+            on_invalid=on_invalid,
             records=upload.records or 0,
             uploaded_by=uploaded_by,
             status=Batch.Status.PENDING,
@@ -273,38 +293,83 @@ def _write(
     limits: ImportLimits,
     filename: str,
     on_progress: Callable[[int], None] | None = None,
-) -> WriteCounts:
+) -> tuple[ImportIssue, ...]:
     """Write a file's records into `batch`, inside the caller's transaction, which any
     ImportRejected from here must roll back: a record may be invalid after thousands were written.
+    With `batch.on_invalid` "skip", records with errors are left out into a rejects file instead;
+    the issues of the first max_errors of them are returned.
     """
+    skip = batch.on_invalid == Batch.OnInvalid.SKIP
+    rejects = RejectsWriter(max_listed=limits.max_errors) if skip else None
+    try:
+        _write_records(batch, fileobj, limits, filename, rejects, on_progress)
+    except BaseException:
+        if rejects is not None:
+            rejects.discard()
+        raise
+    if rejects is None:
+        enqueue_on_commit(project_stats_refresh, batch.project_id)
+        return ()
+    rejects.close()
+    batch.skipped = rejects.count
+    batch.skipped_reasons = rejects.by_reason
+    batch.rejects_file = rejects.name
+    batch.rejects_kept = rejects.kept
+    batch.save(update_fields=["skipped", "skipped_reasons", "rejects_file", "rejects_kept"])
+    enqueue_on_commit(project_stats_refresh, batch.project_id)
+    return tuple(rejects.listed)
+
+
+def _write_records(
+    batch: Batch,
+    fileobj: BinaryIO,
+    limits: ImportLimits,
+    filename: str,
+    rejects: RejectsWriter | None,
+    on_progress: Callable[[int], None] | None,
+) -> None:
     builder = ChunkBuilder(project=batch.project, known_answers=batch.known_answers)
     writer = writer_for(project=batch.project, batch=batch)
-    done = 0
+    done = empty = offered = 0
     asked = batch.format or None
-    records = iter_records(fileobj, format=asked, limits=limits)
+    records = iter_records(fileobj, format=asked, limits=limits, on_rejected=rejects)
     try:
         for chunk in record_chunks(records):
             if done == 0:
                 batch.format = _FORMATS[type(chunk[0])]
                 _check_known_answers(batch.format, batch.known_answers)
-            writer.write(builder.build(chunk))
+            built = builder.build(chunk)
+            offered += len(built.pairs)
+            writer.write(built)
             done += len(chunk)
+            empty += sum(map(has_empty_response, chunk))
             if on_progress is not None:
                 on_progress(done)
     except ImportFileInvalid:
         fileobj.seek(0)
         result = scan(fileobj, filename=filename, format=asked, limits=limits)
-        raise ImportRejected(result.errors, total=result.error_count) from None
+        errors = [e for e in result.errors if rejects is None or not e.skippable]
+        raise ImportRejected(errors, total=len(errors) if rejects else result.error_count) from None
+    if done == 0 and rejects is not None:
+        raise ImportRejected([nothing_valid(rejects.count)])
     counts = writer.finish()
     batch.records = done
     batch.prompts_created = counts.prompts
     batch.responses_created = counts.responses
     batch.pairs_created = counts.pairs
+    batch.empty_responses = empty
+    batch.merged = offered - counts.pairs
     batch.save(
-        update_fields=["format", "records", "prompts_created", "responses_created", "pairs_created"]
+        update_fields=[
+            "format",
+            "records",
+            "prompts_created",
+            "responses_created",
+            "pairs_created",
+            "empty_responses",
+            "merged",
+        ]
     )
-    enqueue_on_commit(project_stats_refresh, batch.project_id)
-    return counts
 
 
 _FORMATS = {

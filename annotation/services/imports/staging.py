@@ -45,6 +45,7 @@ class StagedUpload:
     # What the dry run found: the record format and count; None until it ran clean.
     format: str | None = None
     records: int | None = None
+    invalid: int = 0  # records with errors, which only on_invalid=skip imports past
 
     @property
     def checked(self) -> bool:
@@ -130,8 +131,10 @@ def staged_upload_get(*, token: str, project: Project, user_id: int | None = Non
     return upload
 
 
-def staged_upload_mark_checked(*, upload: StagedUpload, format: str, records: int) -> StagedUpload:
-    checked = replace(upload, format=format, records=records)
+def staged_upload_mark_checked(
+    *, upload: StagedUpload, format: str, records: int, invalid: int
+) -> StagedUpload:
+    checked = replace(upload, format=format, records=records, invalid=invalid)
     _write_sidecar(checked)
     return checked
 

@@ -3,7 +3,8 @@
 `upload_check` stages the file and validates it, writing nothing to the database; the caller
 shows the counts, the preview and every error. `upload_import` imports a file that checked
 clean: in the request when it is small, in a worker when it is over IMPORT_BACKGROUND_BYTES or
-IMPORT_BACKGROUND_RECORDS.
+IMPORT_BACKGROUND_RECORDS. A file whose only errors are in some records is kept too: it imports
+with `on_invalid="skip"`, which leaves those records out.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from annotation.services.imports.staging import (
 
 @dataclass(frozen=True)
 class DryRun:
-    upload: StagedUpload | None  # None when the file had errors: it is not kept
+    upload: StagedUpload | None  # None when nothing of the file can be imported: not kept
     scan: ScanResult
     duplicate_of: Batch | None
     preview: list[PreviewPair]
@@ -47,6 +48,11 @@ class DryRun:
     @property
     def ok(self) -> bool:
         return self.scan.ok and self.scan.record_count > 0
+
+    @property
+    def can_skip(self) -> bool:
+        """Some records have errors, and the others import with on_invalid=skip."""
+        return self.upload is not None and not self.scan.ok
 
     @property
     def in_background(self) -> bool:
@@ -70,11 +76,14 @@ def upload_check(
     )
     with staged_upload_open(token=upload.token, project=project) as staged:
         result = batch_scan(fileobj=staged.file, filename=upload.filename, format=format)
-    if not result.ok or result.record_count == 0:
+    if not result.ok_when_skipping:
         staged_upload_discard(token=upload.token)
         return DryRun(upload=None, scan=result, duplicate_of=None, preview=[])
     upload = staged_upload_mark_checked(
-        upload=upload, format=str(result.format), records=result.record_count
+        upload=upload,
+        format=str(result.format),
+        records=result.record_count,
+        invalid=result.skipped.count,
     )
     return DryRun(
         upload=upload,
@@ -91,14 +100,22 @@ def upload_import(
     token: str,
     known_answers: str,
     allow_duplicate: bool,
+    on_invalid: str = Batch.OnInvalid.REFUSE,
 ) -> ImportOutcome:
-    """Import a staged upload that checked clean, or raise ImportRejected (nothing imported).
+    """Import a staged upload that checked clean (or, with on_invalid="skip", whose errors are
+    all in records it may leave out), or raise ImportRejected (nothing imported).
 
     A rejected upload stays staged, so that "import again anyway" needs no second upload.
     """
     upload = staged_upload_get(token=token, project=project, user_id=user.id)
     if not upload.checked:
         raise rejected("check the file (dry run) before importing it")
+    if upload.invalid and on_invalid != Batch.OnInvalid.SKIP:
+        raise rejected(
+            f"{upload.invalid:,} records have errors, so nothing was imported; fix the file, "
+            "or import the valid records and skip those",
+            "on_invalid",
+        )
     import_checks(
         project=project,
         format=upload.format,
@@ -109,7 +126,11 @@ def upload_import(
     )
     if is_large(upload):
         batch = batch_import_later(
-            project=project, upload=upload, uploaded_by=user, known_answers=known_answers
+            project=project,
+            upload=upload,
+            uploaded_by=user,
+            known_answers=known_answers,
+            on_invalid=on_invalid,
         )
         return ImportOutcome(batch=batch, scan=None)
     with staged_upload_open(token=token, project=project, user_id=user.id) as staged:
@@ -121,6 +142,7 @@ def upload_import(
             format=upload.format,
             known_answers=known_answers,
             allow_duplicate=allow_duplicate,
+            on_invalid=on_invalid,
         )
     staged_upload_discard(token=token)
     return outcome

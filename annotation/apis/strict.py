@@ -1,0 +1,34 @@
+"""The one rule for request bodies: a field an endpoint does not take is a 400 that names it.
+
+Without it DRF drops unknown fields without a word, so a typo or a setting the endpoint does not
+support (`max_raters_per_pair` on create, once) looks accepted and is lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
+
+from rest_framework import serializers
+
+
+def unknown_fields_error(data: Any, allowed: Iterable[str]) -> dict[str, list[str]]:
+    """`{field: [message]}` for each key of `data` not in `allowed`; empty when none."""
+    if not isinstance(data, Mapping):
+        return {}
+    known = set(allowed)
+    return {
+        name: [f'Unknown field "{name}"; this endpoint takes: {", ".join(sorted(known))}.']
+        for name in sorted(set(data.keys()) - known)
+    }
+
+
+class StrictFieldsMixin:
+    """For input serializers: unknown body fields fail validation, each named."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        fields = cast(serializers.Serializer, self).fields
+        writable = (name for name, field in fields.items() if not field.read_only)
+        if errors := unknown_fields_error(data, writable):
+            raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)  # type: ignore[misc]
