@@ -942,6 +942,8 @@ def test_account_cell(world: World, db, route: str, method: str, actor: str, kin
     target = _account_target(world, actor, kind)
     url = _account_url(world, route, actor, target)
     data = _admin_form(target) if route == "admin:auth_user_change" else {}
+    if route == "annotation:member-deactivate":
+        data = {"confirm": "yes"}  # past the confirmation step: the POST that acts
     client = _client(world, actor)
     before = _fingerprint()
 

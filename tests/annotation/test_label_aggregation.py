@@ -6,6 +6,7 @@ import json
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
+from rest_framework.authtoken.models import Token
 
 from annotation.exports.labels import AGGREGATIONS
 from annotation.models import Project
@@ -58,7 +59,8 @@ def test_pairs_below_the_posterior_threshold_are_left_out(project, crowd):
 def test_the_api_takes_the_aggregation_and_defaults_to_the_project_setting(
     client, project, lead, crowd
 ):
-    login(client, lead)
+    token, _ = Token.objects.get_or_create(user=lead)
+    client.defaults["HTTP_AUTHORIZATION"] = f"Token {token.key}"  # the export API takes tokens only
     url = f"/api/v1/projects/{project.slug}/export/"
     by_default = _lines(b"".join(client.get(url).streaming_content))
     assert by_default[0]["chosen"] == "bad"

@@ -48,9 +48,11 @@ def admin_sets_up_a_project(page, staff, tmp_path, *, rater, lead) -> Project:
     page.locator("#id_slug").fill("first-hour")
     page.locator("#id_name").fill("First hour")
     page.get_by_role("button", name="Create project").click()
-    page.wait_for_url("**/p/first-hour/settings/")
+    page.wait_for_url("**/p/first-hour/batches/")  # the next step: upload a batch
+    page.get_by_text("Next: upload a batch").wait_for()
     assert_accessible(page)
 
+    page.goto("/p/first-hour/settings/")
     page.locator("#id_raters_per_pair").fill("1")
     page.get_by_role("button", name="Save settings").click()
     page.get_by_text("Settings saved.").wait_for()
@@ -127,6 +129,7 @@ def lead_trains_and_sees_the_version_arrive(page, lead, project) -> None:
 def test_the_first_hour_as_admin_rater_and_lead(browser_page, staff, tmp_path, settings):
     settings.IMPORT_UPLOAD_DIR = tmp_path / "uploads"
     settings.CHECKPOINT_ROOT = tmp_path / "checkpoints"
+    settings.BASE_MODEL_ROOTS = [tmp_path]  # the tiny model below is an allowed base model
     page = browser_page
     rater, lead = UserFactory(username="rita"), UserFactory(username="leo")
 
