@@ -21,7 +21,7 @@ def pairs_file(tmp_path, *, broken: bool):
     if broken:
         del rows[2]["response_b"]  # line 3
         rows[5]["prompt"] = 6  # line 6
-        rows[8]["response_a"] = ""  # line 9
+        rows[8]["response_a"] = True  # line 9: a boolean where text belongs
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
