@@ -277,11 +277,11 @@ def test_the_trl_file_loads_with_datasets_and_has_reward_trainer_columns(data, t
     )
     # RewardTrainer: "chosen" and "rejected" required, "prompt" and "margin" optional; it
     # ignores "p_chosen", which a user may filter by or pass as the margin.
-    assert loaded.column_names == ["prompt", "chosen", "rejected", "margin", "p_chosen"]
+    assert loaded.column_names == ["prompt", "chosen", "rejected", "margin", "p_chosen", "decided_by"]
     assert loaded.filter(lambda row: row["p_chosen"] >= 0.9)["chosen"] == ["سلام"]
     assert loaded[0]["chosen"] == "Hi! 👋"
     table = pa_json.read_json(path)
-    assert table.column_names == ["prompt", "chosen", "rejected", "margin", "p_chosen"]
+    assert table.column_names == ["prompt", "chosen", "rejected", "margin", "p_chosen", "decided_by"]
 
 
 def test_a_conversational_trl_file_loads_with_datasets(project, raters, tmp_path):
