@@ -83,7 +83,7 @@ def pair_list(*, project: Project, filters: PairFilter) -> QuerySet[Pair]:
     """The project's pairs matching `filters`, in id order, each annotated with `n_choices`
     (distinct choices among its judgments), `adjudicated` (the live decision or None) and
     snippets of its texts."""
-    pairs = (
+    pairs: QuerySet[Pair] = (
         Pair.objects.filter(project=project)
         .annotate(
             n_choices=Coalesce(_distinct_choices(), 0),
@@ -92,7 +92,6 @@ def pair_list(*, project: Project, filters: PairFilter) -> QuerySet[Pair]:
             model_a=F("response_a__model_name"),
             model_b=F("response_b__model_name"),
         )
-        .defer("external_id")
         .order_by("id")
     )
     if filters.batch_id is not None:
