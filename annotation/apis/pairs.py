@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import Http404
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -31,6 +31,10 @@ from annotation.services.adjudication import (
 )
 
 LEAD = Membership.Role.LEAD
+# The URL takes digits only: a negative id is no route at all, so the schema says so.
+PAIR_ID = OpenApiParameter(
+    "pair_id", {"type": "integer", "minimum": 0}, location=OpenApiParameter.PATH
+)
 
 
 class PairQuerySerializer(serializers.Serializer):
@@ -132,7 +136,11 @@ class ProblemSerializer(serializers.Serializer):
 class PairListApi(APIView):
     """The project's pairs with filters, 50 at a time in id order (leads, admins)."""
 
-    @extend_schema(parameters=[PairQuerySerializer], responses={200: PairPageSerializer})
+    @extend_schema(
+        operation_id="projects_pairs_list",
+        parameters=[PairQuerySerializer],
+        responses={200: PairPageSerializer},
+    )
     def get(self, request: Request, slug: str) -> Response:
         access = project_access(user=request.user, slug=slug, min_role=LEAD)
         query = PairQuerySerializer(data=request.query_params)
@@ -153,7 +161,7 @@ class PairListApi(APIView):
 class PairDetailApi(APIView):
     """One pair with every judgment, its majority label and its adjudications."""
 
-    @extend_schema(responses={200: PairDetailSerializer})
+    @extend_schema(parameters=[PAIR_ID], responses={200: PairDetailSerializer})
     def get(self, request: Request, slug: str, pair_id: int) -> Response:
         access = project_access(user=request.user, slug=slug, min_role=LEAD)
         detail = pair_detail(project=access.project, pair_id=pair_id)
@@ -166,6 +174,7 @@ class PairAdjudicationApi(APIView):
     """A lead's decision on a pair: it overrides the votes in exports and training."""
 
     @extend_schema(
+        parameters=[PAIR_ID],
         request=AdjudicationInputSerializer,
         responses={
             201: AdjudicationSerializer,
@@ -192,6 +201,7 @@ class PairAdjudicationApi(APIView):
         return Response(AdjudicationSerializer(adjudication).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
+        parameters=[PAIR_ID],
         request=None,
         responses={
             200: AdjudicationSerializer,
