@@ -36,6 +36,7 @@ from tests.factories import (
     UserFactory,
 )
 
+TRL_FILE_COLUMNS = ["prompt", "chosen", "rejected", "margin", "p_chosen", "decided_by"]
 DAY1 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 DAY2 = datetime(2025, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -277,11 +278,11 @@ def test_the_trl_file_loads_with_datasets_and_has_reward_trainer_columns(data, t
     )
     # RewardTrainer: "chosen" and "rejected" required, "prompt" and "margin" optional; it
     # ignores "p_chosen", which a user may filter by or pass as the margin.
-    assert loaded.column_names == ["prompt", "chosen", "rejected", "margin", "p_chosen", "decided_by"]
+    assert loaded.column_names == TRL_FILE_COLUMNS
     assert loaded.filter(lambda row: row["p_chosen"] >= 0.9)["chosen"] == ["سلام"]
     assert loaded[0]["chosen"] == "Hi! 👋"
     table = pa_json.read_json(path)
-    assert table.column_names == ["prompt", "chosen", "rejected", "margin", "p_chosen", "decided_by"]
+    assert table.column_names == TRL_FILE_COLUMNS
 
 
 def test_a_conversational_trl_file_loads_with_datasets(project, raters, tmp_path):

@@ -35,7 +35,7 @@ from tests.factories import (
 )
 
 
-def _pair(batch, prompt, a, b, models, judgments=(), **kwargs):
+def pair_with_judgments(batch, prompt, a, b, models, judgments=(), **kwargs):
     """A pair with `judgments` [(rater, choice)] and its count kept as the engine keeps it."""
     prompt_row = PromptFactory(batch=batch, project=batch.project, text=prompt)
     pair = PairFactory(
@@ -69,13 +69,13 @@ def world(db):
     b1 = BatchFactory(project=project, uploaded_by=lead)
     b2 = BatchFactory(project=project, uploaded_by=lead)
     pairs = {
-        "open": _pair(
+        "open": pair_with_judgments(
             b1, "The capital of France?", "Paris", "Lyon", ("alpha", "beta"), [(r1, "a")]
         ),
-        "agreed": _pair(
+        "agreed": pair_with_judgments(
             b1, "Two plus two?", "Four", "Five", ("alpha", "gamma"), [(r1, "a"), (r2, "a")]
         ),
-        "disputed": _pair(
+        "disputed": pair_with_judgments(
             b2,
             "Describe a zebra.",
             "Zebras have stripes.",
@@ -83,11 +83,13 @@ def world(db):
             ("beta", "gamma"),
             [(r1, "a"), (r2, "b")],
         ),
-        "disputed2": _pair(
+        "disputed2": pair_with_judgments(
             b2, "Best colour?", "Blue", "Red", ("alpha", "beta"), [(r2, "tie"), (r3, "a")]
         ),
-        "gold": _pair(b1, "Gold question?", "Right", "Wrong", ("alpha", "beta"), gold_choice="a"),
-        "settled": _pair(
+        "gold": pair_with_judgments(
+            b1, "Gold question?", "Right", "Wrong", ("alpha", "beta"), gold_choice="a"
+        ),
+        "settled": pair_with_judgments(
             b2, "Settled question?", "Yes", "No", ("delta", "beta"), [(r1, "a"), (r3, "b")]
         ),
     }
