@@ -140,9 +140,9 @@ def test_trl_holds_one_line_per_decided_pair_in_its_exact_form(data):
     content = _export(data["batch"].project, format="trl")
     assert content.decode("utf-8") == (
         '{"prompt": "Say hi", "chosen": "Hi! 👋", "rejected": "=HYPERLINK(\\"http://x\\")", '
-        '"margin": 0.444444, "p_chosen": 0.666667}\n'
+        '"margin": 0.444444, "p_chosen": 0.666667, "decided_by": "aggregation"}\n'
         '{"prompt": "مرحبا\u200f", "chosen": "سلام", "rejected": "أهلا", "margin": 1.0, '
-        '"p_chosen": 1.0}\n'
+        '"p_chosen": 1.0, "decided_by": "aggregation"}\n'
     )
 
 
@@ -155,6 +155,7 @@ def test_trl_with_abstaining_ties_adds_the_pair_that_raters_mostly_called_a_tie(
         "rejected": "París",
         "margin": 0.666667,
         "p_chosen": 1.0,
+        "decided_by": "aggregation",
     }
 
 
@@ -174,6 +175,7 @@ def test_chat_prompts_export_in_trl_conversational_form(project, raters):
         "rejected": [{"role": "assistant", "content": pair.response_b.text}],
         "margin": 1.0,
         "p_chosen": 1.0,
+        "decided_by": "aggregation",
     }
     # One file, one form: the plain prompt becomes a user message so every line has one type.
     assert lines[1]["prompt"] == [{"role": "user", "content": "Plain?"}]
@@ -338,8 +340,8 @@ def test_gold_pairs_and_seed_labels_are_in_only_when_asked(data, raters):
     with_both = _lines(_export(project, format="trl", include_gold=True, include_seed=True))
     gold_line = {"prompt": "Gold?", "chosen": "right", "rejected": "wrong", "margin": 1.0}
     seed_line = {"prompt": "Seed?", "chosen": "better", "rejected": "worse", "margin": 1.0}
-    assert {**gold_line, "p_chosen": 1.0} in with_both
-    assert {**seed_line, "p_chosen": 1.0} in with_both
+    assert {**gold_line, "p_chosen": 1.0, "decided_by": "aggregation"} in with_both
+    assert {**seed_line, "p_chosen": 1.0, "decided_by": "aggregation"} in with_both
     judgments = _lines(_export(project, format="judgments", include_gold=True, include_seed=True))
     assert [line["gold_choice"] for line in judgments if line["pair_id"] == gold.id] == ["a"]
     seed_line = next(line for line in judgments if line["pair_id"] == seed.id)
