@@ -1,6 +1,6 @@
 from django.urls import path
 
-from annotation.apis import agreement, batches, exports, leaderboard, people, rating
+from annotation.apis import agreement, batches, exports, leaderboard, pairs, people, rating
 
 app_name = "api"
 
@@ -59,6 +59,17 @@ urlpatterns = [
         name="leaderboard",
     ),
     path("projects/<slug:slug>/export/", exports.ProjectExportApi.as_view(), name="export"),
+    path("projects/<slug:slug>/pairs/", pairs.PairListApi.as_view(), name="pair-list"),
+    path(
+        "projects/<slug:slug>/pairs/<int:pair_id>/",
+        pairs.PairDetailApi.as_view(),
+        name="pair-detail",
+    ),
+    path(
+        "projects/<slug:slug>/pairs/<int:pair_id>/adjudication/",
+        pairs.PairAdjudicationApi.as_view(),
+        name="pair-adjudication",
+    ),
     path("users/", people.UserListCreateApi.as_view(), name="user-list"),
     path("users/<int:user_id>/token/", people.UserTokenIssueApi.as_view(), name="user-token"),
     path("projects/<slug:slug>/members/", people.MemberListCreateApi.as_view(), name="member-list"),

@@ -539,3 +539,45 @@ class LoginFailure(models.Model):
 
     def __str__(self) -> str:
         return f"failed login for {self.username} from {self.ip}"
+
+
+class Adjudication(models.Model):
+    """A lead's decision on a pair (annotation.services.adjudication). Kept apart from judgments:
+    it never counts in agreement, and the live one (not undone) overrides aggregation in exports
+    and training. Undoing keeps the row, with `undone_at`, as the pair's history."""
+
+    class Decision(models.TextChoices):
+        A = "a", "A is better"
+        B = "b", "B is better"
+        TIE = "tie", "About the same"
+        BOTH_BAD = "both_bad", "Both are bad"
+        EXCLUDE = "exclude", "Exclude from training"
+
+    pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="adjudications")
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    decision = models.CharField(max_length=8, choices=Decision)
+    note = models.TextField(blank=True, max_length=2000)
+    created_at = models.DateTimeField(default=timezone.now)
+    undone_at = models.DateTimeField(null=True, blank=True)
+    undone_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["pair"],
+                condition=Q(undone_at__isnull=True),
+                name="one_live_adjudication_per_pair",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pair}: {self.decision} by {self.decided_by}"

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from django.conf import settings
 from django.db.models import Count, Exists, Max, OuterRef, Q, QuerySet, Sum
 
+from annotation.exports.adjudicated import adjudicated_decision, live_adjudication
 from annotation.exports.aggregation import (
     FULL_STRENGTH,
     Votes,
@@ -36,7 +37,7 @@ from rewardtrain.models import ModelVersion, TrainingRun
 @dataclass(frozen=True, kw_only=True)
 class TrainingData:
     pairs: list[PreferencePair]  # in pair id order: the order is part of the data digest
-    from_judgments: int  # pairs labelled by their raters' judgments (ties included)
+    from_judgments: int  # pairs labelled by their raters' judgments (ties included) or a lead
     from_seed: int  # pairs labelled by an imported seed label only
 
 
@@ -58,7 +59,8 @@ def training_data_at(
     the project's aggregation and p_chosen threshold), so a model is trained on exactly what a
     TRL export of the same judgments holds. With `keep_ties`, a pair most of whose raters called
     a tie is kept as a tie pair. A pair without a label falls back to its imported seed label.
-    Pairs of retired batches and pairs imported after `pair_cutoff` are left out.
+    Pairs of retired batches and pairs imported after `pair_cutoff` are left out. A lead's live
+    adjudication overrides all of this (annotation.exports.adjudicated), as in the export.
     """
     rule = rule or LabelRule()
     judgments = Judgment.objects.filter(
@@ -71,7 +73,12 @@ def training_data_at(
     judged = Judgment.objects.filter(pair=OuterRef("pk"), id__lte=judgment_cutoff)
     candidates = (
         Pair.objects.filter(project=project, is_active=True, id__lte=pair_cutoff)
-        .filter(Exists(judged) | Q(seed_choice__in=[Pair.Known.A, Pair.Known.B]))
+        .annotate(adjudicated=live_adjudication())
+        .filter(
+            Exists(judged)
+            | Q(seed_choice__in=[Pair.Known.A, Pair.Known.B])
+            | Q(adjudicated__isnull=False)
+        )
         .select_related("prompt", "response_a", "response_b")
         .order_by("id")
     )
@@ -79,8 +86,14 @@ def training_data_at(
     from_judgments = from_seed = 0
     for pair in candidates.iterator(chunk_size=2000):
         tally = tallies.get(pair.id, {})
-        labelled = _label(tally, None if estimate is None else estimate.p_a_for(pair.id), rule)
-        if labelled is not None:
+        if pair.adjudicated is not None:
+            labelled = _adjudicated_label(pair.adjudicated, rule)
+            if labelled is None:
+                continue
+            from_judgments += 1
+        elif (
+            labelled := _label(tally, None if estimate is None else estimate.p_a_for(pair.id), rule)
+        ) is not None:
             from_judgments += 1
         else:
             decision = known(pair.seed_choice)
@@ -150,6 +163,17 @@ def _label(tally: _Tally, p_a: float | None, rule: LabelRule) -> _Label | None:
     _, strength_sum, strength_n = tally.get(decision.winner, (0, 0, 0))
     strength = round(strength_sum / strength_n) if strength_n else None
     return _Label(decision.winner, decision.margin, strength, decision.p_chosen, False)
+
+
+def _adjudicated_label(decision: str, rule: LabelRule) -> _Label | None:
+    """A lead's decision as a label: `a`/`b` at full certainty, `tie` as a tie pair when the run
+    keeps ties, anything else (both bad, exclude) leaves the pair out."""
+    if decision == "tie" and rule.keep_ties:
+        return _Label("a", 0.0, None, 0.5, True)
+    settled = adjudicated_decision(decision)
+    if settled is None:
+        return None
+    return _Label(settled.winner, settled.margin, None, settled.p_chosen, False)
 
 
 def _votes(tally: _Tally) -> Votes:

@@ -116,6 +116,7 @@ def api_world(db, settings, tmp_path) -> Iterator[ApiWorld]:
                 "slug": project.slug,
                 "batch_id": batch.id,
                 "assignment_id": lease.id,
+                "pair_id": lease.pair_id,
                 "run_id": run.id,
                 "version": 1,
                 "user_id": rater.id,

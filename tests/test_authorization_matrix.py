@@ -44,6 +44,7 @@ from rest_framework.authtoken.models import Token
 
 from annotation.forms import ProjectForm
 from annotation.models import (
+    Adjudication,
     AgreementReport,
     Assignment,
     Batch,
@@ -122,6 +123,10 @@ MATRIX: dict[tuple[str, str], E] = {
     ("annotation:leaderboard-csv", "GET"):          E(302, 403, 200, 200, 404, 404, 200),
     ("annotation:export", "GET"):                   E(302, 403, 200, 200, 404, 404, 200),
     ("annotation:export", "POST"):                  E(302, 403, 200, 200, 404, 404, 200),
+    ("annotation:pairs", "GET"):                    E(302, 403, 200, 200, 404, 404, 200),
+    ("annotation:pair-detail", "GET"):              E(302, 403, 200, 200, 404, 404, 200),
+    ("annotation:pair-adjudicate", "POST"):         E(302, 403, 302, 302, 404, 404, 302),
+    ("annotation:pair-adjudication-undo", "POST"):  E(302, 403, 302, 302, 404, 404, 302),
     ("annotation:project-create", "GET"):           E(302, 403, 403, 403, 403, 200, 200),
     ("annotation:project-create", "POST"):          E(302, 403, 403, 403, 403, 302, 302),
     ("annotation:guidelines-preview", "POST"):      E(302, 200, 200, 200, 200, 200, 200),
@@ -194,6 +199,10 @@ MATRIX: dict[tuple[str, str], E] = {
     ("api:leaderboard", "GET"):                     E(401, 403, 200, 200, 404, 404, 200),
     # With an API token only (a session cookie gets 401: test_export_api_refuses_a_session).
     ("api:export", "GET"):                          E(401, 403, 200, 200, 404, 404, 200),
+    ("api:pair-list", "GET"):                       E(401, 403, 200, 200, 404, 404, 200),
+    ("api:pair-detail", "GET"):                     E(401, 403, 200, 200, 404, 404, 200),
+    ("api:pair-adjudication", "POST"):              E(401, 403, 201, 201, 404, 404, 201),
+    ("api:pair-adjudication", "DELETE"):            E(401, 403, 200, 200, 404, 404, 200),
     ("training-api:run-list", "GET"):               E(401, 403, 200, 200, 404, 404, 200),
     ("training-api:run-list", "POST"):              E(401, 403, 201, 201, 404, 404, 201),
     ("training-api:run-detail", "GET"):             E(401, 403, 200, 200, 404, 404, 200),
@@ -234,6 +243,7 @@ class World:
     version: ModelVersion
     # Objects of both projects created A, B, A so that B's id is A's +-1 (see test_ids_around).
     interleaved: dict[str, tuple[Any, Any, Any]] = field(default_factory=dict)
+    adjudicated: Pair | None = None  # a pair of alpha with a live adjudication, to undo
 
 
 def _fake_version(project: Project, number: int, root: Path) -> ModelVersion:
@@ -294,6 +304,8 @@ def _build(root: Path) -> World:
             assignment=AssignmentFactory(pair=judged, rater=user, status=Assignment.Status.DONE)
         )
     agreement_report_create(project=alpha)
+    adjudicated = PairFactory(prompt__batch=batch)
+    Adjudication.objects.create(pair=adjudicated, decided_by=users["lead"], decision="a")
     issued = invitation_create(project=alpha, role=Role.RATER, created_by=users["admin"])
     run = TrainingRun.objects.create(
         project=alpha,
@@ -317,6 +329,7 @@ def _build(root: Path) -> World:
         invite_token=issued.token,
         run=run,
         version=version,
+        adjudicated=adjudicated,
     )
     world.interleaved = {
         "batch": _interleave(lambda p: BatchFactory(project=p), alpha, beta),
@@ -440,6 +453,15 @@ def _version(w: World, a: str) -> dict:
     return {"slug": w.alpha.slug, "version": w.version.version}
 
 
+def _pair(w: World, a: str) -> dict:
+    return {"slug": w.alpha.slug, "pair_id": w.leases["rater"].pair_id}
+
+
+def _adjudicated(w: World, a: str) -> dict:
+    assert w.adjudicated is not None
+    return {"slug": w.alpha.slug, "pair_id": w.adjudicated.id}
+
+
 def _none(w: World, a: str) -> dict:
     return {}
 
@@ -461,6 +483,11 @@ CALLS: dict[tuple[str, str], Call] = {
         kwargs=lambda w, a: {"slug": w.alpha.slug, "user_id": w.target.id}
     ),
     ("annotation:export", "POST"): Call(data=lambda w, a: {"format": "trl"}),
+    ("annotation:pair-detail", "GET"): Call(kwargs=_pair),
+    ("annotation:pair-adjudicate", "POST"): Call(
+        kwargs=_pair, data=lambda w, a: {"decision": "b", "note": "checked"}
+    ),
+    ("annotation:pair-adjudication-undo", "POST"): Call(kwargs=_adjudicated),
     ("annotation:project-create", "GET"): Call(kwargs=_none),
     ("annotation:project-create", "POST"): Call(kwargs=_none, data=_create_data),
     ("annotation:guidelines-preview", "POST"): Call(
@@ -536,6 +563,11 @@ CALLS: dict[tuple[str, str], Call] = {
         kwargs=lambda w, a: {"slug": w.alpha.slug, "assignment_id": _lease(w, a).id}
     ),
     ("api:export", "GET"): Call(token=True),
+    ("api:pair-detail", "GET"): Call(kwargs=_pair),
+    ("api:pair-adjudication", "POST"): Call(
+        kwargs=_pair, data=lambda w, a: {"decision": "tie", "note": ""}, json=True
+    ),
+    ("api:pair-adjudication", "DELETE"): Call(kwargs=_adjudicated),
     ("training-api:run-detail", "GET"): Call(kwargs=lambda w, a: {"run_id": w.run.id}),
     ("training-api:model-publish", "POST"): Call(kwargs=_version),
     ("training-api:model-download", "GET"): Call(kwargs=_version),
@@ -571,6 +603,7 @@ def _fingerprint(skip_leases_of: Any = None) -> dict[str, str]:
         AgreementReport,
         TrainingRun,
         ModelVersion,
+        Adjudication,
     ]
     quote = connection.ops.quote_name
     selects: dict[str, tuple[str, list[Any], str]] = {}

@@ -36,6 +36,12 @@ from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from annotation.exports import formats
+from annotation.exports.adjudicated import (
+    DECIDED_BY_ADJUDICATION,
+    DECIDED_BY_AGGREGATION,
+    adjudicated_decision,
+    live_adjudication,
+)
 from annotation.exports.aggregation import (
     FULL_STRENGTH,
     Decision,
@@ -86,7 +92,7 @@ JUDGMENT_COLUMNS = (
     "gold_choice",
     "rater_accuracy",
 )
-TRL_COLUMNS = ("prompt", "chosen", "rejected", "margin", "p_chosen")
+TRL_COLUMNS = ("prompt", "chosen", "rejected", "margin", "p_chosen", "decided_by")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -225,6 +231,7 @@ def _voted_pairs(
         _pairs_in_scope(project, options, cut)
         .values("id", "gold_choice", "seed_choice")
         .annotate(
+            adjudicated=live_adjudication("id"),
             n_a=Count("judgments", filter=counted & Q(judgments__choice="a")),
             n_b=Count("judgments", filter=counted & Q(judgments__choice="b")),
             n_tie=Count("judgments", filter=counted & Q(judgments__choice="tie")),
@@ -275,16 +282,22 @@ def _decision(
 
 def _decided(
     project: Project, options: ExportOptions, cut: _Cutoff, estimate: LabelEstimate | None
-) -> Iterator[tuple[int, Decision]]:
-    """Pairs with a winner that clear both the agreement and the p_chosen thresholds."""
+) -> Iterator[tuple[int, Decision, str]]:
+    """Pairs with a winner that clear both the agreement and the p_chosen thresholds, with who
+    decided: a lead's live adjudication overrides the votes (annotation.exports.adjudicated)."""
     for row in _voted_pairs(project, options, cut).iterator(chunk_size=CHUNK_ROWS):
-        decision = _decision(row, options, estimate)
+        if row["adjudicated"] is not None:
+            decision = adjudicated_decision(row["adjudicated"])
+            decided_by = DECIDED_BY_ADJUDICATION
+        else:
+            decision = _decision(row, options, estimate)
+            decided_by = DECIDED_BY_AGGREGATION
         if (
             decision is not None
             and decision.agreement >= options.min_agreement
             and decision.p_chosen >= options.min_posterior
         ):
-            yield row["id"], decision
+            yield row["id"], decision, decided_by
 
 
 def _trl_rows(
@@ -299,11 +312,11 @@ def _trl_rows(
     while chunk := list(islice(decided, CHUNK_ROWS)):
         texts: dict[int, list[Any]] = {
             pair_id: rest
-            for pair_id, *rest in Pair.objects.filter(id__in=[p for p, _ in chunk]).values_list(
+            for pair_id, *rest in Pair.objects.filter(id__in=[p for p, _, _ in chunk]).values_list(
                 "id", "prompt__text", "prompt__messages", "response_a__text", "response_b__text"
             )
         }
-        for pair_id, decision in chunk:
+        for pair_id, decision, decided_by in chunk:
             text, messages, text_a, text_b = texts[pair_id]
             chosen, rejected = (text_a, text_b) if decision.winner == "a" else (text_b, text_a)
             yield {
@@ -312,6 +325,7 @@ def _trl_rows(
                 "rejected": _answer(rejected, conversational=conversational),
                 "margin": decision.margin,
                 "p_chosen": decision.p_chosen,
+                "decided_by": decided_by,
             }
 
 
@@ -548,6 +562,7 @@ def _schema(rows: Literal["trl", "judgments"], *, conversational: bool) -> Any:
                 ("rejected", answer_type),
                 ("margin", pa.float64()),
                 ("p_chosen", pa.float64()),
+                ("decided_by", pa.string()),
             ]
         )
     return pa.schema(

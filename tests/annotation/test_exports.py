@@ -36,6 +36,7 @@ from tests.factories import (
     UserFactory,
 )
 
+TRL_FILE_COLUMNS = ["prompt", "chosen", "rejected", "margin", "p_chosen", "decided_by"]
 DAY1 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 DAY2 = datetime(2025, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -139,9 +140,9 @@ def test_trl_holds_one_line_per_decided_pair_in_its_exact_form(data):
     content = _export(data["batch"].project, format="trl")
     assert content.decode("utf-8") == (
         '{"prompt": "Say hi", "chosen": "Hi! 👋", "rejected": "=HYPERLINK(\\"http://x\\")", '
-        '"margin": 0.444444, "p_chosen": 0.666667}\n'
+        '"margin": 0.444444, "p_chosen": 0.666667, "decided_by": "aggregation"}\n'
         '{"prompt": "مرحبا\u200f", "chosen": "سلام", "rejected": "أهلا", "margin": 1.0, '
-        '"p_chosen": 1.0}\n'
+        '"p_chosen": 1.0, "decided_by": "aggregation"}\n'
     )
 
 
@@ -154,6 +155,7 @@ def test_trl_with_abstaining_ties_adds_the_pair_that_raters_mostly_called_a_tie(
         "rejected": "París",
         "margin": 0.666667,
         "p_chosen": 1.0,
+        "decided_by": "aggregation",
     }
 
 
@@ -173,6 +175,7 @@ def test_chat_prompts_export_in_trl_conversational_form(project, raters):
         "rejected": [{"role": "assistant", "content": pair.response_b.text}],
         "margin": 1.0,
         "p_chosen": 1.0,
+        "decided_by": "aggregation",
     }
     # One file, one form: the plain prompt becomes a user message so every line has one type.
     assert lines[1]["prompt"] == [{"role": "user", "content": "Plain?"}]
@@ -277,11 +280,11 @@ def test_the_trl_file_loads_with_datasets_and_has_reward_trainer_columns(data, t
     )
     # RewardTrainer: "chosen" and "rejected" required, "prompt" and "margin" optional; it
     # ignores "p_chosen", which a user may filter by or pass as the margin.
-    assert loaded.column_names == ["prompt", "chosen", "rejected", "margin", "p_chosen"]
+    assert loaded.column_names == TRL_FILE_COLUMNS
     assert loaded.filter(lambda row: row["p_chosen"] >= 0.9)["chosen"] == ["سلام"]
     assert loaded[0]["chosen"] == "Hi! 👋"
     table = pa_json.read_json(path)
-    assert table.column_names == ["prompt", "chosen", "rejected", "margin", "p_chosen"]
+    assert table.column_names == TRL_FILE_COLUMNS
 
 
 def test_a_conversational_trl_file_loads_with_datasets(project, raters, tmp_path):
@@ -337,8 +340,8 @@ def test_gold_pairs_and_seed_labels_are_in_only_when_asked(data, raters):
     with_both = _lines(_export(project, format="trl", include_gold=True, include_seed=True))
     gold_line = {"prompt": "Gold?", "chosen": "right", "rejected": "wrong", "margin": 1.0}
     seed_line = {"prompt": "Seed?", "chosen": "better", "rejected": "worse", "margin": 1.0}
-    assert {**gold_line, "p_chosen": 1.0} in with_both
-    assert {**seed_line, "p_chosen": 1.0} in with_both
+    assert {**gold_line, "p_chosen": 1.0, "decided_by": "aggregation"} in with_both
+    assert {**seed_line, "p_chosen": 1.0, "decided_by": "aggregation"} in with_both
     judgments = _lines(_export(project, format="judgments", include_gold=True, include_seed=True))
     assert [line["gold_choice"] for line in judgments if line["pair_id"] == gold.id] == ["a"]
     seed_line = next(line for line in judgments if line["pair_id"] == seed.id)
