@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotation', '0009_batch_import_heartbeat'),
+        ('annotation', '0010_batch_skipped_records'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
