@@ -15,6 +15,7 @@ database. torch is never imported here: the inline launcher imports it when it r
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -27,13 +28,21 @@ from django.conf import settings
 
 from rewardtrain.bundle import progress_read
 
-LAUNCHERS = ("inline", "torchrun", "command")
+# torchrun's failure summary: the first rank to fail and its exit code (negative: a signal).
+_ROOT_CAUSE = re.compile(
+    r"Root Cause.*?rank\s*:\s*(?P<rank>\d+)[^\n]*\n\s*exitcode\s*:\s*(?P<code>-?\d+)", re.S
+)
 WATCH_EVERY_S = 0.5  # how often the torchrun watcher reads the progress file
 STOP_GRACE_S = 30.0  # after SIGTERM, the ranks have this long before SIGKILL
 
 
 class LaunchError(Exception):
     """The launch could not start, or its processes failed; the message says how."""
+
+
+class LaunchLost(LaunchError):
+    """A process of the launch died without an error of its own (killed, its node lost): the
+    attempt is retried as a killed worker's is."""
 
 
 class Relay(Protocol):
@@ -114,7 +123,16 @@ def launch_torchrun(
     if process.returncode == 0 and record.get("state") == "done":
         outcome: dict[str, Any] = record["outcome"]
         return outcome
-    reason = record.get("error") or _tail(log)
+    text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+    # A rank killed first (a negative exit code) is the cause: rank 0's own error is then only
+    # the broken connection to it.
+    killed = _ROOT_CAUSE.search(text)
+    if killed and int(killed["code"]) < 0:
+        raise LaunchLost(
+            f"torchrun exited with code {process.returncode}: a process was killed "
+            f"(rank {killed['rank']}, exit code {killed['code']})"
+        )
+    reason = record.get("error") or _tail(text)
     raise LaunchError(f"torchrun exited with code {process.returncode}: {reason}")
 
 
@@ -153,6 +171,5 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def _tail(log: Path, lines: int = 5) -> str:
-    text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+def _tail(text: str, lines: int = 5) -> str:
     return " | ".join(line.strip() for line in text.splitlines()[-lines:] if line.strip())

@@ -44,6 +44,7 @@ from rewardtrain import selectors
 from rewardtrain.bundle import bundle_dir, bundle_write, progress_read
 from rewardtrain.config import TrainConfig
 from rewardtrain.data import heldout_split
+from rewardtrain.launchers import LaunchLost
 from rewardtrain.models import ModelVersion, TrainingRun
 from rewardtrain.services.versions import promotion_decision
 
@@ -186,20 +187,9 @@ def training_runs_sweep(*, now: datetime | None = None) -> SweepOutcome:
                 continue  # it sent a heartbeat meanwhile, or another sweep has it
             last = run.heartbeat_at or run.started_at or run.created_at
             silence = f"no heartbeat from its worker since {last:%Y-%m-%d %H:%M:%S} UTC"
-            if run.attempts < settings.TRAINING_MAX_ATTEMPTS:
-                run.status = TrainingRun.Status.QUEUED
-                run.error = f"Attempt {run.attempts} stopped ({silence}); queued again."
-                run.save(update_fields=["status", "error"])
-                enqueue_on_commit(task, run.id)
+            if _retry_or_fail(run, stopped=silence, now=now):
                 requeued.append(run.id)
             else:
-                run.status = TrainingRun.Status.FAILED
-                run.error = (
-                    f"Attempt {run.attempts} of {settings.TRAINING_MAX_ATTEMPTS} stopped "
-                    f"({silence}); not retried again."
-                )
-                run.finished_at = now
-                run.save(update_fields=["status", "error", "finished_at"])
                 failed.append(run.id)
 
     waiting = TrainingRun.objects.filter(
@@ -210,6 +200,27 @@ def training_runs_sweep(*, now: datetime | None = None) -> SweepOutcome:
         enqueue_on_commit(task, run_id)  # a duplicate message finds the run taken: a no-op
     removed = sweep_partial(settings.CHECKPOINT_ROOT, older_than_s=timeout.total_seconds())
     return SweepOutcome(requeued=requeued, failed=failed, reenqueued=reenqueued, removed=removed)
+
+
+def _retry_or_fail(run: TrainingRun, *, stopped: str, now: datetime) -> bool:
+    """Queue a RUNNING run (locked by the caller) whose attempt stopped without an error of its
+    own again, up to TRAINING_MAX_ATTEMPTS starts, or fail it; True when queued again."""
+    from rewardtrain.tasks import training_run_execute as task
+
+    if run.attempts < settings.TRAINING_MAX_ATTEMPTS:
+        run.status = TrainingRun.Status.QUEUED
+        run.error = f"Attempt {run.attempts} stopped ({stopped}); queued again."
+        run.save(update_fields=["status", "error"])
+        enqueue_on_commit(task, run.id)
+        return True
+    run.status = TrainingRun.Status.FAILED
+    run.error = (
+        f"Attempt {run.attempts} of {settings.TRAINING_MAX_ATTEMPTS} stopped "
+        f"({stopped}); not retried again."
+    )
+    run.finished_at = now
+    run.save(update_fields=["status", "error", "finished_at"])
+    return False
 
 
 def _cluster_runs_reconcile() -> None:
@@ -225,9 +236,7 @@ def _cluster_runs_reconcile() -> None:
         if record is None:
             continue
         reporter = _Reporter(run_id=run.id, attempt=run.attempts, echo=None)
-        reporter.relay(
-            record, heartbeat=datetime.fromtimestamp(record["heartbeat"], tz=UTC)
-        )
+        reporter.relay(record, heartbeat=datetime.fromtimestamp(record["heartbeat"], tz=UTC))
         if record["state"] == "failed":
             _fail(run=run, reporter=reporter, error=record.get("error", "the job failed"))
         elif record["state"] == "done":
@@ -347,6 +356,14 @@ def training_run_execute(*, run_id: int, echo: Echo | None = None) -> TrainingRu
             shutil.rmtree(outcome.path, ignore_errors=True)  # no database row points at it
         if reporter.superseded or isinstance(error, _Superseded):
             logger.warning("run %s attempt %s was taken away; stopped", run.id, run.attempts)
+        elif isinstance(error, LaunchLost):  # a killed rank, a lost node: as a killed worker
+            logger.warning("run %s attempt %s lost a process: %s", run.id, run.attempts, error)
+            with transaction.atomic():
+                lost = TrainingRun.objects.select_for_update().filter(
+                    id=run.id, status=TrainingRun.Status.RUNNING, attempts=run.attempts
+                )
+                for locked in lost:
+                    _retry_or_fail(locked, stopped=without_server_paths(str(error)), now=now)
         else:
             logger.exception("training run %s failed while %s", run.id, reporter.phase_name)
             _fail(run=run, reporter=reporter, error=f"{type(error).__name__}: {error}")
