@@ -269,7 +269,7 @@ TRAINING_MAX_ATTEMPTS = env.int("TRAINING_MAX_ATTEMPTS", default=2)
 # "torchrun" as TRAINING_PROCESSES processes per node under torch.distributed.run (with
 # TRAINING_TORCHRUN_ARGS, e.g. "--nnodes 2 --rdzv-backend c10d --rdzv-endpoint head:29500"),
 # or "command": TRAINING_LAUNCH_COMMAND ("sbatch train.sbatch {run_dir}") is submitted and the
-# sweep follows the run's progress file. A run keeps the launcher it was requested with.
+# sweep follows the run's progress file. The training worker's own settings decide.
 TRAINING_LAUNCHER = env.str("TRAINING_LAUNCHER", default="inline")
 if TRAINING_LAUNCHER not in ("inline", "torchrun", "command"):
     raise environ.ImproperlyConfigured(

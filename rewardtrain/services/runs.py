@@ -112,10 +112,6 @@ def training_run_request(
                     "pair_cutoff_id": selectors.pair_cutoff_now(project=project),
                     "heldout_fraction": HELDOUT_FRACTION,
                     "heldout_salt": f"project-{project.id}",
-                    "launch": {
-                        "launcher": settings.TRAINING_LAUNCHER,
-                        "processes": settings.TRAINING_PROCESSES,
-                    },
                 },
             )
             if enqueue:
@@ -394,7 +390,11 @@ def _launch(*, run: TrainingRun, reporter: _Reporter) -> _Outcome | None:
     )
 
     directory = _bundle_prepare(run=run, reporter=reporter)
-    launch = run.config.get("launch", {"launcher": "inline", "processes": 1})
+    # The worker's settings choose (a GPU node's worker launches torchrun); the run keeps what
+    # this attempt used, so the sweep knows a cluster job from a run it must not touch.
+    launch = {"launcher": settings.TRAINING_LAUNCHER, "processes": settings.TRAINING_PROCESSES}
+    run.config = {**run.config, "launch": launch}
+    TrainingRun.objects.filter(id=run.id, attempts=run.attempts).update(config=run.config)
     reporter.phase("training", progress=0.05)
     if launch["launcher"] == "inline":
         record = launch_inline(directory, relay=reporter)
