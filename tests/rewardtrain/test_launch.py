@@ -31,6 +31,7 @@ from rewardtrain.services.runs import (
     training_run_request,
     training_runs_sweep,
 )
+from rewardtrain.train import rank_share, train
 from tests.conftest import login
 from tests.factories import MembershipFactory, ProjectFactory
 from tests.rewardtrain.helpers import (
@@ -286,3 +287,32 @@ def test_a_cluster_job_that_never_starts_is_failed_by_the_sweep(settings, projec
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.FAILED
     assert run.error.startswith("Attempt 1 of 1 stopped (no heartbeat from its worker since")
+
+
+def test_each_pair_of_a_global_batch_goes_to_one_rank_with_its_share_of_the_mean():
+    batch = [5, 3, 9, 1, 7]
+
+    assert rank_share(batch, rank=0, world_size=2) == ([5, 9, 7], 1.2)
+    assert rank_share(batch, rank=1, world_size=2) == ([3, 1], 0.8)
+    assert rank_share(batch, rank=0, world_size=1) == (batch, 1.0)
+    assert rank_share([4], rank=1, world_size=2) == ([4], 0.0)  # joins the all-reduce, adds 0
+
+
+def test_activation_recomputation_is_on_by_default_for_long_inputs_and_changes_no_result(
+    tiny_model,
+):
+    assert TrainConfig(base_model="m", max_length=2048).recompute_activations
+    assert not TrainConfig(base_model="m", max_length=256).recompute_activations
+    assert not TrainConfig(
+        base_model="m", max_length=2048, gradient_checkpointing=False
+    ).recompute_activations
+    settings = {**TINY_TRAIN_CONFIG, "bf16": False, "epochs": 1}
+
+    kept = train(TrainConfig(base_model=str(tiny_model), **settings), _pairs(24))
+    recomputed = train(
+        TrainConfig(base_model=str(tiny_model), gradient_checkpointing=True, **settings),
+        _pairs(24),
+    )
+
+    assert recomputed.loss_history == pytest.approx(kept.loss_history, abs=1e-6)
+    assert not recomputed.model.is_activation_checkpointing
