@@ -276,6 +276,8 @@ if TRAINING_LAUNCHER not in ("inline", "torchrun", "command"):
         f"TRAINING_LAUNCHER={TRAINING_LAUNCHER!r}: use inline, torchrun or command"
     )
 TRAINING_PROCESSES = env.int("TRAINING_PROCESSES", default=1)
+if TRAINING_PROCESSES < 1:
+    raise environ.ImproperlyConfigured("TRAINING_PROCESSES must be at least 1")
 TRAINING_TORCHRUN_ARGS = env.str("TRAINING_TORCHRUN_ARGS", default="--standalone")
 TRAINING_LAUNCH_COMMAND = env.str("TRAINING_LAUNCH_COMMAND", default="")
 # The scorer process (manage.py scorer) that answers the score API; never exposed publicly.

@@ -223,7 +223,7 @@ def _cluster_runs_reconcile() -> None:
     """Relay the progress files of runs handed to a cluster (the `command` launcher): their
     heartbeat is rank 0's last write, so a job that died or never started goes silent and the
     staleness rule of the sweep requeues or fails it; a finished job's version is recorded."""
-    running = TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING).select_related(None)
+    running = TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING)
     for run in running.only("id", "project_id", "attempts", "config"):
         if run.config.get("launch", {}).get("launcher") != "command":
             continue
@@ -241,8 +241,11 @@ def _cluster_runs_reconcile() -> None:
                 _finish(
                     run_id=run.id, project_id=run.project_id, attempt=run.attempts, outcome=outcome
                 )
-            except _Superseded:
-                shutil.rmtree(outcome.path, ignore_errors=True)
+            except Exception as error:  # one bad job must not stop the sweep of the others
+                shutil.rmtree(outcome.path, ignore_errors=True)  # no database row points at it
+                if not isinstance(error, _Superseded):
+                    logger.exception("recording run %s failed", run.id)
+                    _fail(run=run, reporter=reporter, error=f"{type(error).__name__}: {error}")
 
 
 class _Reporter:
