@@ -33,8 +33,6 @@ from rewardtrain.data import data_sha256
 from rewardtrain.model import load_reward_model, resolve_device
 from rewardtrain.train import Progress, TrainResult, compare, evaluate, train
 
-logger = logging.getLogger(__name__)
-
 PROGRESS_EVERY_S = 2.0  # the file is rewritten at most this often while training
 LOSS_CURVE_POINTS = 200  # the stored curve of a finished run: window means of the step losses
 Phase = Callable[..., None]  # phase(name, progress=fraction of the whole run)
@@ -48,13 +46,12 @@ class ProgressFile:
         self,
         directory: Path,
         *,
-        launch: dict[str, Any],
         phase: Phase | None = None,
         progress: Progress | None = None,
     ) -> None:
         self.path = directory / PROGRESS
         self.record: dict[str, Any] = {"state": "running", "phase": "starting", "progress": 0.0}
-        self.record.update(curve=[], launch=launch)
+        self.record["curve"] = []
         self._phase = phase
         self._progress = progress
         self._last_write = 0.0
@@ -91,17 +88,16 @@ def run_bundle(
 
     The callbacks are for a launcher in the same process; `progress.json` gets it all anyway.
     """
-    bundle = bundle_read(directory)
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    devices = _devices(bundle, world_size)
-    launch = {"launcher": launcher, "world_size": world_size, "devices": devices}
-    report = (
-        ProgressFile(bundle.directory, launch=launch, phase=phase, progress=progress)
-        if rank == 0
-        else None
-    )
+    report = None
+    if rank == 0:
+        report = ProgressFile(Path(directory).resolve(), phase=phase, progress=progress)
     try:
+        bundle = bundle_read(directory)
+        devices = _devices(bundle, world_size)
+        launch = {"launcher": launcher, "world_size": world_size, "devices": devices}
         if report is not None:
+            report.record["launch"] = launch
             report.phase("training", progress=0.05)
         init_from = bundle.job.get("init_from")
         result = train(

@@ -267,6 +267,31 @@ def test_a_cluster_command_runs_the_bundle_and_the_sweep_records_its_version(
     assert ModelVersion.objects.get(project=project).state == ModelVersion.State.PUBLISHED
 
 
+def test_a_cluster_job_that_fails_fails_its_run_with_the_jobs_error_at_the_next_sweep(
+    settings, project, tiny_model, checkpoints
+):
+    settings.TRAINING_LAUNCHER = "command"
+    # The "job" finds its bundle changed since it was queued: it must refuse to train.
+    settings.TRAINING_LAUNCH_COMMAND = (
+        "sh -c 'echo {{}} >> {run_dir}/train.jsonl && "
+        "{python} -m rewardtrain.launch {run_dir} || true'"  # a submission returns 0 at once
+    )
+    trainable_project(project, tiny_model)
+    seed_pairs(project, 10)
+    run, _ = training_run_request(project=project, trigger=MANUAL, enqueue=False)
+    run = training_run_execute(run_id=run.id)
+    assert run.status == TrainingRun.Status.RUNNING
+
+    training_runs_sweep()
+
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.FAILED
+    assert run.error == (
+        "Failed while starting: BundleError: <path> train.jsonl does not match its sha256 in "
+        "manifest.json"
+    )
+
+
 def test_a_cluster_job_that_never_starts_is_failed_by_the_sweep(settings, project, checkpoints):
     settings.TRAINING_LAUNCHER = "command"
     settings.TRAINING_LAUNCH_COMMAND = "true {run_dir}"  # accepted, and then nothing runs
