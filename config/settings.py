@@ -307,6 +307,21 @@ TRAINING_MAX_ATTEMPTS = env.int("TRAINING_MAX_ATTEMPTS", default=2)
 # Below this many held-out pairs the training page calls an accuracy "not yet meaningful" and
 # does not headline it: on 7 pairs, 0.857 has a 95% interval of about 0.49 to 0.97.
 TRAINING_MIN_HELDOUT_PAIRS = env.int("TRAINING_MIN_HELDOUT_PAIRS", default=50)
+# Where runs train (rewardtrain/launchers.py, docs/training.md): "inline" in the worker process,
+# "torchrun" as TRAINING_PROCESSES processes per node under torch.distributed.run (with
+# TRAINING_TORCHRUN_ARGS, e.g. "--nnodes 2 --rdzv-backend c10d --rdzv-endpoint head:29500"),
+# or "command": TRAINING_LAUNCH_COMMAND ("sbatch train.sbatch {run_dir}") is submitted and the
+# sweep follows the run's progress file. The training worker's own settings decide.
+TRAINING_LAUNCHER = env.str("TRAINING_LAUNCHER", default="inline")
+if TRAINING_LAUNCHER not in ("inline", "torchrun", "command"):
+    raise environ.ImproperlyConfigured(
+        f"TRAINING_LAUNCHER={TRAINING_LAUNCHER!r}: use inline, torchrun or command"
+    )
+TRAINING_PROCESSES = env.int("TRAINING_PROCESSES", default=1)
+if TRAINING_PROCESSES < 1:
+    raise environ.ImproperlyConfigured("TRAINING_PROCESSES must be at least 1")
+TRAINING_TORCHRUN_ARGS = env.str("TRAINING_TORCHRUN_ARGS", default="--standalone")
+TRAINING_LAUNCH_COMMAND = env.str("TRAINING_LAUNCH_COMMAND", default="")
 # The scorer process (manage.py scorer) that answers the score API; never exposed publicly.
 SCORER_URL = env.str("SCORER_URL", default="http://127.0.0.1:8765")
 SCORER_TIMEOUT = env.float("SCORER_TIMEOUT", default=30.0)

@@ -58,9 +58,13 @@ def checkpoint_write(
     data_sha256: str,
     counts: Mapping[str, int],
     metrics: Mapping[str, Any],
+    launch: Mapping[str, Any] | None = None,
     created_at: datetime | None = None,
 ) -> WrittenCheckpoint:
     """Write `<root>/<project>/v<version>/` and return its path and every file's checksum.
+
+    `launch` says how it was trained: `launcher`, `world_size` (also a top-level key) and
+    `devices`; without it, one process.
 
     Refuses to replace an existing version. `metrics` must be JSON-serialisable, without NaN.
     """
@@ -93,6 +97,8 @@ def checkpoint_write(
             "metrics": dict(metrics),
             "train": {"config": result.config.to_dict(), **result.stats()},
             "created_at": (created_at or datetime.now(UTC)).isoformat(),
+            "world_size": (launch or {}).get("world_size", 1),
+            "launch": dict(launch or {"launcher": "inline", "world_size": 1}),
         }
         (staging / CARD_NAME).write_text(_model_card(manifest), encoding="utf-8")
         manifest["files"] = {name: _sha256(staging / name) for name in _file_names(staging)}

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 Device = Literal["auto", "cpu", "cuda"]
 TiePolicy = Literal["drop", "model"]
+RECOMPUTE_FROM_LENGTH = 1024  # max_length from which gradient checkpointing is on by default
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,6 +39,10 @@ class TrainConfig:
     num_threads: int = 0  # CPU threads for torch; 0 means one per core this process may use
     eval_batch_size: int = 64  # sequences per forward pass when scoring; no gradients kept
     length_bucket_batches: int = 64  # batches sorted together by length, then shuffled: less pad
+    # Recompute each layer's activations in the backward pass instead of keeping them (gradient
+    # checkpointing): about a third more compute for memory that no longer grows with the layers
+    # times the square of the length. None: on from RECOMPUTE_FROM_LENGTH tokens.
+    gradient_checkpointing: bool | None = None
 
     def __post_init__(self) -> None:
         # MODEL_DIR-style Path objects are welcome, but the stored config must be plain JSON.
@@ -56,6 +61,12 @@ class TrainConfig:
             raise ValueError("tie_weight must be positive")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"unknown device {self.device!r}")
+
+    @property
+    def recompute_activations(self) -> bool:
+        if self.gradient_checkpointing is None:
+            return self.max_length >= RECOMPUTE_FROM_LENGTH
+        return self.gradient_checkpointing
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

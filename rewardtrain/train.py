@@ -21,7 +21,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch import distributed as dist
 from torch.nn import functional
+from torch.nn.parallel import DistributedDataParallel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rewardtrain.attention import ATTENTION
@@ -145,6 +147,10 @@ def train(
 
     `progress(fraction_done, {"step", "loss", "learning_rate"})` is called about 100 times;
     `should_stop()` is asked before every step and raises `TrainingCancelled` when true.
+
+    Under `torch.distributed` (`rewardtrain.launch` starts it), each rank trains its share of
+    every batch through DistributedDataParallel: `config.batch_size` is then the per-device
+    batch, and each step takes `batch_size x world_size` pairs, as TRL counts its global batch.
     """
     if config.tie_policy == "drop":
         train_pairs = [pair for pair in train_pairs if not pair.tie]
@@ -154,6 +160,7 @@ def train(
     device = resolve_device(config.device)
     if device.type == "cpu":
         torch.set_num_threads(config.num_threads or len(os.sched_getaffinity(0)))
+    rank, world_size = _rank_and_world_size()
     random_order = random.Random(config.seed)  # noqa: S311 - reproducible, not secret
     torch.manual_seed(config.seed)  # the new reward head's initial weights
 
@@ -181,7 +188,7 @@ def train(
         for _ in range(config.epochs)
         for batch in bucketed_batches(
             lengths,
-            batch_size=config.batch_size,
+            batch_size=config.batch_size * world_size,  # the global batch, cut per rank below
             bucket_batches=config.length_bucket_batches,
             rng=random_order,
         )
@@ -221,18 +228,22 @@ def train(
             model.set_attn_implementation(ATTENTION)
         except ValueError as error:  # an architecture that cannot take it keeps its own
             logger.warning("training with %s attention: %s", attention, error)
+    forward = _distributed_model(model, device) if world_size > 1 else model
+    if config.recompute_activations:
+        model.activation_checkpointing_enable({"use_reentrant": False})
     model.train()
     try:
-        for step, batch in enumerate(batches, start=1):
+        for step, global_batch in enumerate(batches, start=1):
             if should_stop is not None and should_stop():
                 raise TrainingCancelled(f"stopped before step {step} of {len(batches)}")
+            batch, share = rank_share(global_batch, rank=rank, world_size=world_size)
             inputs = pad_batch(
                 [chosen[i] for i in batch] + [rejected[i] for i in batch],
                 pad_token_id=tokenizer.pad_token_id,
                 token_type_ids=spec.token_type_ids,
                 device=device,
             )
-            rewards = model(**inputs).logits[:, 0].float()
+            rewards = forward(**inputs).logits[:, 0].float()
             margin = None
             if config.use_margin:  # a tie pair's margin is 0: there is no side to favour
                 margin = torch.tensor([margins[i] for i in batch], device=device)
@@ -244,7 +255,7 @@ def train(
                 tie=torch.tensor([ties[i] for i in batch], device=device),
                 tie_weight=tie_weight,
             )
-            loss.backward()
+            (loss * share).backward()  # DDP averages over ranks: the global batch's mean
             weights.gradients_to_master()
             if config.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(weights.trained, config.grad_clip)
@@ -253,8 +264,8 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             weights.master_to_model()
 
-            result.loss_history.append(loss.item())
-            result.pairs += len(batch)
+            result.loss_history.append(_global_loss(loss, share, world_size))
+            result.pairs += len(global_batch)
             if progress is not None and (step % report_every == 0 or step == len(batches)):
                 progress(
                     step / len(batches),
@@ -266,6 +277,8 @@ def train(
                 )
     finally:
         model.set_attn_implementation(attention)
+        if model.is_activation_checkpointing:
+            model.activation_checkpointing_disable()
     weights.finish()
     model.eval()
     result.seconds = time.perf_counter() - started
@@ -332,6 +345,44 @@ def bucketed_batches(
         batches.extend(bucket[i : i + batch_size] for i in range(0, len(bucket), batch_size))
     rng.shuffle(batches)
     return batches
+
+
+def rank_share(batch: list[int], *, rank: int, world_size: int) -> tuple[list[int], float]:
+    """This rank's pairs of a global batch, and the weight of their mean loss.
+
+    Rank r takes every world_size-th pair from the r-th: deterministic, and as even as can be.
+    The weight `len(share) * world_size / len(batch)` makes DDP's average of the ranks'
+    gradients the gradient of the global batch's mean loss, however unevenly it splits. A rank
+    left without a pair (a batch smaller than the world) runs the first pair with weight 0, so
+    it still joins every all-reduce.
+    """
+    if world_size == 1:
+        return batch, 1.0
+    share = batch[rank::world_size]
+    if not share:
+        return batch[:1], 0.0
+    return share, len(share) * world_size / len(batch)
+
+
+def _rank_and_world_size() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _distributed_model(model: PreTrainedModel, device: torch.device) -> torch.nn.Module:
+    """DDP around the model: it broadcasts rank 0's weights and all-reduces every gradient."""
+    device_ids = [torch.cuda.current_device()] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids)
+
+
+def _global_loss(loss: Tensor, share: float, world_size: int) -> float:
+    """The global batch's mean loss: each rank's weighted mean, summed over the ranks."""
+    if world_size == 1:
+        return loss.item()
+    total = (loss.detach() * share / world_size).reshape(1)
+    dist.all_reduce(total)
+    return total.item()
 
 
 def _linear_warmup_decay(step: int, warmup_steps: int, total_steps: int) -> float:

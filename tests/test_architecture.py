@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-ML_CORE = ["config", "data", "model", "attention", "train", "checkpoints"]
+ML_CORE = ["config", "data", "model", "attention", "train", "checkpoints", "bundle", "launch"]
 
 
 def _imports(path: Path) -> set[str]:

