@@ -1,5 +1,6 @@
 """The first hour in a real browser, one role after another, with axe-core on every page state:
-site staff creates a project, uploads a batch and sets the raters per pair; a rater judges the
+an admin who is not site staff but may start projects (as the demo's admin may) creates a project,
+uploads a batch, sets the raters per pair and adds the members; a rater judges the
 whole queue to its end page; a lead presses Train now and sees the new version arrive without
 reloading the page.
 
@@ -11,7 +12,8 @@ import json
 
 import pytest
 
-from annotation.models import Assignment, Judgment, Project
+from annotation.models import Assignment, Judgment, Membership, Project
+from annotation.services.projects import user_allow_project_creation
 from rewardtrain.models import ModelVersion, TrainingRun
 from tests.browser.conftest import assert_accessible, log_in
 from tests.browser.test_rating_browser import judge, swap_card
@@ -43,8 +45,8 @@ def log_out(page) -> None:
     page.wait_for_load_state("load")
 
 
-def admin_sets_up_a_project(page, staff, tmp_path, *, rater, lead) -> Project:
-    log_in(page, staff, next_path="/projects/new/")
+def admin_sets_up_a_project(page, admin, tmp_path, *, rater, lead) -> Project:
+    log_in(page, admin, next_path="/projects/new/")
     page.locator("#id_slug").fill("first-hour")
     page.locator("#id_name").fill("First hour")
     page.get_by_role("button", name="Create project").click()
@@ -80,6 +82,7 @@ def admin_sets_up_a_project(page, staff, tmp_path, *, rater, lead) -> Project:
     log_out(page)
     project = Project.objects.get(slug="first-hour")
     assert project.raters_per_pair == 1
+    assert Membership.objects.get(project=project, user=admin).role == Membership.Role.ADMIN
     return project
 
 
@@ -126,14 +129,15 @@ def lead_trains_and_sees_the_version_arrive(page, lead, project) -> None:
     assert_accessible(page)
 
 
-def test_the_first_hour_as_admin_rater_and_lead(browser_page, staff, tmp_path, settings):
+def test_the_first_hour_as_admin_rater_and_lead(browser_page, tmp_path, settings):
     settings.IMPORT_UPLOAD_DIR = tmp_path / "uploads"
     settings.CHECKPOINT_ROOT = tmp_path / "checkpoints"
     settings.BASE_MODEL_ROOTS = [tmp_path]  # the tiny model below is an allowed base model
     page = browser_page
     rater, lead = UserFactory(username="rita"), UserFactory(username="leo")
+    admin = user_allow_project_creation(user=UserFactory(username="ada"))  # not staff
 
-    project = admin_sets_up_a_project(page, staff, tmp_path, rater=rater, lead=lead)
+    project = admin_sets_up_a_project(page, admin, tmp_path, rater=rater, lead=lead)
     rater_judges_to_the_end(page, rater, project)
     assert Assignment.objects.filter(pair__project=project, status="done").count() == PAIRS
     trainable_project(project, build_tiny_model(tmp_path / "tiny-model"))
