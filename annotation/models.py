@@ -174,14 +174,6 @@ class Membership(models.Model):
     def __str__(self) -> str:
         return f"{self.user} in {self.project} as {self.role}"
 
-    @property
-    def can_lead(self) -> bool:
-        return self.role in (self.Role.LEAD, self.Role.ADMIN)
-
-    @property
-    def can_admin(self) -> bool:
-        return self.role == self.Role.ADMIN
-
 
 class Batch(models.Model):
     """One upload. Pairs keep pointing at the batch that created them."""
@@ -357,10 +349,6 @@ class Pair(models.Model):
     def __str__(self) -> str:
         return f"pair {self.pk} of {self.project.slug}"
 
-    @property
-    def is_gold(self) -> bool:
-        return bool(self.gold_choice)
-
 
 class Assignment(models.Model):
     """A lease of a pair to a rater. One per (pair, rater) ever: a rater never sees a pair twice."""
@@ -399,10 +387,6 @@ class Assignment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.pair} to {self.rater}"
-
-    @property
-    def is_live(self) -> bool:
-        return self.status == self.Status.ACTIVE and self.expires_at > timezone.now()
 
 
 class Judgment(models.Model):
@@ -494,10 +478,6 @@ class Invitation(models.Model):
 
     def __str__(self) -> str:
         return f"invitation to {self.project} as {self.role}"
-
-    @property
-    def is_open(self) -> bool:
-        return self.used_at is None and self.expires_at > timezone.now()
 
 
 class LoginFailure(models.Model):
