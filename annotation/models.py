@@ -3,7 +3,7 @@ pairs, the leases that hand pairs to raters, and the judgments raters make."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -294,6 +294,22 @@ class Response(models.Model):
         return f"{self.model_name or 'response'}: {self.text[:60]}"
 
 
+# A pair that may still be handed to a rater: live, not a known answer, short of its judgments.
+# The one statement of the rule: Pair.objects.open() and the index `pair_open_by_progress` read it.
+OPEN_PAIR = Q(
+    is_active=True,
+    gold_choice="",
+    seed_choice="",
+    judgments_count__lt=F("judgments_needed"),
+)
+
+
+class PairQuerySet(models.QuerySet["Pair"]):
+    def open(self) -> PairQuerySet:
+        """Pairs that may still be handed to a rater (see OPEN_PAIR)."""
+        return self.filter(OPEN_PAIR)
+
+
 class Pair(models.Model):
     class Known(models.TextChoices):
         A = "a", "A is better"
@@ -317,6 +333,8 @@ class Pair(models.Model):
     is_active = models.BooleanField(default=True)  # false once its batch is retired
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = PairQuerySet.as_manager()
+
     class Meta:
         constraints = [
             models.CheckConstraint(
@@ -336,18 +354,20 @@ class Pair(models.Model):
             # served are in it, so finished pairs cost nothing however many there are.
             models.Index(
                 fields=["project", "-judgments_count", "id"],
-                condition=Q(
-                    is_active=True,
-                    gold_choice="",
-                    seed_choice="",
-                    judgments_count__lt=F("judgments_needed"),
-                ),
+                condition=OPEN_PAIR,
                 name="pair_open_by_progress",
             ),
         ]
 
     def __str__(self) -> str:
         return f"pair {self.pk} of {self.project.slug}"
+
+
+class AssignmentQuerySet(models.QuerySet["Assignment"]):
+    def live(self, now: datetime) -> AssignmentQuerySet:
+        """Leases still held at `now`: active and not yet expired. A live lease holds one of its
+        pair's judgment slots."""
+        return self.filter(status=Assignment.Status.ACTIVE, expires_at__gt=now)
 
 
 class Assignment(models.Model):
@@ -366,6 +386,8 @@ class Assignment(models.Model):
     status = models.CharField(max_length=8, choices=Status, default=Status.ACTIVE)
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
+
+    objects = AssignmentQuerySet.as_manager()
 
     class Meta:
         constraints = [

@@ -28,7 +28,7 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -45,6 +45,9 @@ _SHOWN_PAIR = ("pair__prompt", "pair__response_a", "pair__response_b")
 
 # The rater's hot path (next, judge) runs SQL written once here rather than querysets: building a
 # four-table join with the ORM cost more CPU per request than PostgreSQL spends answering it.
+# This SQL is a twin of the model layer's rules, never their only statement: "open pair" is
+# Pair.objects.open() (OPEN_PAIR) and "live lease" is Assignment.objects.live(now).
+# tests/annotation/test_engine_twins.py runs both on the same data and asserts the same answer.
 _ASSIGNMENT = Assignment._meta.db_table
 _PAIR = Pair._meta.db_table
 _JUDGMENT = Judgment._meta.db_table
@@ -179,10 +182,6 @@ def _aware(value: Any) -> datetime:
     if isinstance(value, str):
         value = parse_datetime(value)
     return value if timezone.is_aware(value) else timezone.make_aware(value, UTC)
-
-
-def _live(now: datetime) -> Q:
-    return Q(status=Assignment.Status.ACTIVE, expires_at__gt=now)
 
 
 def _is_paused(*, project: Project, rater: User) -> bool:
@@ -584,7 +583,7 @@ def _record(
     judgment._state.adding = False
     now = timezone.now()  # after the lock: see the module docstring
     if expires_at <= now and not gold_choice:
-        others = Assignment.objects.filter(_live(now), pair_id=pair_id).exclude(id=assignment_id)
+        others = Assignment.objects.live(now).filter(pair_id=pair_id).exclude(id=assignment_id)
         if judged_after - 1 + others.count() >= judgments_needed:
             raise LeaseLost(
                 "Your time on this pair ran out and other raters completed it; ask for a new pair.",
