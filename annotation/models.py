@@ -411,6 +411,33 @@ class Assignment(models.Model):
         return f"{self.pair} to {self.rater}"
 
 
+# Screen and pair terms. A rater answers left/right; a judgment stores a/b. Response A is shown on
+# the left unless the lease is `swapped`. These three functions are that rule; the agreement
+# readers' array form is annotation.agreement.metrics.picked_left.
+def shown_sides(pair: Pair, swapped: bool) -> tuple[Response, Response]:
+    """The (left, right) responses of a pair as a lease shows them."""
+    return (pair.response_b, pair.response_a) if swapped else (pair.response_a, pair.response_b)
+
+
+def to_pair_terms(shown: str, swapped: bool) -> str:
+    """A choice as the rater saw it (left/right/tie/both_bad) as stored (a/b/tie/both_bad)."""
+    if shown == "left":
+        return Judgment.Choice.B if swapped else Judgment.Choice.A
+    if shown == "right":
+        return Judgment.Choice.A if swapped else Judgment.Choice.B
+    return shown
+
+
+def to_screen_terms(stored: str, swapped: bool) -> str:
+    """A stored choice (a/b/tie/both_bad) as the rater saw it (left/right/tie/both_bad); the
+    inverse of to_pair_terms."""
+    if stored == Judgment.Choice.A:
+        return "right" if swapped else "left"
+    if stored == Judgment.Choice.B:
+        return "left" if swapped else "right"
+    return stored
+
+
 class Judgment(models.Model):
     class Choice(models.TextChoices):
         A = "a", "A is better"

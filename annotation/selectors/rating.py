@@ -10,7 +10,7 @@ from django.contrib.auth.models import User
 from django.db.models import Count, Exists, Max, OuterRef, Q
 from django.utils import timezone
 
-from annotation.models import Assignment, Judgment, Pair, Project, Response
+from annotation.models import Assignment, Judgment, Pair, Project, Response, shown_sides
 from annotation.services.rating import UNDO_WINDOW
 
 
@@ -88,7 +88,5 @@ class ShownPair:
 
 def pair_shown(*, assignment: Assignment) -> ShownPair:
     """Left is response B when the lease is swapped. No query: the lease comes with its pair."""
-    pair = assignment.pair
-    if assignment.swapped:
-        return ShownPair(assignment=assignment, left=pair.response_b, right=pair.response_a)
-    return ShownPair(assignment=assignment, left=pair.response_a, right=pair.response_b)
+    left, right = shown_sides(assignment.pair, assignment.swapped)
+    return ShownPair(assignment=assignment, left=left, right=right)

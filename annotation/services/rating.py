@@ -32,7 +32,16 @@ from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from annotation.models import Assignment, Judgment, Membership, Pair, Project, Prompt, Response
+from annotation.models import (
+    Assignment,
+    Judgment,
+    Membership,
+    Pair,
+    Project,
+    Prompt,
+    Response,
+    to_pair_terms,
+)
 from annotation.services.agreement import pair_overlap_extend
 
 UNDO_WINDOW = timedelta(minutes=2)
@@ -434,23 +443,6 @@ def _validate(project: Project, submission: Submission) -> None:
         raise RatingError("The reason is too long (at most 5,000 characters).", field="rationale")
 
 
-def _to_pair_terms(shown: str, swapped: bool) -> str:
-    if shown == "left":
-        return Judgment.Choice.B if swapped else Judgment.Choice.A
-    if shown == "right":
-        return Judgment.Choice.A if swapped else Judgment.Choice.B
-    return shown
-
-
-def to_screen_terms(stored: str, swapped: bool) -> str:
-    """A stored choice (a/b/tie/both_bad) as the rater saw it (left/right/tie/both_bad)."""
-    if stored == Judgment.Choice.A:
-        return "right" if swapped else "left"
-    if stored == Judgment.Choice.B:
-        return "left" if swapped else "right"
-    return stored
-
-
 def judgment_record(
     *,
     rater: User,
@@ -542,10 +534,10 @@ def _record(
         pair_id=pair_id,
         rater=rater,
         assignment_id=assignment_id,
-        choice=_to_pair_terms(submission.choice, swapped),
+        choice=to_pair_terms(submission.choice, swapped),
         strength=submission.strength if decisive else None,
         criteria={
-            name: _to_pair_terms(value, swapped)
+            name: to_pair_terms(value, swapped)
             for name, value in (submission.criteria or {}).items()
         },
         rationale=submission.rationale,
