@@ -108,10 +108,9 @@ _CANDIDATE_SQL = {
 _ANY_OPEN_SQL = f"SELECT EXISTS (SELECT 1 {_OPEN_PAIRS})"
 # Lock the rater's lease: double clicks, retries and concurrent duplicate POSTs queue here.
 _LOCK_LEASE_SQL = f"""
-    SELECT a.status, a.swapped, a.created_at, a.expires_at, p.id, p.gold_choice, p.project_id
+    SELECT a.status, a.swapped, a.created_at, a.expires_at, p.id, p.gold_choice
     FROM {_ASSIGNMENT} a JOIN {_PAIR} p ON p.id = a.pair_id
-    WHERE a.id = %(assignment)s AND a.rater_id = %(rater)s
-      AND p.project_id = coalesce(%(project)s, p.project_id)
+    WHERE a.id = %(assignment)s AND a.rater_id = %(rater)s AND p.project_id = %(project)s
 """  # noqa: S608
 _LOCK_LEASE = "FOR NO KEY UPDATE OF a"
 # Counting the judgment on the pair comes first: its UPDATE takes the pair's row lock and returns
@@ -371,13 +370,12 @@ def _lease_gold(*, project: Project, rater: User) -> Assignment | None:
         return None  # the same rater leased it in another tab a moment ago
 
 
-def assignment_skip(*, rater: User, assignment_id: int, project: Project | None = None) -> None:
-    """Give the pair back to the pool; this rater will not be handed it again."""
+def assignment_skip(*, project: Project, rater: User, assignment_id: int) -> None:
+    """Give the pair back to the pool; this rater will not be handed it again. A lease of
+    another project counts as not held."""
     leases = Assignment.objects.filter(
-        id=assignment_id, rater=rater, status=Assignment.Status.ACTIVE
+        id=assignment_id, rater=rater, status=Assignment.Status.ACTIVE, pair__project=project
     )
-    if project is not None:
-        leases = leases.filter(pair__project=project)
     if not leases.update(status=Assignment.Status.SKIPPED):
         raise LeaseNotHeld("This pair is not leased to you.")
 
@@ -445,18 +443,18 @@ def _validate(project: Project, submission: Submission) -> None:
 
 def judgment_record(
     *,
+    project: Project,
     rater: User,
     assignment_id: int,
     submission: Submission,
     idempotency_key: str = "",
-    project: Project | None = None,
 ) -> tuple[Judgment, bool]:
     """Record the rater's judgment of a leased pair. Returns (judgment, created).
 
     Safe to repeat: a double click, a retry, or ten identical concurrent POSTs give the same
     judgment and one row (they queue on the assignment's row lock, and all but the first find it
-    judged). The same Idempotency-Key with another body raises IdempotencyConflict. With
-    `project`, a lease of another project counts as not held.
+    judged). The same Idempotency-Key with another body raises IdempotencyConflict. A lease of
+    another project counts as not held.
     """
     fingerprint = submission.fingerprint(assignment_id)
     try:
@@ -494,7 +492,7 @@ def _record(
     submission: Submission,
     idempotency_key: str,
     fingerprint: str,
-    project: Project | None,
+    project: Project,
 ) -> tuple[Judgment, bool]:
     with connection.cursor() as cursor:
         cursor.execute(
@@ -502,13 +500,13 @@ def _record(
             {
                 "assignment": assignment_id,
                 "rater": rater.id,
-                "project": project.id if project else None,
+                "project": project.id,
             },
         )
         row = cursor.fetchone()
     if row is None:
         raise LeaseNotHeld("This pair is not leased to you.", field="assignment")
-    status, swapped, leased_at, expires_at, pair_id, gold_choice, project_id = row
+    status, swapped, leased_at, expires_at, pair_id, gold_choice = row
     leased_at, expires_at = _aware(leased_at), _aware(expires_at)
     if status == Assignment.Status.DONE:
         earlier = Judgment.objects.get(assignment_id=assignment_id)
@@ -525,8 +523,6 @@ def _record(
         return earlier, False  # a double click or a retry: same answer, no new row
     if status == Assignment.Status.SKIPPED:
         raise LeaseLost("You skipped this pair; it went back to the pool.", field="assignment")
-    if project is None:
-        project = Project.objects.get(id=project_id)
     _validate(project, submission)
     decisive = submission.choice in ("left", "right")
     now = timezone.now()  # the judgment's time; expiry is checked on a reading after the lock

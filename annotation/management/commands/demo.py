@@ -158,7 +158,7 @@ class Command(BaseCommand):
             submission = self._opinion(project, assignment, rater.get_username(), rng)
             with transaction.atomic():
                 judgment, _ = judgment_record(
-                    rater=rater, assignment_id=assignment.id, submission=submission
+                    project=project, rater=rater, assignment_id=assignment.id, submission=submission
                 )
                 # Simulated raters answer at once; give them the reading time they report, plus
                 # a pause, so the dashboards do not flag every demo rater as too fast.
