@@ -42,8 +42,8 @@ from annotation.exports.aggregation import (
     TiePolicy,
     Votes,
     decide,
+    decide_by_known_answer,
     decide_by_probability,
-    known,
 )
 from annotation.exports.labels import Aggregation
 from annotation.models import Judgment, Pair, Project
@@ -267,9 +267,9 @@ def _decision(
     row: dict[str, Any], options: ExportOptions, estimate: LabelEstimate | None
 ) -> Decision | None:
     if row["seed_choice"]:
-        return known(row["seed_choice"])
+        return decide_by_known_answer(row["seed_choice"])
     if row["gold_choice"]:
-        return known(row["gold_choice"])
+        return decide_by_known_answer(row["gold_choice"])
     votes = Votes(
         a=row["n_a"],
         b=row["n_b"],
