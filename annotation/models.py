@@ -3,7 +3,7 @@ pairs, the leases that hand pairs to raters, and the judgments raters make."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -174,14 +174,6 @@ class Membership(models.Model):
     def __str__(self) -> str:
         return f"{self.user} in {self.project} as {self.role}"
 
-    @property
-    def can_lead(self) -> bool:
-        return self.role in (self.Role.LEAD, self.Role.ADMIN)
-
-    @property
-    def can_admin(self) -> bool:
-        return self.role == self.Role.ADMIN
-
 
 class Batch(models.Model):
     """One upload. Pairs keep pointing at the batch that created them."""
@@ -322,6 +314,22 @@ class Response(models.Model):
         return f"{self.model_name or 'response'}: {self.text[:60]}"
 
 
+# A pair that may still be handed to a rater: live, not a known answer, short of its judgments.
+# The one statement of the rule: Pair.objects.open() and the index `pair_open_by_progress` read it.
+OPEN_PAIR = Q(
+    is_active=True,
+    gold_choice="",
+    seed_choice="",
+    judgments_count__lt=F("judgments_needed"),
+)
+
+
+class PairQuerySet(models.QuerySet["Pair"]):
+    def open(self) -> PairQuerySet:
+        """Pairs that may still be handed to a rater (see OPEN_PAIR)."""
+        return self.filter(OPEN_PAIR)
+
+
 class Pair(models.Model):
     class Known(models.TextChoices):
         A = "a", "A is better"
@@ -345,6 +353,8 @@ class Pair(models.Model):
     is_active = models.BooleanField(default=True)  # false once its batch is retired
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = PairQuerySet.as_manager()
+
     class Meta:
         constraints = [
             models.CheckConstraint(
@@ -364,12 +374,7 @@ class Pair(models.Model):
             # served are in it, so finished pairs cost nothing however many there are.
             models.Index(
                 fields=["project", "-judgments_count", "id"],
-                condition=Q(
-                    is_active=True,
-                    gold_choice="",
-                    seed_choice="",
-                    judgments_count__lt=F("judgments_needed"),
-                ),
+                condition=OPEN_PAIR,
                 name="pair_open_by_progress",
             ),
         ]
@@ -377,9 +382,12 @@ class Pair(models.Model):
     def __str__(self) -> str:
         return f"pair {self.pk} of {self.project.slug}"
 
-    @property
-    def is_gold(self) -> bool:
-        return bool(self.gold_choice)
+
+class AssignmentQuerySet(models.QuerySet["Assignment"]):
+    def live(self, now: datetime) -> AssignmentQuerySet:
+        """Leases still held at `now`: active and not yet expired. A live lease holds one of its
+        pair's judgment slots."""
+        return self.filter(status=Assignment.Status.ACTIVE, expires_at__gt=now)
 
 
 class Assignment(models.Model):
@@ -398,6 +406,8 @@ class Assignment(models.Model):
     status = models.CharField(max_length=8, choices=Status, default=Status.ACTIVE)
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
+
+    objects = AssignmentQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -420,9 +430,32 @@ class Assignment(models.Model):
     def __str__(self) -> str:
         return f"{self.pair} to {self.rater}"
 
-    @property
-    def is_live(self) -> bool:
-        return self.status == self.Status.ACTIVE and self.expires_at > timezone.now()
+
+# Screen and pair terms. A rater answers left/right; a judgment stores a/b. Response A is shown on
+# the left unless the lease is `swapped`. These three functions are that rule; the agreement
+# readers' array form is annotation.agreement.metrics.picked_left.
+def shown_sides(pair: Pair, swapped: bool) -> tuple[Response, Response]:
+    """The (left, right) responses of a pair as a lease shows them."""
+    return (pair.response_b, pair.response_a) if swapped else (pair.response_a, pair.response_b)
+
+
+def to_pair_terms(shown: str, swapped: bool) -> str:
+    """A choice as the rater saw it (left/right/tie/both_bad) as stored (a/b/tie/both_bad)."""
+    if shown == "left":
+        return Judgment.Choice.B if swapped else Judgment.Choice.A
+    if shown == "right":
+        return Judgment.Choice.A if swapped else Judgment.Choice.B
+    return shown
+
+
+def to_screen_terms(stored: str, swapped: bool) -> str:
+    """A stored choice (a/b/tie/both_bad) as the rater saw it (left/right/tie/both_bad); the
+    inverse of to_pair_terms."""
+    if stored == Judgment.Choice.A:
+        return "right" if swapped else "left"
+    if stored == Judgment.Choice.B:
+        return "left" if swapped else "right"
+    return stored
 
 
 class Judgment(models.Model):
@@ -514,10 +547,6 @@ class Invitation(models.Model):
 
     def __str__(self) -> str:
         return f"invitation to {self.project} as {self.role}"
-
-    @property
-    def is_open(self) -> bool:
-        return self.used_at is None and self.expires_at > timezone.now()
 
 
 class LoginFailure(models.Model):

@@ -150,7 +150,12 @@ def simulate(scenario: str, pairs: list[dict[str, str]], seed: int) -> dict[str,
         )
         better = truth[(pair.prompt.text, pair.response_a.text, pair.response_b.text)]
         choice = answer(kind, accuracy, shown[0].text, shown[1].text, better, rng)
-        judgment_record(rater=user, assignment_id=lease.id, submission=Submission(choice=choice))
+        judgment_record(
+            project=project,
+            rater=user,
+            assignment_id=lease.id,
+            submission=Submission(choice=choice),
+        )
         judged += 1
     rating_seconds = time.perf_counter() - started
     results: dict[str, Any] = {"judgments": judged, "rating_seconds": round(rating_seconds, 1)}

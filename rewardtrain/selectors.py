@@ -24,8 +24,8 @@ from annotation.exports.aggregation import (
     FULL_STRENGTH,
     Votes,
     decide,
+    decide_by_known_answer,
     decide_by_probability,
-    known,
 )
 from annotation.exports.labels import Aggregation
 from annotation.models import AgreementReport, Judgment, Pair, Project
@@ -96,7 +96,7 @@ def training_data_at(
         ) is not None:
             from_judgments += 1
         else:
-            decision = known(pair.seed_choice)
+            decision = decide_by_known_answer(pair.seed_choice)
             if decision is None:
                 continue
             from_seed += 1

@@ -90,6 +90,15 @@ class JudgmentArrays:
         return int(self.rater.max()) + 1 if self.rater.size else 0
 
 
+def left_chosen(choice: ArrayLike, swapped: ArrayLike) -> IntArray:
+    """Per judgment, 1 when the rater picked the response shown on the left, 0 the right one, and
+    NOT_DECISIVE for a tie or both bad; `choice` holds codes (A, B, ...). The array form of
+    annotation.models.to_screen_terms: the left response is A unless the lease was swapped."""
+    code = np.asarray(choice)
+    picked_left = (code == A) != np.asarray(swapped, dtype=bool)
+    return np.where(code <= B, picked_left.astype(np.int64), NOT_DECISIVE)
+
+
 def judgment_arrays_from_columns(
     *,
     pair_id: ArrayLike,
@@ -113,16 +122,13 @@ def judgment_arrays_from_columns(
     magnitude = np.fromiter((1 if s is None else s for s in strength), np.float64, len(strength))
     sign = np.select([choice_code == A, choice_code == B], [1.0, -1.0], 0.0)
     signed = np.where(choice_code == BOTH_BAD, np.nan, sign * magnitude)
-    # The left response is A unless swapped, so picking the left one is "chose A" xor "swapped".
-    picked_left = (choice_code == A) != np.asarray(swapped, dtype=bool)
-    left = np.where(choice_code <= B, picked_left.astype(np.int64), NOT_DECISIVE)
     gold_code = np.fromiter((NO_GOLD if g is None else code[g] for g in gold), np.int64, len(gold))
     arrays = JudgmentArrays(
         pair=pair.ravel(),
         rater=rater.ravel(),
         choice=choice_code,
         signed_strength=signed,
-        left_chosen=left,
+        left_chosen=left_chosen(choice_code, swapped),
         duration_ms=np.array(duration_ms, dtype=np.float64),
         gold=gold_code,
     )

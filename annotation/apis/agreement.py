@@ -15,9 +15,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.models import AgreementReport, Batch, Membership
+from annotation.models import AgreementReport, Membership
 from annotation.selectors.access import project_access
 from annotation.selectors.agreement import AgreementScope, agreement_report_latest
+from annotation.selectors.batches import batches_outside
 from annotation.services.agreement import agreement_report_create
 
 
@@ -63,10 +64,7 @@ class AgreementReportApi(APIView):
         query = AgreementQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         batch_id = query.validated_data["batch"]
-        if (
-            batch_id is not None
-            and not Batch.objects.filter(id=batch_id, project=access.project).exists()
-        ):
+        if batches_outside(project=access.project, batch_ids=[batch_id]):
             raise serializers.ValidationError({"batch": "No such batch in this project."})
         scope = AgreementScope(
             batch_id=batch_id,

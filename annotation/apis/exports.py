@@ -24,8 +24,9 @@ from rest_framework.views import APIView
 
 from annotation.exports.aggregation import TIE_POLICIES
 from annotation.exports.labels import AGGREGATIONS, as_aggregation
-from annotation.models import Batch, Membership
+from annotation.models import Membership
 from annotation.selectors.access import project_access
+from annotation.selectors.batches import batches_outside
 from annotation.selectors.exports import EXPORT_FORMATS, ExportOptions, export_stream
 from annotation.views.exports import export_response
 from config.authentication import TokenAuthentication
@@ -114,12 +115,7 @@ class ProjectExportApi(APIView):
         query.is_valid(raise_exception=True)
         data = query.validated_data
         batch_ids = tuple(dict.fromkeys(data["batch"]))
-        known = set(
-            Batch.objects.filter(project=access.project, id__in=batch_ids).values_list(
-                "id", flat=True
-            )
-        )
-        if unknown := [b for b in batch_ids if b not in known]:
+        if unknown := batches_outside(project=access.project, batch_ids=batch_ids):
             raise serializers.ValidationError(
                 {"batch": [f"batch {b} is not a batch of this project" for b in unknown]}
             )

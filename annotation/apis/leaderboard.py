@@ -14,8 +14,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.models import Batch, Membership
+from annotation.models import Membership
 from annotation.selectors.access import project_access
+from annotation.selectors.batches import batches_outside
 from annotation.selectors.leaderboard import LeaderboardScope
 from annotation.services.leaderboard import leaderboard_as_json, leaderboard_compute
 
@@ -97,10 +98,7 @@ class LeaderboardApi(APIView):
         query.is_valid(raise_exception=True)
         data = query.validated_data
         project = access.project
-        if (
-            data["batch"] is not None
-            and not Batch.objects.filter(id=data["batch"], project=project).exists()
-        ):
+        if batches_outside(project=project, batch_ids=[data["batch"]]):
             raise serializers.ValidationError({"batch": "No such batch in this project."})
         if data["criterion"] is not None and data["criterion"] not in project.criteria:
             raise serializers.ValidationError({"criterion": "No such criterion in this project."})

@@ -18,7 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.apis.strict import StrictFieldsMixin
-from annotation.models import Assignment, Judgment, Project
+from annotation.models import Assignment, Judgment, Project, shown_sides, to_screen_terms
 from annotation.selectors.access import project_access
 from annotation.services.rating import (
     SHOWN_CHOICES,
@@ -34,7 +34,6 @@ from annotation.services.rating import (
     assignment_skip,
     judgment_record,
     judgment_undo,
-    to_screen_terms,
 )
 
 IDEMPOTENCY_KEY_MAX = 128  # Judgment.idempotency_key's column width
@@ -92,11 +91,7 @@ class AssignmentShownSerializer(serializers.Serializer):
 def _shown(assignment: Assignment, project: Project) -> dict[str, Any]:
     pair = assignment.pair
     prompt = pair.prompt
-    left, right = (
-        (pair.response_b, pair.response_a)
-        if assignment.swapped
-        else (pair.response_a, pair.response_b)
-    )
+    left, right = shown_sides(pair, assignment.swapped)
     messages = prompt.messages if isinstance(prompt.messages, list) else None
     return {
         "assignment": assignment.id,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from django.db.models import OuterRef, Subquery
 
-from annotation.exports.aggregation import Decision, known
+from annotation.exports.aggregation import Decision, decide_by_known_answer
 from annotation.models import Adjudication
 
 DECIDED_BY_AGGREGATION = "aggregation"
@@ -26,4 +26,4 @@ def live_adjudication(pair_ref: str = "pk") -> Subquery:
 
 def adjudicated_decision(decision: str) -> Decision | None:
     """The label an adjudication gives a pair; None when the pair leaves preference data."""
-    return known(decision)
+    return decide_by_known_answer(decision)

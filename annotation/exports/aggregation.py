@@ -98,8 +98,9 @@ def _margin(votes: Votes, winner: Literal["a", "b"], counted: int) -> float:
     return round(max(0.0, (weight_for - weight_against) / (FULL_STRENGTH * counted)), 6)
 
 
-def known(choice: str) -> Decision | None:
-    """A gold pair's or seed label's answer; a known tie has no winner to export."""
+def decide_by_known_answer(choice: str) -> Decision | None:
+    """The decision a known answer (a gold pair's or a seed label's) makes, certain and full
+    margin; a known tie has no winner to export."""
     if choice in ("a", "b"):
         return Decision(choice, 1.0, 1.0)  # type: ignore[arg-type]
     return None

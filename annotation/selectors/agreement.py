@@ -38,7 +38,7 @@ from annotation.agreement.charts import (
     histogram,
     line_chart,
 )
-from annotation.agreement.metrics import NO_GOLD, NOT_DECISIVE, A, B, JudgmentArrays
+from annotation.agreement.metrics import NO_GOLD, A, B, JudgmentArrays, left_chosen
 from annotation.agreement.reading import Reading, headline_reading, kappa_band
 from annotation.models import AgreementReport, Judgment, Membership, Project
 
@@ -199,20 +199,17 @@ def judgment_arrays_load(
     pair_ids, pair = np.unique(columns["pair"], return_inverse=True)
     rater_ids, rater = np.unique(columns["rater"], return_inverse=True)
     choice = columns["choice"]
-    decisive = choice <= B
     # A decisive choice without a strength counts as strength 1 on the interval scale.
     magnitude = np.maximum(columns["strength"], 1).astype(np.float64)
     signed = np.select(
         [choice == A, choice == B, choice == 2], [magnitude, -magnitude, 0.0], np.nan
     )
-    # The left response is A unless swapped, so picking the left one is "chose A" xor "swapped".
-    picked_left = (choice == A) != columns["swapped"].astype(bool)
     arrays = JudgmentArrays(
         pair=pair.ravel(),
         rater=rater.ravel(),
         choice=choice,
         signed_strength=signed,
-        left_chosen=np.where(decisive, picked_left.astype(np.int64), NOT_DECISIVE),
+        left_chosen=left_chosen(choice, columns["swapped"]),
         duration_ms=columns["duration_ms"].astype(np.float64),
         gold=columns["gold"],
     )

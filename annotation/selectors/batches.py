@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.db.models import QuerySet
 from django.http import Http404
 
@@ -23,3 +25,14 @@ def batch_get(*, project: Project, batch_id: int) -> Batch:
     if batch is None:
         raise Http404("No such batch.")
     return batch
+
+
+def batches_outside(*, project: Project, batch_ids: Iterable[int | None]) -> list[int]:
+    """The ids among `batch_ids` that are not batches of `project`, in the order given: the one
+    check of "this batch belongs to this project" for every scope a caller names batches in.
+    None (no batch named) is skipped; with no id left there is no query."""
+    wanted = list(dict.fromkeys(b for b in batch_ids if b is not None))
+    if not wanted:
+        return []
+    known = set(Batch.objects.filter(project=project, id__in=wanted).values_list("id", flat=True))
+    return [b for b in wanted if b not in known]

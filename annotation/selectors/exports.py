@@ -48,8 +48,8 @@ from annotation.exports.aggregation import (
     TiePolicy,
     Votes,
     decide,
+    decide_by_known_answer,
     decide_by_probability,
-    known,
 )
 from annotation.exports.labels import Aggregation
 from annotation.models import Judgment, Pair, Project
@@ -69,30 +69,42 @@ _CONTENT_TYPES = {
 }
 _EXTENSIONS = {"trl": "jsonl", "judgments": "jsonl", "csv": "csv", "parquet": "parquet"}
 
-JUDGMENT_COLUMNS = (
-    "judgment_id",
-    "source",
-    "batch_id",
-    "pair_id",
-    "pair_external_id",
-    "prompt",
-    "response_a",
-    "response_b",
-    "model_a",
-    "model_b",
-    "rater",
-    "choice",
-    "strength",
-    "criteria",
-    "rationale",
-    "swapped",
-    "duration_ms",
-    "active_ms",
-    "created_at",
-    "gold_choice",
-    "rater_accuracy",
+# The export's columns, in order, with their Parquet types: the one list that the CSV header, the
+# Parquet schema and the seed lines read. "prompt" (and a TRL answer) is text or, for a chat
+# project, a list of messages; "criteria" maps criterion to choice.
+_JUDGMENT_TYPES = (
+    ("judgment_id", "int64"),
+    ("source", "string"),
+    ("batch_id", "int64"),
+    ("pair_id", "int64"),
+    ("pair_external_id", "string"),
+    ("prompt", "prompt"),
+    ("response_a", "string"),
+    ("response_b", "string"),
+    ("model_a", "string"),
+    ("model_b", "string"),
+    ("rater", "string"),
+    ("choice", "string"),
+    ("strength", "int8"),
+    ("criteria", "criteria"),
+    ("rationale", "string"),
+    ("swapped", "bool_"),
+    ("duration_ms", "int64"),
+    ("active_ms", "int64"),
+    ("created_at", "string"),
+    ("gold_choice", "string"),
+    ("rater_accuracy", "float64"),
 )
-TRL_COLUMNS = ("prompt", "chosen", "rejected", "margin", "p_chosen", "decided_by")
+_TRL_TYPES = (
+    ("prompt", "prompt"),
+    ("chosen", "answer"),
+    ("rejected", "answer"),
+    ("margin", "float64"),
+    ("p_chosen", "float64"),
+    ("decided_by", "string"),
+)
+JUDGMENT_COLUMNS = tuple(name for name, _ in _JUDGMENT_TYPES)
+_NO_JUDGMENT: dict[str, Any] = dict.fromkeys(JUDGMENT_COLUMNS)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -263,9 +275,9 @@ def _decision(
     row: dict[str, Any], options: ExportOptions, estimate: LabelEstimate | None
 ) -> Decision | None:
     if row["seed_choice"]:
-        return known(row["seed_choice"])
+        return decide_by_known_answer(row["seed_choice"])
     if row["gold_choice"]:
-        return known(row["gold_choice"])
+        return decide_by_known_answer(row["gold_choice"])
     votes = Votes(
         a=row["n_a"],
         b=row["n_b"],
@@ -520,7 +532,7 @@ def _seed_rows(
         at,
     ) in rows.iterator(chunk_size=CHUNK_ROWS):
         yield {
-            "judgment_id": None,
+            **_NO_JUDGMENT,  # every column a seed label has no value for
             "source": "seed",
             "batch_id": batch_id,
             "pair_id": pair_id,
@@ -530,17 +542,10 @@ def _seed_rows(
             "response_b": b,
             "model_a": model_a,
             "model_b": model_b,
-            "rater": None,
             "choice": choice,
-            "strength": None,
             "criteria": {},
             "rationale": "",
-            "swapped": None,
-            "duration_ms": None,
-            "active_ms": None,
             "created_at": _iso(at),
-            "gold_choice": None,
-            "rater_accuracy": None,
         }
 
 
@@ -552,41 +557,16 @@ def _schema(rows: Literal["trl", "judgments"], *, conversational: bool) -> Any:
     import pyarrow as pa  # only Parquet exports load pyarrow
 
     message_list = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
-    prompt_type = message_list if conversational else pa.string()
-    if rows == "trl":
-        answer_type = message_list if conversational else pa.string()
-        return pa.schema(
-            [
-                ("prompt", prompt_type),
-                ("chosen", answer_type),
-                ("rejected", answer_type),
-                ("margin", pa.float64()),
-                ("p_chosen", pa.float64()),
-                ("decided_by", pa.string()),
-            ]
-        )
+    text_or_messages = message_list if conversational else pa.string()
+    special = {
+        "prompt": text_or_messages,
+        "answer": text_or_messages,
+        "criteria": pa.map_(pa.string(), pa.string()),
+    }
+    columns = _TRL_TYPES if rows == "trl" else _JUDGMENT_TYPES
     return pa.schema(
         [
-            ("judgment_id", pa.int64()),
-            ("source", pa.string()),
-            ("batch_id", pa.int64()),
-            ("pair_id", pa.int64()),
-            ("pair_external_id", pa.string()),
-            ("prompt", prompt_type),
-            ("response_a", pa.string()),
-            ("response_b", pa.string()),
-            ("model_a", pa.string()),
-            ("model_b", pa.string()),
-            ("rater", pa.string()),
-            ("choice", pa.string()),
-            ("strength", pa.int8()),
-            ("criteria", pa.map_(pa.string(), pa.string())),
-            ("rationale", pa.string()),
-            ("swapped", pa.bool_()),
-            ("duration_ms", pa.int64()),
-            ("active_ms", pa.int64()),
-            ("created_at", pa.string()),
-            ("gold_choice", pa.string()),
-            ("rater_accuracy", pa.float64()),
+            (name, special[kind] if kind in special else getattr(pa, kind)())
+            for name, kind in columns
         ]
     )

@@ -7,10 +7,10 @@ from datetime import datetime, time
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db.models import Count, Exists, F, Max, OuterRef, Q
+from django.db.models import Count, Exists, Max, OuterRef, Q
 from django.utils import timezone
 
-from annotation.models import Assignment, Judgment, Pair, Project, Response
+from annotation.models import Assignment, Judgment, Pair, Project, Response, shown_sides
 from annotation.services.rating import UNDO_WINDOW
 
 
@@ -36,17 +36,7 @@ def rater_progress(*, project: Project, rater: User) -> RaterProgress:
     finished = Assignment.objects.filter(pair=OuterRef("pk"), rater=rater).exclude(
         status=Assignment.Status.ACTIVE
     )
-    left = (
-        Pair.objects.filter(
-            project=project,
-            is_active=True,
-            gold_choice="",
-            seed_choice="",
-            judgments_count__lt=F("judgments_needed"),
-        )
-        .filter(~Exists(finished))
-        .count()
-    )
+    left = Pair.objects.open().filter(project=project).filter(~Exists(finished)).count()
     return RaterProgress(
         judged_today=mine["today"],
         judged_in_project=mine["total"],
@@ -58,13 +48,8 @@ def rater_progress(*, project: Project, rater: User) -> RaterProgress:
 def assignment_live_for(*, project: Project, rater: User, assignment_id: int) -> Assignment | None:
     """One of the rater's live leases in this project by id: the pair of a refused submission."""
     return (
-        Assignment.objects.filter(
-            id=assignment_id,
-            rater=rater,
-            pair__project=project,
-            status=Assignment.Status.ACTIVE,
-            expires_at__gt=timezone.now(),
-        )
+        Assignment.objects.live(timezone.now())
+        .filter(id=assignment_id, rater=rater, pair__project=project)
         .select_related("pair__prompt", "pair__response_a", "pair__response_b")
         .first()
     )
@@ -103,7 +88,5 @@ class ShownPair:
 
 def pair_shown(*, assignment: Assignment) -> ShownPair:
     """Left is response B when the lease is swapped. No query: the lease comes with its pair."""
-    pair = assignment.pair
-    if assignment.swapped:
-        return ShownPair(assignment=assignment, left=pair.response_b, right=pair.response_a)
-    return ShownPair(assignment=assignment, left=pair.response_a, right=pair.response_b)
+    left, right = shown_sides(assignment.pair, assignment.swapped)
+    return ShownPair(assignment=assignment, left=left, right=right)

@@ -11,7 +11,6 @@ from typing import Any
 
 from django.contrib.auth.models import Permission, User
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
@@ -120,13 +119,7 @@ def project_update(*, project: Project, **fields: Any) -> Project:
     if project.raters_per_pair != old_raters_per_pair:
         # The assignment engine updates judgments_count under each pair's row lock; comparing
         # against the column in the same statement keeps this correct while raters submit.
-        Pair.objects.filter(
-            project=project,
-            is_active=True,
-            gold_choice="",
-            seed_choice="",
-            judgments_count__lt=F("judgments_needed"),
-        ).update(judgments_needed=project.raters_per_pair)
+        Pair.objects.open().filter(project=project).update(judgments_needed=project.raters_per_pair)
     return project
 
 

@@ -28,11 +28,20 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from annotation.models import Assignment, Judgment, Membership, Pair, Project, Prompt, Response
+from annotation.models import (
+    Assignment,
+    Judgment,
+    Membership,
+    Pair,
+    Project,
+    Prompt,
+    Response,
+    to_pair_terms,
+)
 from annotation.services.agreement import pair_overlap_extend
 
 UNDO_WINDOW = timedelta(minutes=2)
@@ -45,6 +54,9 @@ _SHOWN_PAIR = ("pair__prompt", "pair__response_a", "pair__response_b")
 
 # The rater's hot path (next, judge) runs SQL written once here rather than querysets: building a
 # four-table join with the ORM cost more CPU per request than PostgreSQL spends answering it.
+# This SQL is a twin of the model layer's rules, never their only statement: "open pair" is
+# Pair.objects.open() (OPEN_PAIR) and "live lease" is Assignment.objects.live(now).
+# tests/annotation/test_engine_twins.py runs both on the same data and asserts the same answer.
 _ASSIGNMENT = Assignment._meta.db_table
 _PAIR = Pair._meta.db_table
 _JUDGMENT = Judgment._meta.db_table
@@ -96,10 +108,9 @@ _CANDIDATE_SQL = {
 _ANY_OPEN_SQL = f"SELECT EXISTS (SELECT 1 {_OPEN_PAIRS})"
 # Lock the rater's lease: double clicks, retries and concurrent duplicate POSTs queue here.
 _LOCK_LEASE_SQL = f"""
-    SELECT a.status, a.swapped, a.created_at, a.expires_at, p.id, p.gold_choice, p.project_id
+    SELECT a.status, a.swapped, a.created_at, a.expires_at, p.id, p.gold_choice
     FROM {_ASSIGNMENT} a JOIN {_PAIR} p ON p.id = a.pair_id
-    WHERE a.id = %(assignment)s AND a.rater_id = %(rater)s
-      AND p.project_id = coalesce(%(project)s, p.project_id)
+    WHERE a.id = %(assignment)s AND a.rater_id = %(rater)s AND p.project_id = %(project)s
 """  # noqa: S608
 _LOCK_LEASE = "FOR NO KEY UPDATE OF a"
 # Counting the judgment on the pair comes first: its UPDATE takes the pair's row lock and returns
@@ -179,10 +190,6 @@ def _aware(value: Any) -> datetime:
     if isinstance(value, str):
         value = parse_datetime(value)
     return value if timezone.is_aware(value) else timezone.make_aware(value, UTC)
-
-
-def _live(now: datetime) -> Q:
-    return Q(status=Assignment.Status.ACTIVE, expires_at__gt=now)
 
 
 def _is_paused(*, project: Project, rater: User) -> bool:
@@ -363,13 +370,12 @@ def _lease_gold(*, project: Project, rater: User) -> Assignment | None:
         return None  # the same rater leased it in another tab a moment ago
 
 
-def assignment_skip(*, rater: User, assignment_id: int, project: Project | None = None) -> None:
-    """Give the pair back to the pool; this rater will not be handed it again."""
+def assignment_skip(*, project: Project, rater: User, assignment_id: int) -> None:
+    """Give the pair back to the pool; this rater will not be handed it again. A lease of
+    another project counts as not held."""
     leases = Assignment.objects.filter(
-        id=assignment_id, rater=rater, status=Assignment.Status.ACTIVE
+        id=assignment_id, rater=rater, status=Assignment.Status.ACTIVE, pair__project=project
     )
-    if project is not None:
-        leases = leases.filter(pair__project=project)
     if not leases.update(status=Assignment.Status.SKIPPED):
         raise LeaseNotHeld("This pair is not leased to you.")
 
@@ -435,37 +441,20 @@ def _validate(project: Project, submission: Submission) -> None:
         raise RatingError("The reason is too long (at most 5,000 characters).", field="rationale")
 
 
-def _to_pair_terms(shown: str, swapped: bool) -> str:
-    if shown == "left":
-        return Judgment.Choice.B if swapped else Judgment.Choice.A
-    if shown == "right":
-        return Judgment.Choice.A if swapped else Judgment.Choice.B
-    return shown
-
-
-def to_screen_terms(stored: str, swapped: bool) -> str:
-    """A stored choice (a/b/tie/both_bad) as the rater saw it (left/right/tie/both_bad)."""
-    if stored == Judgment.Choice.A:
-        return "right" if swapped else "left"
-    if stored == Judgment.Choice.B:
-        return "left" if swapped else "right"
-    return stored
-
-
 def judgment_record(
     *,
+    project: Project,
     rater: User,
     assignment_id: int,
     submission: Submission,
     idempotency_key: str = "",
-    project: Project | None = None,
 ) -> tuple[Judgment, bool]:
     """Record the rater's judgment of a leased pair. Returns (judgment, created).
 
     Safe to repeat: a double click, a retry, or ten identical concurrent POSTs give the same
     judgment and one row (they queue on the assignment's row lock, and all but the first find it
-    judged). The same Idempotency-Key with another body raises IdempotencyConflict. With
-    `project`, a lease of another project counts as not held.
+    judged). The same Idempotency-Key with another body raises IdempotencyConflict. A lease of
+    another project counts as not held.
     """
     fingerprint = submission.fingerprint(assignment_id)
     try:
@@ -503,7 +492,7 @@ def _record(
     submission: Submission,
     idempotency_key: str,
     fingerprint: str,
-    project: Project | None,
+    project: Project,
 ) -> tuple[Judgment, bool]:
     with connection.cursor() as cursor:
         cursor.execute(
@@ -511,13 +500,13 @@ def _record(
             {
                 "assignment": assignment_id,
                 "rater": rater.id,
-                "project": project.id if project else None,
+                "project": project.id,
             },
         )
         row = cursor.fetchone()
     if row is None:
         raise LeaseNotHeld("This pair is not leased to you.", field="assignment")
-    status, swapped, leased_at, expires_at, pair_id, gold_choice, project_id = row
+    status, swapped, leased_at, expires_at, pair_id, gold_choice = row
     leased_at, expires_at = _aware(leased_at), _aware(expires_at)
     if status == Assignment.Status.DONE:
         earlier = Judgment.objects.get(assignment_id=assignment_id)
@@ -534,8 +523,6 @@ def _record(
         return earlier, False  # a double click or a retry: same answer, no new row
     if status == Assignment.Status.SKIPPED:
         raise LeaseLost("You skipped this pair; it went back to the pool.", field="assignment")
-    if project is None:
-        project = Project.objects.get(id=project_id)
     _validate(project, submission)
     decisive = submission.choice in ("left", "right")
     now = timezone.now()  # the judgment's time; expiry is checked on a reading after the lock
@@ -543,10 +530,10 @@ def _record(
         pair_id=pair_id,
         rater=rater,
         assignment_id=assignment_id,
-        choice=_to_pair_terms(submission.choice, swapped),
+        choice=to_pair_terms(submission.choice, swapped),
         strength=submission.strength if decisive else None,
         criteria={
-            name: _to_pair_terms(value, swapped)
+            name: to_pair_terms(value, swapped)
             for name, value in (submission.criteria or {}).items()
         },
         rationale=submission.rationale,
@@ -584,7 +571,7 @@ def _record(
     judgment._state.adding = False
     now = timezone.now()  # after the lock: see the module docstring
     if expires_at <= now and not gold_choice:
-        others = Assignment.objects.filter(_live(now), pair_id=pair_id).exclude(id=assignment_id)
+        others = Assignment.objects.live(now).filter(pair_id=pair_id).exclude(id=assignment_id)
         if judged_after - 1 + others.count() >= judgments_needed:
             raise LeaseLost(
                 "Your time on this pair ran out and other raters completed it; ask for a new pair.",

@@ -233,7 +233,12 @@ def test_unpausing_someone_outside_the_project_is_404(client, project, lead, out
 
 def record(pair, rater, shown):
     assignment = AssignmentFactory(pair=pair, rater=rater, swapped=False)
-    judgment_record(rater=rater, assignment_id=assignment.id, submission=Submission(choice=shown))
+    judgment_record(
+        project=pair.project,
+        rater=rater,
+        assignment_id=assignment.id,
+        submission=Submission(choice=shown),
+    )
     pair.refresh_from_db()
 
 

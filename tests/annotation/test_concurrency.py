@@ -49,7 +49,10 @@ def test_twenty_raters_at_once_give_every_pair_exactly_k_distinct_judgments():
         recorded = 0
         while (lease := assignment_next(project=project, rater=raters[i])) is not None:
             _, created = judgment_record(
-                rater=raters[i], assignment_id=lease.id, submission=Submission(choice="tie")
+                project=project,
+                rater=raters[i],
+                assignment_id=lease.id,
+                submission=Submission(choice="tie"),
             )
             recorded += created
         return recorded

@@ -27,7 +27,9 @@ def _judge(project, rater, submission=LEFT):
     assignment = assignment_next(project=project, rater=rater)
     if assignment is None:
         return None
-    judgment, _ = judgment_record(rater=rater, assignment_id=assignment.id, submission=submission)
+    judgment, _ = judgment_record(
+        project=project, rater=rater, assignment_id=assignment.id, submission=submission
+    )
     return judgment
 
 
@@ -96,7 +98,7 @@ def test_a_late_answer_never_makes_a_pair_exceed_its_count(project):
     _expire(late)
     _judge(project, quick)
     with pytest.raises(LeaseLost):
-        judgment_record(rater=slow, assignment_id=late.id, submission=LEFT)
+        judgment_record(project=project, rater=slow, assignment_id=late.id, submission=LEFT)
     assert Judgment.objects.filter(pair=pair).count() == 1
     pair.refresh_from_db()
     assert pair.judgments_count == 1
@@ -110,7 +112,9 @@ def test_a_late_answer_still_counts_while_the_pair_has_room(project):
     late = assignment_next(project=project, rater=slow)
     _expire(late)
     assignment_next(project=project, rater=other)  # takes the second slot
-    _, created = judgment_record(rater=slow, assignment_id=late.id, submission=LEFT)
+    _, created = judgment_record(
+        project=project, rater=slow, assignment_id=late.id, submission=LEFT
+    )
     assert created
     pair.refresh_from_db()
     assert pair.judgments_count == 1
@@ -125,7 +129,7 @@ def test_a_late_answer_is_refused_while_its_slot_is_leased_to_someone_else(proje
     _expire(late)
     assert assignment_next(project=project, rater=quick) is not None
     with pytest.raises(LeaseLost):
-        judgment_record(rater=slow, assignment_id=late.id, submission=LEFT)
+        judgment_record(project=project, rater=slow, assignment_id=late.id, submission=LEFT)
     assert not Judgment.objects.exists()
 
 
@@ -153,11 +157,11 @@ def test_a_skipped_pair_goes_back_to_the_pool_but_not_to_the_skipper(project):
     (pair,) = make_pairs(project, 1)
     skipper, other = make_raters(project, 2)
     lease = assignment_next(project=project, rater=skipper)
-    assignment_skip(rater=skipper, assignment_id=lease.id)
+    assignment_skip(project=project, rater=skipper, assignment_id=lease.id)
     assert assignment_next(project=project, rater=skipper) is None
     assert assignment_next(project=project, rater=other).pair_id == pair.id
     with pytest.raises(LeaseLost):
-        judgment_record(rater=skipper, assignment_id=lease.id, submission=LEFT)
+        judgment_record(project=project, rater=skipper, assignment_id=lease.id, submission=LEFT)
 
 
 def test_skipping_a_lease_one_does_not_hold_is_refused(project):
@@ -165,7 +169,7 @@ def test_skipping_a_lease_one_does_not_hold_is_refused(project):
     holder, other = make_raters(project, 2)
     lease = assignment_next(project=project, rater=holder)
     with pytest.raises(LeaseNotHeld):
-        assignment_skip(rater=other, assignment_id=lease.id)
+        assignment_skip(project=project, rater=other, assignment_id=lease.id)
     lease.refresh_from_db()
     assert lease.status == Assignment.Status.ACTIVE
 
@@ -185,7 +189,10 @@ def test_undo_within_the_window_gives_the_pair_back_to_the_same_rater(project):
     assert assignment_next(project=project, rater=other) is None  # the slot stayed with the rater
     assert assignment_next(project=project, rater=rater).id == restored.id
     again, created = judgment_record(
-        rater=rater, assignment_id=restored.id, submission=Submission(choice="right")
+        project=project,
+        rater=rater,
+        assignment_id=restored.id,
+        submission=Submission(choice="right"),
     )
     assert created
     assert again.choice in ("a", "b")
@@ -204,8 +211,12 @@ def test_a_double_submit_records_one_row_and_gives_the_same_answer(project):
     make_pairs(project, 1)
     (rater,) = make_raters(project, 1)
     lease = assignment_next(project=project, rater=rater)
-    first, created_first = judgment_record(rater=rater, assignment_id=lease.id, submission=LEFT)
-    second, created_second = judgment_record(rater=rater, assignment_id=lease.id, submission=LEFT)
+    first, created_first = judgment_record(
+        project=project, rater=rater, assignment_id=lease.id, submission=LEFT
+    )
+    second, created_second = judgment_record(
+        project=project, rater=rater, assignment_id=lease.id, submission=LEFT
+    )
     assert (created_first, created_second) == (True, False)
     assert second.id == first.id
     assert Judgment.objects.count() == 1
@@ -215,9 +226,14 @@ def test_a_second_different_answer_is_refused(project):
     make_pairs(project, 1)
     (rater,) = make_raters(project, 1)
     lease = assignment_next(project=project, rater=rater)
-    judgment_record(rater=rater, assignment_id=lease.id, submission=LEFT)
+    judgment_record(project=project, rater=rater, assignment_id=lease.id, submission=LEFT)
     with pytest.raises(AlreadyJudged):
-        judgment_record(rater=rater, assignment_id=lease.id, submission=Submission(choice="tie"))
+        judgment_record(
+            project=project,
+            rater=rater,
+            assignment_id=lease.id,
+            submission=Submission(choice="tie"),
+        )
     assert Judgment.objects.get().strength == 2
 
 
@@ -226,10 +242,10 @@ def test_an_idempotency_key_replays_the_first_answer(project):
     (rater,) = make_raters(project, 1)
     lease = assignment_next(project=project, rater=rater)
     first, _ = judgment_record(
-        rater=rater, assignment_id=lease.id, submission=LEFT, idempotency_key="k-1"
+        project=project, rater=rater, assignment_id=lease.id, submission=LEFT, idempotency_key="k-1"
     )
     replay, created = judgment_record(
-        rater=rater, assignment_id=lease.id, submission=LEFT, idempotency_key="k-1"
+        project=project, rater=rater, assignment_id=lease.id, submission=LEFT, idempotency_key="k-1"
     )
     assert (replay.id, created) == (first.id, False)
 
@@ -241,10 +257,14 @@ def test_a_retry_reporting_more_active_time_is_the_same_answer(project):
     sent = Submission(choice="left", strength=2, active_ms=9_000)
     retried = Submission(choice="left", strength=2, active_ms=12_500)
     first, _ = judgment_record(
-        rater=rater, assignment_id=lease.id, submission=sent, idempotency_key="k-1"
+        project=project, rater=rater, assignment_id=lease.id, submission=sent, idempotency_key="k-1"
     )
     replay, created = judgment_record(
-        rater=rater, assignment_id=lease.id, submission=retried, idempotency_key="k-1"
+        project=project,
+        rater=rater,
+        assignment_id=lease.id,
+        submission=retried,
+        idempotency_key="k-1",
     )
     assert (replay.id, created) == (first.id, False)
     assert Judgment.objects.get().active_ms == 9_000
@@ -254,9 +274,12 @@ def test_an_idempotency_key_with_another_body_is_refused(project):
     make_pairs(project, 2)
     (rater,) = make_raters(project, 1)
     lease = assignment_next(project=project, rater=rater)
-    judgment_record(rater=rater, assignment_id=lease.id, submission=LEFT, idempotency_key="k-1")
+    judgment_record(
+        project=project, rater=rater, assignment_id=lease.id, submission=LEFT, idempotency_key="k-1"
+    )
     with pytest.raises(IdempotencyConflict):
         judgment_record(
+            project=project,
             rater=rater,
             assignment_id=lease.id,
             submission=Submission(choice="tie"),
@@ -264,7 +287,13 @@ def test_an_idempotency_key_with_another_body_is_refused(project):
         )
     other = assignment_next(project=project, rater=rater)
     with pytest.raises(IdempotencyConflict):
-        judgment_record(rater=rater, assignment_id=other.id, submission=LEFT, idempotency_key="k-1")
+        judgment_record(
+            project=project,
+            rater=rater,
+            assignment_id=other.id,
+            submission=LEFT,
+            idempotency_key="k-1",
+        )
     assert Judgment.objects.count() == 1
     other.refresh_from_db()
     assert other.status == Assignment.Status.ACTIVE
@@ -275,7 +304,7 @@ def test_a_judgment_on_another_raters_lease_is_refused(project):
     holder, intruder = make_raters(project, 2)
     lease = assignment_next(project=project, rater=holder)
     with pytest.raises(LeaseNotHeld):
-        judgment_record(rater=intruder, assignment_id=lease.id, submission=LEFT)
+        judgment_record(project=project, rater=intruder, assignment_id=lease.id, submission=LEFT)
     assert not Judgment.objects.exists()
 
 
@@ -339,6 +368,7 @@ def test_the_side_shown_is_mapped_back_to_the_pair(project):
         lease = assignment_next(project=project, rater=rater)
         Assignment.objects.filter(id=lease.id).update(swapped=swapped)
         judgment, _ = judgment_record(
+            project=project,
             rater=rater,
             assignment_id=lease.id,
             submission=Submission(choice="left", criteria=None),
@@ -360,7 +390,7 @@ def test_an_invalid_submission_says_which_field_and_records_nothing(project, sub
     (rater,) = make_raters(project, 1)
     lease = assignment_next(project=project, rater=rater)
     with pytest.raises(RatingError) as caught:
-        judgment_record(rater=rater, assignment_id=lease.id, submission=submission)
+        judgment_record(project=project, rater=rater, assignment_id=lease.id, submission=submission)
     assert caught.value.field == field
     assert not Judgment.objects.exists()
     assert Pair.objects.get().judgments_count == 0

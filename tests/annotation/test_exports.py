@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rest_framework.authtoken.models import Token
 
-from annotation.exports.aggregation import Decision, Votes, decide
+from annotation.exports.aggregation import Decision, Votes, decide, decide_by_known_answer
 from annotation.exports.formats import neutralise
 from annotation.models import Batch, Judgment
 from annotation.selectors import exports as export_selectors
@@ -591,3 +591,9 @@ def test_unicode_round_trips_byte_identical_through_import_and_export(project, l
     content = _export(project, format="trl", include_seed=True)
     for text in (*texts[:3], texts[1] + " " + texts[3]):
         assert text.encode("utf-8") in content
+
+
+def test_a_known_answer_decides_with_certainty_and_a_known_tie_has_no_winner():
+    assert decide_by_known_answer("a") == Decision("a", 1.0, 1.0)
+    assert decide_by_known_answer("b") == Decision("b", 1.0, 1.0)
+    assert decide_by_known_answer("tie") is None

@@ -11,8 +11,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from annotation.agreement.reading import headline_reading
-from annotation.models import Batch, Project
+from annotation.models import Project
 from annotation.selectors.agreement import COEFFICIENT_LABELS, AgreementScope
+from annotation.selectors.batches import batches_outside
 from annotation.services.agreement import agreement_metrics_compute, agreement_report_create
 
 
@@ -43,7 +44,7 @@ class Command(BaseCommand):
         if project is None:
             raise CommandError(f"No project with the slug {options['slug']!r}.")
         batch = options["batch"]
-        if batch is not None and not Batch.objects.filter(id=batch, project=project).exists():
+        if batches_outside(project=project, batch_ids=[batch]):
             raise CommandError(f"Project {project.slug!r} has no batch with id {batch}.")
         if options["since"] and options["until"] and options["since"] > options["until"]:
             raise CommandError("--since is after --until.")

@@ -14,7 +14,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
-from annotation.models import Batch, Judgment, Membership, Project
+from annotation.models import Batch, Judgment, Membership, Project, shown_sides
 from annotation.services.imports import ImportRejected, batch_import
 from annotation.services.projects import (
     membership_set,
@@ -158,7 +158,7 @@ class Command(BaseCommand):
             submission = self._opinion(project, assignment, rater.get_username(), rng)
             with transaction.atomic():
                 judgment, _ = judgment_record(
-                    rater=rater, assignment_id=assignment.id, submission=submission
+                    project=project, rater=rater, assignment_id=assignment.id, submission=submission
                 )
                 # Simulated raters answer at once; give them the reading time they report, plus
                 # a pause, so the dashboards do not flag every demo rater as too fast.
@@ -172,11 +172,7 @@ class Command(BaseCommand):
         self, project: Project, assignment: Any, username: str, rng: random.Random
     ) -> Submission:
         pair = assignment.pair
-        left, right = (
-            (pair.response_b, pair.response_a)
-            if assignment.swapped
-            else (pair.response_a, pair.response_b)
-        )
+        left, right = shown_sides(pair, assignment.swapped)
         # The two texts' own difference in quality, A minus B, the same for every rater.
         texts_ab = random.Random(pair.id).gauss(0, PAIR_SPREAD)  # noqa: S311 - simulation
         diff = (

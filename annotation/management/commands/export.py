@@ -9,7 +9,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from annotation.exports.aggregation import TIE_POLICIES
 from annotation.exports.labels import AGGREGATIONS, as_aggregation
-from annotation.models import Batch, Project
+from annotation.models import Project
+from annotation.selectors.batches import batches_outside
 from annotation.selectors.exports import EXPORT_FORMATS, ExportOptions, export_stream
 
 
@@ -53,10 +54,7 @@ class Command(BaseCommand):
         if not 0.0 <= options["min_agreement"] <= 1.0:
             raise CommandError("--min-agreement must be between 0 and 1.")
         batch_ids = tuple(dict.fromkeys(options["batch"]))
-        known = set(
-            Batch.objects.filter(project=project, id__in=batch_ids).values_list("id", flat=True)
-        )
-        if unknown := [b for b in batch_ids if b not in known]:
+        if unknown := batches_outside(project=project, batch_ids=batch_ids):
             raise CommandError(f"Not batches of {project.slug}: {unknown}.")
         export = export_stream(
             project=project,

@@ -10,7 +10,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from annotation.leaderboard.reading import leaderboard_reading
-from annotation.models import Batch, Project
+from annotation.models import Project
+from annotation.selectors.batches import batches_outside
 from annotation.selectors.leaderboard import LeaderboardScope
 from annotation.services.leaderboard import (
     DEFAULT_ROUNDS,
@@ -48,7 +49,7 @@ class Command(BaseCommand):
         if project is None:
             raise CommandError(f"No project with the slug {options['slug']!r}.")
         batch = options["batch"]
-        if batch is not None and not Batch.objects.filter(id=batch, project=project).exists():
+        if batches_outside(project=project, batch_ids=[batch]):
             raise CommandError(f"Project {project.slug!r} has no batch with id {batch}.")
         criterion = options["criterion"]
         if criterion is not None and criterion not in project.criteria:

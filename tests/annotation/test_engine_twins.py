@@ -1,0 +1,143 @@
+"""The rater engine's fixed SQL against its ORM reference, on the same data.
+
+services/rating.py states "open pair" and "live lease" in hand-written SQL for speed; the model
+layer states them once, as Pair.objects.open() and Assignment.objects.live(now). Each test below
+asks both the same question of a project where every state occurs (retired, gold, seed, full,
+leased by others live and expired, skipped, seen by the rater) and asserts the same answer. They
+run on SQLite and on PostgreSQL.
+"""
+
+import random
+from datetime import timedelta
+
+import pytest
+from django.db import connection, transaction
+from django.db.models import Count, Exists, F, OuterRef, Q
+from django.utils import timezone
+
+from annotation.models import Assignment, Pair, Project
+from annotation.services import rating
+from tests.annotation.engine_data import make_pairs, make_raters
+
+_RATERS = 4
+
+
+@pytest.fixture
+def mixed(project):
+    """40 pairs in every state the rules distinguish, leased at random by four raters."""
+    rng = random.Random(14)
+    pairs = make_pairs(project, 40)
+    raters = make_raters(project, _RATERS)
+    now = timezone.now()
+    for pair in pairs:
+        pair.judgments_needed = rng.choice([1, 2, 3])
+        pair.judgments_count = rng.randint(0, pair.judgments_needed)
+        pair.is_active = rng.random() > 0.15
+        kind = rng.random()
+        pair.gold_choice = "a" if kind < 0.1 else ""
+        pair.seed_choice = "b" if 0.1 <= kind < 0.2 else ""
+    Pair.objects.bulk_update(
+        pairs, ["judgments_needed", "judgments_count", "is_active", "gold_choice", "seed_choice"]
+    )
+    Assignment.objects.bulk_create(
+        Assignment(
+            pair=pair,
+            rater=rater,
+            swapped=rng.random() < 0.5,
+            status=rng.choice(list(Assignment.Status)),
+            created_at=now - timedelta(minutes=rng.randint(1, 60)),
+            expires_at=now + timedelta(minutes=rng.choice([-5, 5])),
+        )
+        for pair in pairs
+        for rater in raters
+        if rng.random() < 0.3
+    )
+    return project, raters, now
+
+
+def _params(project: Project, rater, now) -> dict:
+    return {"project": project.id, "rater": rater.id, "now": rating._db_time(now)}
+
+
+def _reference_open_for(project: Project, rater, now) -> set[int]:
+    """Open pairs with a slot free of live leases that this rater was never handed."""
+    live = Assignment.objects.live(now).filter(pair=OuterRef("pk"))
+    seen = Assignment.objects.filter(pair=OuterRef("pk"), rater=rater)
+    return set(
+        Pair.objects.open()
+        .filter(project=project)
+        .annotate(leased=Count("assignments", filter=Q(assignments__in=live.values("pk"))))
+        .filter(leased__lt=F("judgments_needed") - F("judgments_count"))
+        .filter(~Exists(seen))
+        .values_list("id", flat=True)
+    )
+
+
+def test_open_pairs_sql_equals_pair_objects_open(mixed):
+    project, raters, now = mixed
+    some = False
+    for rater in raters:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT p.id {rating._OPEN_PAIRS}", _params(project, rater, now))
+            fast = {row[0] for row in cursor.fetchall()}
+        reference = _reference_open_for(project, rater, now)
+        assert fast == reference
+        some = some or bool(reference)
+    assert some, "the data must leave some pair open, or the comparison proves nothing"
+
+
+def test_any_open_sql_equals_the_reference(mixed):
+    project, raters, now = mixed
+    for rater in raters:
+        with connection.cursor() as cursor:
+            cursor.execute(rating._ANY_OPEN_SQL, _params(project, rater, now))
+            assert bool(cursor.fetchone()[0]) == bool(_reference_open_for(project, rater, now))
+
+
+def test_current_lease_sql_equals_assignment_objects_live(mixed):
+    project, raters, now = mixed
+    some = False
+    for rater in raters:
+        with connection.cursor() as cursor:
+            cursor.execute(rating._CURRENT_SQL, _params(project, rater, now))
+            row = cursor.fetchone()
+        reference = (
+            Assignment.objects.live(now)
+            .filter(rater=rater, pair__project=project, pair__is_active=True)
+            .order_by("-created_at", "-id")
+            .values_list("id", flat=True)
+            .first()
+        )
+        assert (row[0] if row else None) == reference
+        some = some or reference is not None
+    assert some, "some rater must hold a live lease, or the comparison proves nothing"
+
+
+def test_lease_sql_leases_exactly_where_the_reference_finds_room(mixed):
+    """_LEASE_SQL's guard (room left once live leases count, never handed to this rater) against
+    the ORM, pair by pair; each trial insert is rolled back."""
+    project, raters, now = mixed
+    outcomes = set()
+    for rater in raters:
+        for pair in Pair.objects.filter(project=project):
+            room = (
+                pair.judgments_count + Assignment.objects.live(now).filter(pair=pair).count()
+                < pair.judgments_needed
+            )
+            fresh = not Assignment.objects.filter(pair=pair, rater=rater).exists()
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(
+                    rating._LEASE_SQL,
+                    {
+                        "pair": pair.id,
+                        "rater": rater.id,
+                        "swapped": False,
+                        "now": rating._db_time(now),
+                        "expires": rating._db_time(now + timedelta(minutes=5)),
+                    },
+                )
+                leased = cursor.fetchone() is not None
+                transaction.set_rollback(True)
+            assert leased == (room and fresh), f"pair {pair.id}, rater {rater.username}"
+            outcomes.add(leased)
+    assert outcomes == {True, False}
