@@ -1,7 +1,8 @@
 """`make test`'s pytest step: the suite on PostgreSQL and on the embedded SQLite default at once.
 
 Each pass has its own database, Redis db and var/ folder, and its output lines carry its name.
-The PostgreSQL pass runs every test but the browser tests. The SQLite pass runs every test that
+The PostgreSQL pass runs every test but the browser tests, and measures coverage against the
+floor in pyproject.toml. The SQLite pass runs every test that
 uses the database, except those marked postgres_only, and the browser tests (the setup `make run`
 gives a new user). The exit status is 0 only if both passes pass. Ctrl-C or
 SIGTERM interrupts both (a second one kills them). Arguments are passed on to both pytests.
@@ -33,7 +34,9 @@ PASSES: dict[str, tuple[dict[str, str], list[str]]] = {
             "CELERY_BROKER_URL": POSTGRES_BROKER,
             "PAIRWISE_VAR_DIR": str(VAR / "test-postgres"),
         },
-        ["-m", "not browser"],
+        # Coverage (branches, floor in pyproject.toml) is measured here: this pass runs every
+        # test but the browser ones, the SQLite pass only those with a database.
+        ["-m", "not browser", "--cov", "--cov-report=term-missing:skip-covered"],
     ),
     "sqlite": (
         {
