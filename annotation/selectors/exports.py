@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -91,6 +92,7 @@ JUDGMENT_COLUMNS = (
     "created_at",
     "gold_choice",
     "rater_accuracy",
+    "pair_metadata",
 )
 TRL_COLUMNS = ("prompt", "chosen", "rejected", "margin", "p_chosen", "decided_by")
 
@@ -161,6 +163,8 @@ def _chunks(project: Project, options: ExportOptions) -> Iterator[bytes]:
         if options.format == "csv":
             yield from formats.csv_rows(JUDGMENT_COLUMNS, rows)
         elif options.format == "parquet":
+            if options.rows == "judgments":
+                rows = _metadata_as_json(rows)
             yield from formats.parquet(_schema(options.rows, conversational=conversational), rows)
         else:
             yield from formats.jsonl(rows)
@@ -417,6 +421,7 @@ def _judgment_rows(
         "pair__batch_id",
         "pair_id",
         "pair__external_id",
+        "pair__metadata",
         "pair__prompt__text",
         "pair__prompt__messages",
         "pair__response_a__text",
@@ -439,6 +444,7 @@ def _judgment_rows(
         batch_id,
         pair_id,
         external_id,
+        pair_metadata,
         text,
         messages,
         text_a,
@@ -480,6 +486,7 @@ def _judgment_rows(
             "created_at": _iso(created_at),
             "gold_choice": gold_choice or None,
             "rater_accuracy": reliability.get(rater_id),
+            "pair_metadata": pair_metadata,
         }
     if options.include_seed:
         yield from _seed_rows(project, options, cut, conversational=conversational)
@@ -496,6 +503,7 @@ def _seed_rows(
             "id",
             "batch_id",
             "external_id",
+            "metadata",
             "prompt__text",
             "prompt__messages",
             "response_a__text",
@@ -510,6 +518,7 @@ def _seed_rows(
         pair_id,
         batch_id,
         external_id,
+        pair_metadata,
         text,
         messages,
         a,
@@ -541,7 +550,15 @@ def _seed_rows(
             "created_at": _iso(at),
             "gold_choice": None,
             "rater_accuracy": None,
+            "pair_metadata": pair_metadata,
         }
+
+
+def _metadata_as_json(rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Parquet columns have one type: a pair's metadata goes there as JSON text."""
+    for row in rows:
+        row["pair_metadata"] = json.dumps(row["pair_metadata"], ensure_ascii=False)
+        yield row
 
 
 def _iso(moment: datetime) -> str:
@@ -588,5 +605,6 @@ def _schema(rows: Literal["trl", "judgments"], *, conversational: bool) -> Any:
             ("created_at", pa.string()),
             ("gold_choice", pa.string()),
             ("rater_accuracy", pa.float64()),
+            ("pair_metadata", pa.string()),  # the JSON object as text: its keys vary by import
         ]
     )

@@ -65,6 +65,7 @@ class PairRow:
     external_id: str
     gold: str
     seed: str
+    metadata: Mapping[str, Any]
 
 
 @dataclass
@@ -127,9 +128,13 @@ class ChunkBuilder:
         for record in records:
             fields = prompt_fields(record.prompt)
             prompt_hash = fields["content_hash"]
+            # The extra fields of a record of one pair describe that pair (scores of chosen and
+            # rejected, human labels, its source); those of a prompt's responses, the prompt.
+            of_pair = not isinstance(record, ResponsesRecord)
+            pair_metadata = record.metadata if of_pair else {}
             if prompt_hash not in chunk.prompts:
                 chunk.prompts[prompt_hash] = PromptRow(
-                    fields, (record.external_id or "")[:200], record.metadata
+                    fields, (record.external_id or "")[:200], {} if of_pair else record.metadata
                 )
             for (text_a, model_a, meta_a), (text_b, model_b, meta_b), known in self._pairs(
                 record, prompt_hash
@@ -148,7 +153,13 @@ class ChunkBuilder:
                 seed = known if self.known_answers == Batch.KnownAnswers.SEED else ""
                 chunk.pairs.append(
                     PairRow(
-                        prompt_hash, hash_a, hash_b, (record.external_id or "")[:200], gold, seed
+                        prompt_hash,
+                        hash_a,
+                        hash_b,
+                        (record.external_id or "")[:200],
+                        gold,
+                        seed,
+                        pair_metadata,
                     )
                 )
         return chunk
@@ -262,6 +273,7 @@ class CopyWriter:
                 "gold_choice",
                 "seed_choice",
                 "judgments_needed",
+                "metadata",
             ],
         )
         with connection.cursor() as cursor:
@@ -389,6 +401,7 @@ class CopyWriter:
                         row.gold,
                         row.seed,
                         self.needed,
+                        _json(dict(row.metadata)),
                         *self.pair_copy.tail,
                     )
                 )
@@ -421,6 +434,7 @@ class OrmWriter:
                 gold_choice=row.gold,
                 seed_choice=row.seed,
                 judgments_needed=self.needed,
+                metadata=dict(row.metadata),
             )
             for row in chunk.pairs
         ]
