@@ -231,6 +231,35 @@ def test_a_pandalm_shaped_file_keeps_empty_answers_skips_booleans_and_says_repea
     assert kept.prompt.metadata == {}
 
 
+def test_the_dry_run_lists_repeats_of_the_projects_pairs_with_both_references(
+    project, admin_member
+):
+    first = post(
+        admin_member, project, jsonl(*(pandalm(i, f"{i}a", f"{i}b") for i in (1, 2))), "a.jsonl"
+    )
+    batch_id = first.json()["id"]
+    pair_1, pair_2 = Pair.objects.filter(batch_id=batch_id).order_by("id")
+    records = [pandalm(3, "3a", "3b"), pandalm(2, "2b", "2a"), pandalm(1, "1a", "1b")]
+
+    dry = post(admin_member, project, jsonl(*records), "b.jsonl", dry_run="true")
+
+    assert dry.status_code == 200
+    assert [(w["line"], w["message"]) for w in dry.json()["warnings"]] == [
+        (
+            2,
+            f'repeats pair {pair_2.id} of batch {batch_id} ("a.jsonl"), already in the project: '
+            "merged into it, not created again",
+        ),
+        (
+            3,
+            f'repeats pair {pair_1.id} of batch {batch_id} ("a.jsonl"), already in the project: '
+            "merged into it, not created again",
+        ),
+    ]
+    imported = post(admin_member, project, jsonl(*records), "b.jsonl").json()
+    assert (imported["pairs_created"], imported["merged"]) == (1, 2)
+
+
 def test_a_file_where_every_record_is_invalid_imports_nothing_in_skip_mode(project, admin_member):
     data = jsonl({"prompt": "", "response_a": "a", "response_b": "b"}, {"prompt": "p"})
 

@@ -10,7 +10,6 @@ through the ORM's bulk_create, which is slower but needs nothing special.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from django.db import connection
 from django.db.models import Model
 from django.utils import timezone
 
+from annotation.imports.hashing import canonical_messages, prompt_hash, sha256_text
 from annotation.imports.pairing import PairingRule, pairs_from_responses
 from annotation.imports.records import PairRecord, PreferenceRecord, Record, ResponsesRecord
 from annotation.imports.records import Prompt as PromptContent
@@ -30,17 +30,11 @@ CHUNK_RECORDS = 10_000  # records per round trip: few statements, bounded memory
 CHUNK_CHARS = 32_000_000  # ...and at most this much text, whatever the record count
 
 
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
 def prompt_fields(content: PromptContent) -> dict:
     """The stored form of a prompt: plain text, or chat messages, with its content hash."""
-    if isinstance(content, str):
-        return {"text": content, "messages": None, "content_hash": sha256_text(content)}
-    messages = [{"role": m.role, "content": m.content} for m in content]
-    canonical = json.dumps(messages, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return {"text": "", "messages": messages, "content_hash": sha256_text("messages:" + canonical)}
+    text = content if isinstance(content, str) else ""
+    messages = canonical_messages(content)
+    return {"text": text, "messages": messages, "content_hash": prompt_hash(content)}
 
 
 @dataclass(frozen=True, slots=True)
