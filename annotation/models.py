@@ -342,6 +342,9 @@ class Pair(models.Model):
     response_a = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")
     response_b = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")
     external_id = models.CharField(max_length=200, blank=True)
+    # What an import's record said about the pair beyond its prompt and responses (a preference
+    # record's `score_chosen`, `prompt_id`, `source`...); it comes back in the judgments export.
+    metadata = models.JSONField(default=dict, blank=True)
     # A known answer from the import: a gold pair is served and scored, a seed label is training
     # data attributed to the import and is not served.
     gold_choice = models.CharField(max_length=4, choices=Known, blank=True)

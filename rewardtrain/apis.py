@@ -14,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.apis.strict import StrictFieldsMixin, reject_unknown_fields
 from annotation.models import Membership
 from annotation.selectors.access import project_access
 from rewardtrain import selectors
@@ -105,6 +106,7 @@ class TrainingRunListCreateApi(APIView):
     )
     def post(self, request: Request, slug: str) -> Response:
         access = project_access(user=request.user, slug=slug, min_role=LEAD)
+        reject_unknown_fields(request.data)
         try:
             run, created = training_run_request(
                 project=access.project,
@@ -161,6 +163,7 @@ class ModelVersionPublishApi(APIView):
     )
     def post(self, request: Request, slug: str, version: int) -> Response:
         target = _version(request, slug, version)
+        reject_unknown_fields(request.data)
         try:
             published = model_version_publish(
                 version=target,
@@ -189,7 +192,7 @@ class ModelVersionDownloadApi(APIView):
         return version_archive_response(archive)
 
 
-class ScoreItemSerializer(serializers.Serializer):
+class ScoreItemSerializer(StrictFieldsMixin, serializers.Serializer):
     prompt = serializers.JSONField(help_text="Text, or chat messages [{role, content}].")
     response = serializers.CharField(trim_whitespace=False, allow_blank=True)
 
@@ -206,7 +209,7 @@ class ScoreItemSerializer(serializers.Serializer):
         raise serializers.ValidationError("Give text, or a list of {role, content} messages.")
 
 
-class ScoreInputSerializer(serializers.Serializer):
+class ScoreInputSerializer(StrictFieldsMixin, serializers.Serializer):
     items = serializers.ListField(
         child=ScoreItemSerializer(), min_length=1, max_length=MAX_SCORE_ITEMS
     )

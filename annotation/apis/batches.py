@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.apis.strict import StrictFieldsMixin
+from annotation.apis.strict import StrictFieldsMixin, reject_unknown_fields
 from annotation.imports.records import ImportIssue
 from annotation.models import Batch, Membership
 from annotation.selectors.access import project_access
@@ -327,6 +327,7 @@ class BatchRetireApi(APIView):
     @extend_schema(request=None, responses=BatchOutputSerializer)
     def post(self, request: Request, slug: str, batch_id: int) -> Response:
         access = project_access(user=request.user, slug=slug, min_role=ADMIN)
+        reject_unknown_fields(request.data)
         batch = batch_retire(batch=batch_get(project=access.project, batch_id=batch_id))
         return Response(BatchOutputSerializer(batch).data)
 
@@ -337,6 +338,7 @@ class BatchUnretireApi(APIView):
     @extend_schema(request=None, responses=BatchOutputSerializer)
     def post(self, request: Request, slug: str, batch_id: int) -> Response:
         access = project_access(user=request.user, slug=slug, min_role=ADMIN)
+        reject_unknown_fields(request.data)
         batch = batch_unretire(batch=batch_get(project=access.project, batch_id=batch_id))
         return Response(BatchOutputSerializer(batch).data)
 

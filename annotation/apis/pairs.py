@@ -13,6 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.apis.strict import StrictFieldsMixin, reject_unknown_fields
 from annotation.models import Adjudication, Membership, Pair
 from annotation.selectors.access import project_access
 from annotation.selectors.pairs import (
@@ -122,7 +123,7 @@ class PairDetailSerializer(serializers.Serializer):
     next_disputed = serializers.IntegerField(allow_null=True)
 
 
-class AdjudicationInputSerializer(serializers.Serializer):
+class AdjudicationInputSerializer(StrictFieldsMixin, serializers.Serializer):
     decision = serializers.ChoiceField(choices=Adjudication.Decision.values)
     note = serializers.CharField(
         required=False, default="", allow_blank=True, max_length=NOTE_MAX_CHARS
@@ -211,6 +212,7 @@ class PairAdjudicationApi(APIView):
     )
     def delete(self, request: Request, slug: str, pair_id: int) -> Response:
         access = project_access(user=request.user, slug=slug, min_role=LEAD)
+        reject_unknown_fields(request.data)
         try:
             adjudication = adjudication_undo(
                 project=access.project,

@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.apis.strict import StrictFieldsMixin, unknown_fields_error
+from annotation.apis.strict import StrictFieldsMixin, reject_unknown_fields, unknown_fields_error
 from annotation.forms import ProjectForm
 from annotation.models import Membership, Project
 from annotation.selectors.access import (
@@ -217,6 +217,7 @@ class UserTokenIssueApi(APIView):
     @extend_schema(request=None, responses={201: TokenOutputSerializer})
     def post(self, request: Request, user_id: int) -> Response:
         user = get_object_or_404(User, id=user_id)
+        reject_unknown_fields(request.data)
         try:
             token = token_issue(user=user, by=request.user)  # type: ignore[arg-type]
         except UserManagementRefused as refusal:
@@ -271,6 +272,7 @@ class MemberDeleteApi(APIView):
     def delete(self, request: Request, slug: str, username: str) -> Response:
         access = project_access(user=request.user, slug=slug, min_role=Membership.Role.ADMIN)
         user = get_object_or_404(User, username=username, memberships__project=access.project)
+        reject_unknown_fields(request.data)
         try:
             membership_remove(project=access.project, user=user)
         except MembershipRefused as refusal:

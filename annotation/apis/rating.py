@@ -17,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.apis.strict import StrictFieldsMixin
+from annotation.apis.strict import StrictFieldsMixin, reject_unknown_fields
 from annotation.models import Assignment, Judgment, Project, shown_sides, to_screen_terms
 from annotation.selectors.access import project_access
 from annotation.services.rating import (
@@ -305,6 +305,7 @@ class AssignmentSkipApi(APIView):
     )
     def post(self, request: Request, slug: str, assignment_id: int) -> Response:
         access = project_access(user=request.user, slug=slug)
+        reject_unknown_fields(request.data)
         try:
             assignment_skip(
                 rater=request.user,  # type: ignore[arg-type]
@@ -332,6 +333,7 @@ class JudgmentUndoApi(APIView):
     )
     def post(self, request: Request, slug: str) -> Response:
         access = project_access(user=request.user, slug=slug)
+        reject_unknown_fields(request.data)
         assignment = judgment_undo(project=access.project, rater=request.user)  # type: ignore[arg-type]
         if assignment is None:
             minutes = int(UNDO_WINDOW.total_seconds() // 60)

@@ -37,7 +37,7 @@ from annotation.imports.records import (
     ResponsesRecord,
     transcript_messages,
 )
-from annotation.imports.state import FileState
+from annotation.imports.state import FileState, KnownPairs
 
 __all__ = [
     "ChatMessage",
@@ -258,8 +258,12 @@ def scan(
     filename: str,
     format: str | None = None,
     limits: ImportLimits = DEFAULT_LIMITS,
+    known_pairs: KnownPairs | None = None,
 ) -> ScanResult:
-    """Read the whole upload once and report everything wrong with it, capped at max_errors."""
+    """Read the whole upload once and report everything wrong with it, capped at max_errors.
+
+    With `known_pairs` (the project's pairs, by prompt), records that repeat one of them are
+    warnings too."""
     state = FileState(_format_arg(format), limits=limits)
     upload = Upload(fileobj, limits=limits)
     container: Container | None = None
@@ -288,6 +292,10 @@ def scan(
             if len(samples) < limits.max_samples:
                 samples.append(event)
     sha256 = upload.finish()
+    if known_pairs is not None and (repeats := state.project_repeats(known_pairs)):
+        warning_count += len(repeats)
+        warnings = sorted(warnings + repeats, key=lambda issue: issue.line or 0)
+        del warnings[limits.max_errors :]
     return ScanResult(
         filename=filename,
         sha256=sha256,

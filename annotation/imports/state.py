@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Callable, Iterable
+from itertools import islice
 from typing import Literal
 
+from annotation.imports.hashing import pair_key, prompt_hash, sha256_text
 from annotation.imports.reader import FileRefused
 from annotation.imports.records import (
     ImportFormat,
@@ -31,8 +33,11 @@ class FileState:
         # max_records of them (some 200 MB at the default 2,000,000), for duplicate detection.
         self.ids: dict[str, int] = {}
         # Like it, for repeated pairs: 8 bytes of hash of (prompt, the two responses in order)
-        # to the first line, about 100 bytes per pair record.
+        # to the first line, about 100 bytes per pair record; and the prompts of those pairs, to
+        # look for them among the project's (`project_repeats`).
         self.pairs: dict[bytes, int] = {}
+        self.pair_prompts: set[str] = set()
+        self.pair_unit: Literal["line", "row"] = "line"
 
     def count_record(self, line: int, unit: Literal["line", "row"]) -> None:
         self.records += 1
@@ -85,11 +90,18 @@ class FileState:
             sides = (record.chosen, record.rejected)
         else:
             return None  # the pairing rule picks the pairs of a responses record
-        keys = [_pair_key(record.prompt, first, second) for first, second in (sides, sides[::-1])]
+        prompt, one, other = (
+            prompt_hash(record.prompt),
+            sha256_text(sides[0]),
+            sha256_text(sides[1]),
+        )
+        keys = (pair_key(prompt, one, other), pair_key(prompt, other, one))
         first = self.pairs.get(keys[0])
         swapped = first is None and (first := self.pairs.get(keys[1])) is not None
         if first is None:
             self.pairs[keys[0]] = line
+            self.pair_prompts.add(prompt)
+            self.pair_unit = unit
             return None
         order = ", in the other order" if swapped else ""
         return ImportIssue(
@@ -100,11 +112,33 @@ class FileState:
             warning=True,
         )
 
+    def project_repeats(self, known_pairs: KnownPairs) -> list[ImportIssue]:
+        """A warning for each record whose pair the project holds already, in either order."""
+        repeats: list[ImportIssue] = []
+        prompts = iter(self.pair_prompts)
+        while chunk := list(islice(prompts, KNOWN_PAIRS_CHUNK)):
+            for prompt, hash_a, hash_b, where in known_pairs(chunk):
+                for key in (pair_key(prompt, hash_a, hash_b), pair_key(prompt, hash_b, hash_a)):
+                    if (line := self.pairs.get(key)) is not None:
+                        repeats.append(_project_repeat(line, where, self.pair_unit))
+        return sorted(repeats, key=lambda issue: issue.line or 0)
+
     def note_extra_keys(self, keys: set[str]) -> None:
         if len(self.extra_keys) < 50:
             self.extra_keys.update(keys)
 
 
-def _pair_key(prompt: object, first: str, second: str) -> bytes:
-    text = repr((prompt, first, second)).encode("utf-8", "surrogatepass")
-    return hashlib.blake2b(text, digest_size=8).digest()
+# Given some prompt hashes, the project's pairs of those prompts: (prompt hash, hash of response
+# a, hash of response b, where the pair is, e.g. 'pair 12 of batch 3 ("day1.jsonl")').
+KnownPairs = Callable[[list[str]], Iterable[tuple[str, str, str, str]]]
+KNOWN_PAIRS_CHUNK = 2_000  # prompt hashes per query
+
+
+def _project_repeat(line: int, where: str, unit: Literal["line", "row"]) -> ImportIssue:
+    return ImportIssue(
+        line,
+        None,
+        f"repeats {where}, already in the project: merged into it, not created again",
+        unit,
+        warning=True,
+    )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -94,6 +95,7 @@ _JUDGMENT_TYPES = (
     ("created_at", "string"),
     ("gold_choice", "string"),
     ("rater_accuracy", "float64"),
+    ("pair_metadata", "string"),  # the JSON object as text in CSV and Parquet: its keys vary
 )
 _TRL_TYPES = (
     ("prompt", "prompt"),
@@ -173,6 +175,8 @@ def _chunks(project: Project, options: ExportOptions) -> Iterator[bytes]:
         if options.format == "csv":
             yield from formats.csv_rows(JUDGMENT_COLUMNS, rows)
         elif options.format == "parquet":
+            if options.rows == "judgments":
+                rows = _metadata_as_json(rows)
             yield from formats.parquet(_schema(options.rows, conversational=conversational), rows)
         else:
             yield from formats.jsonl(rows)
@@ -429,6 +433,7 @@ def _judgment_rows(
         "pair__batch_id",
         "pair_id",
         "pair__external_id",
+        "pair__metadata",
         "pair__prompt__text",
         "pair__prompt__messages",
         "pair__response_a__text",
@@ -451,6 +456,7 @@ def _judgment_rows(
         batch_id,
         pair_id,
         external_id,
+        pair_metadata,
         text,
         messages,
         text_a,
@@ -492,6 +498,7 @@ def _judgment_rows(
             "created_at": _iso(created_at),
             "gold_choice": gold_choice or None,
             "rater_accuracy": reliability.get(rater_id),
+            "pair_metadata": pair_metadata,
         }
     if options.include_seed:
         yield from _seed_rows(project, options, cut, conversational=conversational)
@@ -508,6 +515,7 @@ def _seed_rows(
             "id",
             "batch_id",
             "external_id",
+            "metadata",
             "prompt__text",
             "prompt__messages",
             "response_a__text",
@@ -522,6 +530,7 @@ def _seed_rows(
         pair_id,
         batch_id,
         external_id,
+        pair_metadata,
         text,
         messages,
         a,
@@ -546,7 +555,15 @@ def _seed_rows(
             "criteria": {},
             "rationale": "",
             "created_at": _iso(at),
+            "pair_metadata": pair_metadata,
         }
+
+
+def _metadata_as_json(rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Parquet columns have one type: a pair's metadata goes there as JSON text."""
+    for row in rows:
+        row["pair_metadata"] = json.dumps(row["pair_metadata"], ensure_ascii=False)
+        yield row
 
 
 def _iso(moment: datetime) -> str:

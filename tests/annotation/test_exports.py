@@ -209,6 +209,7 @@ def test_judgments_hold_every_field_with_a_pseudonymous_rater(data, raters):
         "created_at": "2025-03-01T12:00:00Z",
         "gold_choice": None,
         "rater_accuracy": lines[0]["rater_accuracy"],
+        "pair_metadata": {},
     }
     assert 0.0 < lines[0]["rater_accuracy"] < 1.0
     assert raters[0].username.encode() not in _export(data["batch"].project, format="judgments")

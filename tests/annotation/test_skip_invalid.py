@@ -227,7 +227,37 @@ def test_a_pandalm_shaped_file_keeps_empty_answers_skips_booleans_and_says_repea
     again = post(admin_member, project, jsonl(pandalm(3, "", "answer 3a")), "more.jsonl")
     assert (again.json()["pairs_created"], again.json()["merged"]) == (0, 1)  # of the project
     kept = Pair.objects.get(project=project, response_a__text="")
-    assert kept.prompt.metadata == {"idx": 2, "annotator1": 1, "annotator2": 2, "annotator3": 0}
+    assert kept.metadata == {"idx": 2, "annotator1": 1, "annotator2": 2, "annotator3": 0}
+    assert kept.prompt.metadata == {}
+
+
+def test_the_dry_run_lists_repeats_of_the_projects_pairs_with_both_references(
+    project, admin_member
+):
+    first = post(
+        admin_member, project, jsonl(*(pandalm(i, f"{i}a", f"{i}b") for i in (1, 2))), "a.jsonl"
+    )
+    batch_id = first.json()["id"]
+    pair_1, pair_2 = Pair.objects.filter(batch_id=batch_id).order_by("id")
+    records = [pandalm(3, "3a", "3b"), pandalm(2, "2b", "2a"), pandalm(1, "1a", "1b")]
+
+    dry = post(admin_member, project, jsonl(*records), "b.jsonl", dry_run="true")
+
+    assert dry.status_code == 200
+    assert [(w["line"], w["message"]) for w in dry.json()["warnings"]] == [
+        (
+            2,
+            f'repeats pair {pair_2.id} of batch {batch_id} ("a.jsonl"), already in the project: '
+            "merged into it, not created again",
+        ),
+        (
+            3,
+            f'repeats pair {pair_1.id} of batch {batch_id} ("a.jsonl"), already in the project: '
+            "merged into it, not created again",
+        ),
+    ]
+    imported = post(admin_member, project, jsonl(*records), "b.jsonl").json()
+    assert (imported["pairs_created"], imported["merged"]) == (1, 2)
 
 
 def test_a_file_where_every_record_is_invalid_imports_nothing_in_skip_mode(project, admin_member):
@@ -305,9 +335,49 @@ def test_an_ultrafeedback_shaped_file_through_the_api_skip_and_refuse(project, a
     assert response.status_code == 201
     body = response.json()
     assert (body["records"], body["skipped"], body["empty_responses"]) == (3, 1, 1)
-    prompt = Prompt.objects.get(project=project, text="How do I boil an egg?")
-    assert prompt.metadata["score_chosen"] == 8.5
-    assert prompt.metadata["prompt_id"] == "a1f3"
+    pair = Pair.objects.get(project=project, prompt__text="How do I boil an egg?")
+    assert pair.metadata == {
+        "prompt_id": "a1f3",
+        "messages": json.loads(data.splitlines()[0])["messages"],
+        "score_chosen": 8.5,
+        "score_rejected": 3.0,
+        "source": "evol_instruct",
+    }
+    assert pair.prompt.metadata == {}
+
+
+def test_ultrafeedback_scores_come_back_in_the_judgments_export(project, admin_member):
+    data = (HH.parent / "ultrafeedback-binarized-shaped.jsonl").read_bytes()
+    post(admin_member, project, data, "uf.jsonl", on_invalid="skip", **{"as": "seed"})
+    url = f"/api/v1/projects/{project.slug}/export/?format=judgments&include_seed=true"
+
+    response = api(admin_member).get(url)
+
+    assert response.status_code == 200
+    lines = [json.loads(line) for line in b"".join(response.streaming_content).splitlines()]
+    by_prompt = {line["prompt"]: line["pair_metadata"] for line in lines}
+    assert by_prompt["Say hi."] == {
+        "prompt_id": "d4e6",
+        "score_chosen": 6.0,
+        "score_rejected": 5.5,
+        "source": "ultrachat",
+    }
+    assert by_prompt["How do I boil an egg?"]["score_rejected"] == 3.0
+    assert by_prompt["Name a prime number."]["prompt_id"] == "b2c4"
+
+
+def test_pair_metadata_is_json_text_in_a_parquet_judgments_export(project, admin_member):
+    pq = pytest.importorskip("pyarrow.parquet")
+    data = (HH.parent / "ultrafeedback-binarized-shaped.jsonl").read_bytes()
+    post(admin_member, project, data, "uf.jsonl", on_invalid="skip", **{"as": "seed"})
+    query = "format=parquet&table=judgments&include_seed=true"
+    url = f"/api/v1/projects/{project.slug}/export/?{query}"
+
+    response = api(admin_member).get(url)
+
+    table = pq.read_table(io.BytesIO(b"".join(response.streaming_content))).to_pylist()
+    by_prompt = {row["prompt"]: json.loads(row["pair_metadata"]) for row in table}
+    assert by_prompt["Say hi."]["score_rejected"] == 5.5
 
 
 def test_a_parquet_file_with_several_row_groups_imports_through_the_api(project, admin_member):

@@ -16,7 +16,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -37,7 +37,8 @@ from annotation.imports.records import (
     ResponsesRecord,
     has_empty_response,
 )
-from annotation.models import Batch, Project
+from annotation.imports.state import KnownPairs
+from annotation.models import Batch, Pair, Project
 from annotation.services.imports.errors import ImportRejected, nothing_valid, rejected
 from annotation.services.imports.rejects import RejectsWriter
 from annotation.services.imports.staging import (
@@ -71,9 +72,33 @@ class ImportOutcome:
         return self.batch.is_in_progress
 
 
-def batch_scan(*, fileobj: BinaryIO, filename: str, format: str | None) -> ScanResult:
-    """Validate a whole file without writing anything (the dry run)."""
-    return scan(fileobj, filename=filename, format=format, limits=import_limits())
+def batch_scan(
+    *, fileobj: BinaryIO, filename: str, format: str | None, project: Project | None = None
+) -> ScanResult:
+    """Validate a whole file without writing anything (the dry run); with `project`, records
+    that repeat one of its pairs are warnings naming that pair."""
+    known = None if project is None else _known_pairs(project)
+    return scan(
+        fileobj, filename=filename, format=format, limits=import_limits(), known_pairs=known
+    )
+
+
+def _known_pairs(project: Project) -> KnownPairs:
+    def lookup(prompt_hashes: list[str]) -> Iterator[tuple[str, str, str, str]]:
+        rows = Pair.objects.filter(
+            project=project, prompt__content_hash__in=prompt_hashes
+        ).values_list(
+            "prompt__content_hash",
+            "response_a__content_hash",
+            "response_b__content_hash",
+            "id",
+            "batch_id",
+            "batch__filename",
+        )
+        for prompt, hash_a, hash_b, pair_id, batch_id, filename in rows.iterator():
+            yield prompt, hash_a, hash_b, f'pair {pair_id} of batch {batch_id} ("{filename}")'
+
+    return lookup
 
 
 def batch_duplicate_of(*, project: Project, sha256: str | None) -> Batch | None:

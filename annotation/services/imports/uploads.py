@@ -75,7 +75,9 @@ def upload_check(
         project=project, user_id=user.id, fileobj=fileobj, filename=filename, limits=import_limits()
     )
     with staged_upload_open(token=upload.token, project=project) as staged:
-        result = batch_scan(fileobj=staged.file, filename=upload.filename, format=format)
+        result = batch_scan(
+            fileobj=staged.file, filename=upload.filename, format=format, project=project
+        )
     if not result.ok_when_skipping:
         staged_upload_discard(token=upload.token)
         return DryRun(upload=None, scan=result, duplicate_of=None, preview=[])

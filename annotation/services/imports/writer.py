@@ -10,7 +10,6 @@ through the ORM's bulk_create, which is slower but needs nothing special.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from django.db import connection
 from django.db.models import Model
 from django.utils import timezone
 
+from annotation.imports.hashing import canonical_messages, prompt_hash, sha256_text
 from annotation.imports.pairing import PairingRule, pairs_from_responses
 from annotation.imports.records import PairRecord, PreferenceRecord, Record, ResponsesRecord
 from annotation.imports.records import Prompt as PromptContent
@@ -30,17 +30,11 @@ CHUNK_RECORDS = 10_000  # records per round trip: few statements, bounded memory
 CHUNK_CHARS = 32_000_000  # ...and at most this much text, whatever the record count
 
 
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
 def prompt_fields(content: PromptContent) -> dict:
     """The stored form of a prompt: plain text, or chat messages, with its content hash."""
-    if isinstance(content, str):
-        return {"text": content, "messages": None, "content_hash": sha256_text(content)}
-    messages = [{"role": m.role, "content": m.content} for m in content]
-    canonical = json.dumps(messages, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return {"text": "", "messages": messages, "content_hash": sha256_text("messages:" + canonical)}
+    text = content if isinstance(content, str) else ""
+    messages = canonical_messages(content)
+    return {"text": text, "messages": messages, "content_hash": prompt_hash(content)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +59,7 @@ class PairRow:
     external_id: str
     gold: str
     seed: str
+    metadata: Mapping[str, Any]
 
 
 @dataclass
@@ -127,9 +122,13 @@ class ChunkBuilder:
         for record in records:
             fields = prompt_fields(record.prompt)
             prompt_hash = fields["content_hash"]
+            # The extra fields of a record of one pair describe that pair (scores of chosen and
+            # rejected, human labels, its source); those of a prompt's responses, the prompt.
+            of_pair = not isinstance(record, ResponsesRecord)
+            pair_metadata = record.metadata if of_pair else {}
             if prompt_hash not in chunk.prompts:
                 chunk.prompts[prompt_hash] = PromptRow(
-                    fields, (record.external_id or "")[:200], record.metadata
+                    fields, (record.external_id or "")[:200], {} if of_pair else record.metadata
                 )
             for (text_a, model_a, meta_a), (text_b, model_b, meta_b), known in self._pairs(
                 record, prompt_hash
@@ -148,7 +147,13 @@ class ChunkBuilder:
                 seed = known if self.known_answers == Batch.KnownAnswers.SEED else ""
                 chunk.pairs.append(
                     PairRow(
-                        prompt_hash, hash_a, hash_b, (record.external_id or "")[:200], gold, seed
+                        prompt_hash,
+                        hash_a,
+                        hash_b,
+                        (record.external_id or "")[:200],
+                        gold,
+                        seed,
+                        pair_metadata,
                     )
                 )
         return chunk
@@ -262,6 +267,7 @@ class CopyWriter:
                 "gold_choice",
                 "seed_choice",
                 "judgments_needed",
+                "metadata",
             ],
         )
         with connection.cursor() as cursor:
@@ -389,6 +395,7 @@ class CopyWriter:
                         row.gold,
                         row.seed,
                         self.needed,
+                        _json(dict(row.metadata)),
                         *self.pair_copy.tail,
                     )
                 )
@@ -421,6 +428,7 @@ class OrmWriter:
                 gold_choice=row.gold,
                 seed_choice=row.seed,
                 judgments_needed=self.needed,
+                metadata=dict(row.metadata),
             )
             for row in chunk.pairs
         ]
