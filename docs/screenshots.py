@@ -57,6 +57,8 @@ SHOTS = [
     Shot(file="batches.png", path="/p/demo/batches/", user="demo-admin"),
     Shot(file="agreement.png", path="/p/demo/agreement/", user="demo-lead"),
     Shot(file="training.png", path="/p/demo/training/", user="demo-lead"),
+    Shot(file="leaderboard.png", path="/p/demo/leaderboard/", user="demo-lead"),
+    Shot(file="pairs.png", path="/p/demo/pairs/?status=disputed", user="demo-lead"),
 ]
 
 
