@@ -1,0 +1,106 @@
+"""Flags from raters: a pair flagged by `flag_threshold` raters stops being served, the lead
+clears the flags (served again) or excludes the pair (it leaves the export)."""
+
+import json
+
+import pytest
+from rest_framework.test import APIClient
+
+from annotation.models import Assignment, Flag, Pair
+from annotation.selectors.exports import ExportOptions, export_stream
+from annotation.selectors.pairs import PairFilter, pair_list
+from annotation.services.adjudication import pair_adjudicate
+from annotation.services.flags import NotFlagged, flags_clear
+from tests.annotation.engine_data import make_pairs, make_raters
+
+
+def _client(user):
+    api = APIClient()
+    api.force_authenticate(user)
+    return api
+
+
+def _next(user, project):
+    response = _client(user).get(f"/api/v1/projects/{project.slug}/next/")
+    return response.json()["assignment"] if response.status_code == 200 else None
+
+
+def _flag(user, project, assignment, **body):
+    url = f"/api/v1/projects/{project.slug}/assignments/{assignment}/flag/"
+    return _client(user).post(url, body, format="json")
+
+
+def _judge(user, project, assignment):
+    url = f"/api/v1/projects/{project.slug}/judgments/"
+    body = {"assignment": assignment, "choice": "left"}
+    assert _client(user).post(url, body, format="json").status_code == 201
+
+
+def _trl(project):
+    body = b"".join(export_stream(project=project, options=ExportOptions(format="trl")).chunks)
+    return [json.loads(line) for line in body.decode().splitlines()]
+
+
+@pytest.fixture
+def flagging(project, lead):
+    project.raters_per_pair = 3
+    project.max_raters_per_pair = 3
+    project.gold_rate = 0.0
+    project.save()
+    (pair,) = make_pairs(project, 1)
+    Pair.objects.filter(id=pair.id).update(judgments_needed=3)
+    return project, pair, make_raters(project, 4)
+
+
+def test_a_pair_stops_being_served_at_the_threshold_and_clearing_serves_it_again(flagging, lead):
+    project, pair, (r1, r2, r3, _) = flagging
+    first = _next(r1, project)
+    assert (
+        _flag(r1, project, first, reason="broken", note="Response B is cut off").status_code == 204
+    )
+    assert Assignment.objects.get(id=first).status == Assignment.Status.SKIPPED
+    assert _next(r1, project) is None  # never handed again to the rater who flagged it
+    second = _next(r2, project)
+    assert second is not None  # one flag is below the threshold of 2
+    assert _flag(r2, project, second, reason="harmful").status_code == 204
+    pair.refresh_from_db()
+    assert pair.flagged_at is not None
+    assert _next(r3, project) is None
+    assert [p.id for p in pair_list(project=project, filters=PairFilter(status="flagged"))] == [
+        pair.id
+    ]
+
+    assert flags_clear(project=project, pair_id=pair.id, cleared_by=lead) == 2
+    assert _next(r3, project) is not None
+    assert not pair_list(project=project, filters=PairFilter(status="flagged")).exists()
+    assert Flag.objects.filter(cleared_by=lead).count() == 2  # kept as history
+    with pytest.raises(NotFlagged):
+        flags_clear(project=project, pair_id=pair.id, cleared_by=lead)
+
+
+def test_excluding_a_flagged_pair_drops_it_from_the_export_and_keeps_it_held(flagging, lead):
+    project, pair, (r1, r2, r3, r4) = flagging
+    _judge(r1, project, _next(r1, project))
+    for rater in (r2, r3):
+        assert (
+            _flag(rater, project, _next(rater, project), reason="cannot_judge").status_code == 204
+        )
+    assert [row["prompt"] for row in _trl(project)] == [pair.prompt.text]
+    pair_adjudicate(project=project, pair_id=pair.id, decided_by=lead, decision="exclude")
+    assert _trl(project) == []
+    assert _next(r4, project) is None
+    assert not pair_list(project=project, filters=PairFilter(status="flagged")).exists()
+
+
+def test_a_flag_needs_an_offered_reason_and_the_raters_own_lease(flagging, other_project):
+    project, _, (r1, r2, _, _) = flagging
+    lease = _next(r1, project)
+    refused = _flag(r1, project, lease, reason="boring")
+    assert refused.status_code == 400
+    assert "reason" in refused.json()
+    assert _flag(r1, project, lease, reason="other", extra=1).json() == {
+        "extra": ['Unknown field "extra"; this endpoint takes: note, reason.']
+    }
+    assert _flag(r2, project, lease, reason="other").status_code == 404
+    assert not Flag.objects.exists()
+    assert Assignment.objects.get(id=lease).status == Assignment.Status.ACTIVE
