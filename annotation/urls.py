@@ -95,5 +95,6 @@ urlpatterns = [
     ),
     path("p/<slug:slug>/rate/", rating.rate, name="rate"),
     path("p/<slug:slug>/rate/skip/", rating.rate_skip, name="rate-skip"),
+    path("p/<slug:slug>/rate/flag/", rating.rate_flag, name="rate-flag"),
     path("p/<slug:slug>/rate/undo/", rating.rate_undo, name="rate-undo"),
 ]

@@ -12,6 +12,8 @@ from annotation.selectors.pairs import PairFilter, pair_list
 from annotation.services.adjudication import pair_adjudicate
 from annotation.services.flags import NotFlagged, flags_clear
 from tests.annotation.engine_data import make_pairs, make_raters
+from tests.annotation.test_rate_page import HTMX, shown, url
+from tests.conftest import login
 
 
 def _client(user):
@@ -104,3 +106,28 @@ def test_a_flag_needs_an_offered_reason_and_the_raters_own_lease(flagging, other
     assert _flag(r2, project, lease, reason="other").status_code == 404
     assert not Flag.objects.exists()
     assert Assignment.objects.get(id=lease).status == Assignment.Status.ACTIVE
+
+
+def test_the_rate_page_reports_a_pair_with_and_without_htmx(client, flagging):
+    project, _, (r1, r2, _, _) = flagging
+    make_pairs(project, 1)
+    login(client, r1)
+    first = shown(client.get(url(project)))
+    response = client.post(
+        url(project, "flag"),
+        {"assignment": first.id, "reason": "other", "note": "<b>odd</b>"},
+        **HTMX,
+    )
+    assert b"Thank you for the report" in response.content
+    assert shown(response).pair_id != first.pair_id  # the next pair swapped in
+    assert Flag.objects.get().note == "<b>odd</b>"
+
+    login(client, r2)
+    lease = shown(client.get(url(project)))
+    refused = client.post(url(project, "flag"), {"assignment": lease.id}, **HTMX)
+    assert refused.status_code == 422
+    assert b"choose what is wrong with it" in refused.content
+    assert shown(refused).id == lease.id
+    plain = client.post(url(project, "flag"), {"assignment": lease.id, "reason": "broken"})
+    assert plain.status_code == 302
+    assert Flag.objects.count() == 2
