@@ -19,7 +19,7 @@ from django.db.models.functions import Coalesce, Substr
 
 from annotation.exports.adjudicated import live_adjudication
 from annotation.exports.aggregation import FULL_STRENGTH, Decision, Votes, decide
-from annotation.models import Adjudication, Judgment, Pair, Project
+from annotation.models import Adjudication, Flag, Judgment, Pair, Project
 from annotation.selectors.exports import rater_pseudonym
 
 Status = Literal["open", "complete", "disputed", "flagged", "adjudicated", "gold"]
@@ -176,6 +176,8 @@ class PairDetail:
     votes: Votes
     adjudications: list[Adjudication]  # newest first, undone ones included
     live: Adjudication | None
+    flags: list[Flag]  # oldest first, cleared ones included
+    uncleared_flags: int
     next_disputed: int | None  # the next pair of the disputed queue, after this one
 
 
@@ -205,6 +207,7 @@ def pair_detail(*, project: Project, pair_id: int) -> PairDetail | None:
         strength_b=strength["b"],
     )
     adjudications = list(pair.adjudications.select_related("decided_by", "undone_by"))
+    flags = list(pair.flags.select_related("rater", "cleared_by"))
     return PairDetail(
         pair=pair,
         status=pair_status(pair),
@@ -215,6 +218,8 @@ def pair_detail(*, project: Project, pair_id: int) -> PairDetail | None:
         votes=votes,
         adjudications=adjudications,
         live=next((a for a in adjudications if a.undone_at is None), None),
+        flags=flags,
+        uncleared_flags=sum(1 for f in flags if f.cleared_at is None),
         next_disputed=next_disputed(project=project, after=pair.id),
     )
 

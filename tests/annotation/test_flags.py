@@ -131,3 +131,26 @@ def test_the_rate_page_reports_a_pair_with_and_without_htmx(client, flagging):
     plain = client.post(url(project, "flag"), {"assignment": lease.id, "reason": "broken"})
     assert plain.status_code == 302
     assert Flag.objects.count() == 2
+
+
+def test_the_pair_page_shows_the_flags_and_the_lead_clears_them(client, flagging, lead):
+    project, pair, (r1, r2, r3, _) = flagging
+    _flag(r1, project, _next(r1, project), reason="broken", note="<script>x</script>")
+    _flag(r2, project, _next(r2, project), reason="harmful")
+    login(client, lead)
+    page = client.get(f"/p/{project.slug}/pairs/{pair.id}/")
+    body = page.content.decode()
+    assert f"Pair {pair.id}: Flagged" in body
+    assert "Broken or unreadable" in body
+    assert "Harmful content" in body
+    assert "&lt;script&gt;x&lt;/script&gt;" in body
+    assert 'id="clear-flags"' in body
+    listed = client.get(f"/p/{project.slug}/pairs/?status=flagged")
+    assert f"/p/{project.slug}/pairs/{pair.id}/" in listed.content.decode()
+
+    cleared = client.post(f"/p/{project.slug}/pairs/{pair.id}/flags/clear/", follow=True)
+    assert "2 flags cleared; it is served again" in cleared.content.decode()
+    assert 'id="clear-flags"' not in cleared.content.decode()
+    assert _next(r3, project) is not None
+    again = client.post(f"/p/{project.slug}/pairs/{pair.id}/flags/clear/", follow=True)
+    assert "has no flag to clear" in again.content.decode()
