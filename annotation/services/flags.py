@@ -30,13 +30,16 @@ def assignment_flag(
     *, project: Project, assignment_id: int, rater: User, reason: str, note: str = ""
 ) -> Flag:
     """Record `rater`'s flag on the pair of their lease, end the lease as skip does, and hold the
-    pair for the lead once its uncleared flags reach the project's threshold."""
-    if reason not in Flag.Reason.values:
-        raise RatingError(f"Choose one of: {', '.join(Flag.Reason.values)}.", field="reason")
-    if len(note) > NOTE_MAX_CHARS:
-        raise RatingError(f"At most {NOTE_MAX_CHARS} characters, got {len(note)}.", field="note")
+    pair for the lead once its uncleared flags reach the project's threshold. Someone else's lease
+    is LeaseNotHeld whatever the reason; a refused reason or note leaves the lease held."""
     with transaction.atomic():
         assignment_skip(project=project, rater=rater, assignment_id=assignment_id)
+        if reason not in Flag.Reason.values:
+            raise RatingError(f"Choose one of: {', '.join(Flag.Reason.values)}.", field="reason")
+        if len(note) > NOTE_MAX_CHARS:
+            raise RatingError(
+                f"At most {NOTE_MAX_CHARS} characters, got {len(note)}.", field="note"
+            )
         pair_id = Assignment.objects.values_list("pair_id", flat=True).get(id=assignment_id)
         pair = Pair.objects.select_for_update(no_key=True).get(id=pair_id)
         flag = Flag.objects.create(
