@@ -273,6 +273,8 @@ def rate_flag(request: HttpRequest, slug: str) -> HttpResponse:
         message = f"Could not report the pair: {error}"
         if error.field == "reason":
             message = "Could not report the pair: choose what is wrong with it."
+        if assignment is None:  # the lease ran out meanwhile
+            return _next(request, access, error=message)
         return _render(request, access, assignment=assignment, error=message, status=422)
     return _done(request, access, "Thank you for the report. The pair went to the project's lead.")
 

@@ -154,3 +154,14 @@ def test_the_pair_page_shows_the_flags_and_the_lead_clears_them(client, flagging
     assert _next(r3, project) is not None
     again = client.post(f"/p/{project.slug}/pairs/{pair.id}/flags/clear/", follow=True)
     assert "has no flag to clear" in again.content.decode()
+
+
+def test_the_threshold_is_a_project_setting_of_at_least_one(project, admin_member):
+    url = f"/api/v1/projects/{project.slug}/"
+    assert _client(admin_member).get(url).json()["flag_threshold"] == 2
+    refused = _client(admin_member).patch(url, {"flag_threshold": 0}, format="json")
+    assert refused.status_code == 400
+    assert "flag_threshold" in refused.json()
+    assert _client(admin_member).patch(url, {"flag_threshold": 3}, format="json").status_code == 200
+    project.refresh_from_db()
+    assert project.flag_threshold == 3
