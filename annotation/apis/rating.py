@@ -325,12 +325,19 @@ class FlagInputSerializer(StrictFieldsMixin, serializers.Serializer):
     )
 
 
+# The URL takes digits only: a negative id is no route at all, so the schema says so.
+ASSIGNMENT_ID = OpenApiParameter(
+    "assignment_id", {"type": "integer", "minimum": 0}, location=OpenApiParameter.PATH
+)
+
+
 class AssignmentFlagApi(APIView):
     """Report a problem with the pair I hold instead of judging it. My lease ends as with skip;
     once enough raters flag the pair it is no longer served and waits for the lead."""
 
     @extend_schema(
         operation_id="rating_flag",
+        parameters=[ASSIGNMENT_ID],
         request=FlagInputSerializer,
         responses={
             204: OpenApiResponse(description="Flagged; ask for the next pair."),
