@@ -46,6 +46,11 @@ urlpatterns = [
         rating.AssignmentSkipApi.as_view(),
         name="rating-skip",
     ),
+    path(
+        "projects/<slug:slug>/assignments/<int:assignment_id>/flag/",
+        rating.AssignmentFlagApi.as_view(),
+        name="rating-flag",
+    ),
     path("projects/", people.ProjectListCreateApi.as_view(), name="project-list"),
     path("projects/<slug:slug>/", people.ProjectDetailApi.as_view(), name="project-detail"),
     path(

@@ -92,6 +92,12 @@ class Project(models.Model):
         help_text="Accuracy points on held-out pairs by which a new version must beat the "
         "published one to be published automatically (it must always be strictly better).",
     )
+    flag_threshold = models.PositiveSmallIntegerField(
+        default=2,
+        validators=[MinValueValidator(1)],
+        help_text="A pair stops being served once this many raters report a problem with it, "
+        "until a lead clears the flags or excludes the pair.",
+    )
     # Quality control: the agreement report flags raters against these (and may pause them).
     too_fast_ms = models.PositiveIntegerField(
         default=4000, help_text="Flag a rater whose median time on a pair is below this (ms)."
@@ -314,12 +320,14 @@ class Response(models.Model):
         return f"{self.model_name or 'response'}: {self.text[:60]}"
 
 
-# A pair that may still be handed to a rater: live, not a known answer, short of its judgments.
-# The one statement of the rule: Pair.objects.open() and the index `pair_open_by_progress` read it.
+# A pair that may still be handed to a rater: live, not a known answer, not held for the lead by
+# raters' flags, short of its judgments. The one statement of the rule: Pair.objects.open() and
+# the index `pair_open_by_progress` read it.
 OPEN_PAIR = Q(
     is_active=True,
     gold_choice="",
     seed_choice="",
+    flagged_at__isnull=True,
     judgments_count__lt=F("judgments_needed"),
 )
 
@@ -354,6 +362,9 @@ class Pair(models.Model):
     # row lock; the assignment engine reads it instead of counting judgments.
     judgments_count = models.PositiveSmallIntegerField(default=0)
     is_active = models.BooleanField(default=True)  # false once its batch is retired
+    # Set by assignment_flag when the pair's uncleared flags reach the project's flag_threshold,
+    # cleared by flags_clear: while set the pair is not served (OPEN_PAIR) and awaits the lead.
+    flagged_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = PairQuerySet.as_manager()
@@ -613,3 +624,40 @@ class Adjudication(models.Model):
 
     def __str__(self) -> str:
         return f"{self.pair}: {self.decision} by {self.decided_by}"
+
+
+class Flag(models.Model):
+    """A rater's report of a problem with a pair, made instead of judging it. Uncleared flags count
+    towards the project's flag_threshold; a lead clears them (kept as history)."""
+
+    class Reason(models.TextChoices):
+        BROKEN = "broken", "Broken or unreadable"
+        HARMFUL = "harmful", "Harmful content"
+        CANNOT_JUDGE = "cannot_judge", "I cannot judge this"
+        OTHER = "other", "Other"
+
+    pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="flags")
+    rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    assignment = models.OneToOneField(Assignment, on_delete=models.CASCADE, related_name="flag")
+    reason = models.CharField(max_length=12, choices=Reason)
+    note = models.TextField(blank=True, max_length=2000)
+    created_at = models.DateTimeField(default=timezone.now)
+    cleared_at = models.DateTimeField(null=True, blank=True)
+    cleared_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [
+            models.Index(
+                fields=["pair"], condition=Q(cleared_at__isnull=True), name="flag_uncleared"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pair}: {self.reason} by {self.rater}"

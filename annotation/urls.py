@@ -93,7 +93,13 @@ urlpatterns = [
         pairs.pair_adjudication_undo_view,
         name="pair-adjudication-undo",
     ),
+    path(
+        "p/<slug:slug>/pairs/<int:pair_id>/flags/clear/",
+        pairs.pair_flags_clear_view,
+        name="pair-flags-clear",
+    ),
     path("p/<slug:slug>/rate/", rating.rate, name="rate"),
     path("p/<slug:slug>/rate/skip/", rating.rate_skip, name="rate-skip"),
+    path("p/<slug:slug>/rate/flag/", rating.rate_flag, name="rate-flag"),
     path("p/<slug:slug>/rate/undo/", rating.rate_undo, name="rate-undo"),
 ]

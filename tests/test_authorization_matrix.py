@@ -127,6 +127,7 @@ MATRIX: dict[tuple[str, str], E] = {
     ("annotation:pair-detail", "GET"):              E(302, 403, 200, 200, 404, 404, 200),
     ("annotation:pair-adjudicate", "POST"):         E(302, 403, 302, 302, 404, 404, 302),
     ("annotation:pair-adjudication-undo", "POST"):  E(302, 403, 302, 302, 404, 404, 302),
+    ("annotation:pair-flags-clear", "POST"):        E(302, 403, 302, 302, 404, 404, 302),
     ("annotation:project-create", "GET"):           E(302, 403, 403, 403, 403, 200, 200),
     ("annotation:project-create", "POST"):          E(302, 403, 403, 403, 403, 302, 302),
     ("annotation:guidelines-preview", "POST"):      E(302, 200, 200, 200, 200, 200, 200),
@@ -147,6 +148,7 @@ MATRIX: dict[tuple[str, str], E] = {
     ("annotation:rate", "GET"):                     E(302, 200, 200, 200, 404, 404, 200),
     ("annotation:rate", "POST"):                    E(302, 302, 302, 302, 404, 404, 302),
     ("annotation:rate-skip", "POST"):               E(302, 302, 302, 302, 404, 404, 302),
+    ("annotation:rate-flag", "POST"):               E(302, 302, 302, 302, 404, 404, 302),
     ("annotation:rate-undo", "POST"):               E(302, 302, 302, 302, 404, 404, 302),
     ("rewardtrain:training", "GET"):                E(302, 403, 200, 200, 404, 404, 200),
     ("rewardtrain:train-now", "POST"):              E(302, 403, 302, 302, 404, 404, 302),
@@ -195,6 +197,7 @@ MATRIX: dict[tuple[str, str], E] = {
     ("api:rating-judgments", "POST"):               E(401, 201, 201, 201, 404, 404, 201),
     ("api:rating-undo", "POST"):                    E(401, 200, 200, 200, 404, 404, 200),
     ("api:rating-skip", "POST"):                    E(401, 204, 204, 204, 404, 404, 204),
+    ("api:rating-flag", "POST"):                    E(401, 204, 204, 204, 404, 404, 204),
     ("api:agreement", "GET"):                       E(401, 403, 200, 200, 404, 404, 200),
     ("api:leaderboard", "GET"):                     E(401, 403, 200, 200, 404, 404, 200),
     # With an API token only (a session cookie gets 401: test_export_api_refuses_a_session).
@@ -488,6 +491,7 @@ CALLS: dict[tuple[str, str], Call] = {
         kwargs=_pair, data=lambda w, a: {"decision": "b", "note": "checked"}
     ),
     ("annotation:pair-adjudication-undo", "POST"): Call(kwargs=_adjudicated),
+    ("annotation:pair-flags-clear", "POST"): Call(kwargs=_pair),
     ("annotation:project-create", "GET"): Call(kwargs=_none),
     ("annotation:project-create", "POST"): Call(kwargs=_none, data=_create_data),
     ("annotation:guidelines-preview", "POST"): Call(
@@ -514,6 +518,9 @@ CALLS: dict[tuple[str, str], Call] = {
         data=lambda w, a: {"assignment": _lease(w, a).id, "choice": "left", "strength": "2"}
     ),
     ("annotation:rate-skip", "POST"): Call(data=lambda w, a: {"assignment": _lease(w, a).id}),
+    ("annotation:rate-flag", "POST"): Call(
+        data=lambda w, a: {"assignment": _lease(w, a).id, "reason": "broken"}
+    ),
     ("rewardtrain:run-status", "GET"): Call(
         kwargs=lambda w, a: {"slug": w.alpha.slug, "run_id": w.run.id}
     ),
@@ -561,6 +568,11 @@ CALLS: dict[tuple[str, str], Call] = {
     ),
     ("api:rating-skip", "POST"): Call(
         kwargs=lambda w, a: {"slug": w.alpha.slug, "assignment_id": _lease(w, a).id}
+    ),
+    ("api:rating-flag", "POST"): Call(
+        kwargs=lambda w, a: {"slug": w.alpha.slug, "assignment_id": _lease(w, a).id},
+        data=lambda w, a: {"reason": "other", "note": "Unreadable."},
+        json=True,
     ),
     ("api:export", "GET"): Call(token=True),
     ("api:pair-detail", "GET"): Call(kwargs=_pair),
@@ -797,8 +809,10 @@ IDOR = {
     ],
     "assignment": [
         ("api:rating-skip", "POST", lambda s, o: {"slug": s, "assignment_id": o.id}),
+        ("api:rating-flag", "POST", lambda s, o: {"slug": s, "assignment_id": o.id}),
         ("api:rating-judgments", "POST", None),
         ("annotation:rate-skip", "POST", None),
+        ("annotation:rate-flag", "POST", None),
         ("annotation:rate", "POST", None),
     ],
 }
@@ -828,19 +842,25 @@ def test_ids_around(world: World, db, kind, route, method, kwargs, asker) -> Non
         # them and the other project's member is the project boundary.
         User.objects.filter(pk=world.users[actor].pk).update(is_staff=True)
     client = _client(world, actor)
-    page = route in ("annotation:rate", "annotation:rate-skip")
+    page = route in ("annotation:rate", "annotation:rate-skip", "annotation:rate-flag")
     for target in targets:
         before = _fingerprint(world.users[actor] if page else None)
         if kwargs is None:
             url = reverse(route, kwargs={"slug": slug})
             body = {"assignment": target.id, "choice": "left", "strength": 2}
+            if route == "annotation:rate-flag":
+                body = {"assignment": target.id, "reason": "other"}
             if route.startswith("api:"):
                 response = client.post(url, body, content_type="application/json")
             else:
                 response = client.post(url, body)
         else:
             url = reverse(route, kwargs=kwargs(slug, target))
-            response = client.generic(method, url, headers={"HX-Request": "true"})
+            # A flag goes with a valid body: what is refused is the lease, not the request.
+            flag = json.dumps({"reason": "other"}) if route == "api:rating-flag" else ""
+            response = client.generic(
+                method, url, flag, content_type="application/json", headers={"HX-Request": "true"}
+            )
         _consume(response)
         if page:
             # The rater page answers a pair not leased to you with your own next pair.

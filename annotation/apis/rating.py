@@ -1,4 +1,4 @@
-"""Rating through the JSON API: the next pair for me, my judgment of it, skip and undo.
+"""Rating through the JSON API: the next pair for me, my judgment of it, skip, flag and undo.
 
 The same engine as the rater page (annotation.services.rating). Pairs are shown in screen terms:
 `left` and `right`, never which response is A or B nor which model wrote it, because raters who
@@ -18,8 +18,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.apis.strict import StrictFieldsMixin, reject_unknown_fields
-from annotation.models import Assignment, Judgment, Project, shown_sides, to_screen_terms
+from annotation.models import Assignment, Flag, Judgment, Project, shown_sides, to_screen_terms
 from annotation.selectors.access import project_access
+from annotation.services.flags import NOTE_MAX_CHARS, assignment_flag
 from annotation.services.rating import (
     SHOWN_CHOICES,
     UNDO_WINDOW,
@@ -311,6 +312,52 @@ class AssignmentSkipApi(APIView):
                 rater=request.user,  # type: ignore[arg-type]
                 assignment_id=assignment_id,
                 project=access.project,
+            )
+        except RatingError as error:
+            return _problem(error)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class FlagInputSerializer(StrictFieldsMixin, serializers.Serializer):
+    reason = serializers.ChoiceField(choices=Flag.Reason.choices)
+    note = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=NOTE_MAX_CHARS
+    )
+
+
+# The URL takes digits only: a negative id is no route at all, so the schema says so.
+ASSIGNMENT_ID = OpenApiParameter(
+    "assignment_id", {"type": "integer", "minimum": 0}, location=OpenApiParameter.PATH
+)
+
+
+class AssignmentFlagApi(APIView):
+    """Report a problem with the pair I hold instead of judging it. My lease ends as with skip;
+    once enough raters flag the pair it is no longer served and waits for the lead."""
+
+    @extend_schema(
+        operation_id="rating_flag",
+        parameters=[ASSIGNMENT_ID],
+        request=FlagInputSerializer,
+        responses={
+            204: OpenApiResponse(description="Flagged; ask for the next pair."),
+            400: OpenApiResponse(description="A reason that is not offered, or a long note."),
+            404: OpenApiResponse(
+                RatingProblemSerializer, description="That pair is not leased to you."
+            ),
+        },
+    )
+    def post(self, request: Request, slug: str, assignment_id: int) -> Response:
+        access = project_access(user=request.user, slug=slug)
+        body = FlagInputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            assignment_flag(
+                project=access.project,
+                assignment_id=assignment_id,
+                rater=request.user,  # type: ignore[arg-type]
+                reason=body.validated_data["reason"],
+                note=body.validated_data["note"],
             )
         except RatingError as error:
             return _problem(error)

@@ -3,7 +3,8 @@ filters and keyset pagination, and one pair with its judgments, label and adjudi
 
 Statuses: `open` (still collecting judgments), `complete` (it has the judgments it needs),
 `disputed` (complete, its raters' choices are not unanimous, and no live adjudication settles
-it: the "disputed pairs" queue), `adjudicated` (a live adjudication), `gold` (a gold pair).
+it: the "disputed pairs" queue), `flagged` (held by raters' flags and not yet settled: the lead
+clears the flags or excludes the pair), `adjudicated` (a live adjudication), `gold` (a gold pair).
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from django.db.models.functions import Coalesce, Substr
 
 from annotation.exports.adjudicated import live_adjudication
 from annotation.exports.aggregation import FULL_STRENGTH, Decision, Votes, decide
-from annotation.models import Adjudication, Judgment, Pair, Project
+from annotation.models import Adjudication, Flag, Judgment, Pair, Project
 from annotation.selectors.exports import rater_pseudonym
 
-Status = Literal["open", "complete", "disputed", "adjudicated", "gold"]
-STATUSES: tuple[Status, ...] = ("open", "complete", "disputed", "adjudicated", "gold")
+Status = Literal["open", "complete", "disputed", "flagged", "adjudicated", "gold"]
+STATUSES: tuple[Status, ...] = ("open", "complete", "disputed", "flagged", "adjudicated", "gold")
 PAGE_SIZE = 50
 SNIPPET_CHARS = 200  # the list shows the start of each text, never a whole response
 
@@ -71,9 +72,10 @@ def text_matches(pairs: QuerySet[Pair], text: str) -> QuerySet[Pair]:
 
 _COMPLETE = Q(judgments_count__gte=F("judgments_needed"))
 _STATUS_FILTERS: dict[Status, Q] = {
-    "open": Q(is_active=True, gold_choice="", seed_choice="") & ~_COMPLETE,
+    "open": Q(is_active=True, gold_choice="", seed_choice="", flagged_at__isnull=True) & ~_COMPLETE,
     "complete": _COMPLETE,
     "disputed": _COMPLETE & Q(n_choices__gt=1, adjudicated__isnull=True),
+    "flagged": Q(flagged_at__isnull=False, adjudicated__isnull=True),
     "adjudicated": Q(adjudicated__isnull=False),
     "gold": ~Q(gold_choice=""),
 }
@@ -135,6 +137,8 @@ def pair_status(pair: Pair) -> Status:
         return "gold"
     if getattr(pair, "adjudicated", None):
         return "adjudicated"
+    if pair.flagged_at is not None:
+        return "flagged"
     if pair.judgments_count < pair.judgments_needed:
         return "open"
     return "disputed" if getattr(pair, "n_choices", 0) > 1 else "complete"
@@ -172,6 +176,8 @@ class PairDetail:
     votes: Votes
     adjudications: list[Adjudication]  # newest first, undone ones included
     live: Adjudication | None
+    flags: list[Flag]  # oldest first, cleared ones included
+    uncleared_flags: int
     next_disputed: int | None  # the next pair of the disputed queue, after this one
 
 
@@ -201,6 +207,7 @@ def pair_detail(*, project: Project, pair_id: int) -> PairDetail | None:
         strength_b=strength["b"],
     )
     adjudications = list(pair.adjudications.select_related("decided_by", "undone_by"))
+    flags = list(pair.flags.select_related("rater", "cleared_by"))
     return PairDetail(
         pair=pair,
         status=pair_status(pair),
@@ -211,6 +218,8 @@ def pair_detail(*, project: Project, pair_id: int) -> PairDetail | None:
         votes=votes,
         adjudications=adjudications,
         live=next((a for a in adjudications if a.undone_at is None), None),
+        flags=flags,
+        uncleared_flags=sum(1 for f in flags if f.cleared_at is None),
         next_disputed=next_disputed(project=project, after=pair.id),
     )
 

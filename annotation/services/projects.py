@@ -35,6 +35,7 @@ PROJECT_EDITABLE_FIELDS = (
     "pairs_per_prompt",
     "assignment_order",
     "lease_minutes",
+    "flag_threshold",
     "base_model",
     "train_config",
     "retrain_min_new_judgments",

@@ -78,12 +78,12 @@ _CURRENT_SQL = f"""
     ORDER BY a.created_at DESC, a.id DESC
     LIMIT 1
 """  # noqa: S608
-# Pairs with room for one more rater that this rater has never been handed. The first four
+# Pairs with room for one more rater that this rater has never been handed. The first five
 # conditions are those of the partial index `pair_open_by_progress`, so finished pairs cost nothing.
 _OPEN_PAIRS = f"""
     FROM {_PAIR} p {_SHOWN_JOINS}
     WHERE p.project_id = %(project)s AND p.is_active AND p.gold_choice = '' AND p.seed_choice = ''
-      AND p.judgments_count < p.judgments_needed
+      AND p.flagged_at IS NULL AND p.judgments_count < p.judgments_needed
       AND p.judgments_count + (
         SELECT count(*) FROM {_ASSIGNMENT} a
         WHERE a.pair_id = p.id AND a.status = 'active' AND a.expires_at > %(now)s

@@ -12,6 +12,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
@@ -32,6 +33,7 @@ from annotation.services.adjudication import (
     adjudication_undo,
     pair_adjudicate,
 )
+from annotation.services.flags import NotFlagged, flags_clear
 
 LEAD = Membership.Role.LEAD
 DECISION_KEYS = {"a": "1", "b": "2", "tie": "3", "both_bad": "4", "exclude": "x"}
@@ -153,6 +155,26 @@ def pair_adjudicate_view(request: HttpRequest, slug: str, pair_id: int) -> HttpR
     )
     if request.POST.get("then") == "queue":
         return _after_decision(access.project, pair_id)
+    return redirect("annotation:pair-detail", slug=slug, pair_id=pair_id)
+
+
+@login_required
+@require_POST
+def pair_flags_clear_view(request: HttpRequest, slug: str, pair_id: int) -> HttpResponse:
+    access = project_access(user=request.user, slug=slug, min_role=LEAD)
+    try:
+        cleared = flags_clear(
+            project=access.project,
+            pair_id=pair_id,
+            cleared_by=request.user,  # type: ignore[arg-type]
+        )
+    except NotFlagged as error:
+        messages.error(request, str(error))
+    except Pair.DoesNotExist:
+        raise Http404("No such pair in this project.") from None
+    else:
+        flags = f"{cleared} flag{pluralize(cleared)}"
+        messages.success(request, f"Pair {pair_id}: {flags} cleared; it is served again.")
     return redirect("annotation:pair-detail", slug=slug, pair_id=pair_id)
 
 

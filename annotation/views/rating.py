@@ -1,4 +1,5 @@
-"""The rater page, /p/<slug>/rate/: one leased pair at a time, judged, skipped or taken back.
+"""The rater page, /p/<slug>/rate/: one leased pair at a time, judged, skipped, flagged or taken
+back.
 
 Every action renders the pair card (`rate.html#pair-card`) for htmx, so the next pair swaps in
 without a reload; without JavaScript the same forms post normally, get a redirect after a
@@ -17,13 +18,14 @@ from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from annotation.models import Assignment, Project
+from annotation.models import Assignment, Flag, Project
 from annotation.selectors.access import ProjectAccess, project_access
 from annotation.selectors.rating import (
     assignment_live_for,
     pair_shown,
     rater_progress,
 )
+from annotation.services.flags import assignment_flag
 from annotation.services.rating import (
     UNDO_WINDOW,
     AlreadyJudged,
@@ -122,6 +124,7 @@ def _render(
         "error": error,
         "error_field": error_field,  # marks the control at fault (aria-invalid) and focuses it
         "undo_minutes": int(UNDO_WINDOW.total_seconds() // 60),
+        "flag_reasons": Flag.Reason.choices,
     }
     template = "annotation/rate.html"
     if request.htmx:  # type: ignore[attr-defined]
@@ -243,6 +246,37 @@ def rate_skip(request: HttpRequest, slug: str) -> HttpResponse:
     except LeaseNotHeld as error:
         return _next(request, access, error=f"Could not skip: {error}")
     return _done(request, access, "Skipped. The pair went back to the pool for other raters.")
+
+
+@login_required
+@require_POST
+def rate_flag(request: HttpRequest, slug: str) -> HttpResponse:
+    access = project_access(user=request.user, slug=slug)
+    if access.is_paused:
+        return _render(request, access)
+    user: User = request.user  # type: ignore[assignment]
+    assignment_id = _int(request.POST.get("assignment")) or 0
+    try:
+        assignment_flag(
+            project=access.project,
+            assignment_id=assignment_id,
+            rater=user,
+            reason=request.POST.get("reason", ""),
+            note=request.POST.get("note", "").strip(),
+        )
+    except LeaseNotHeld as error:
+        return _next(request, access, error=f"Could not report the pair: {error}")
+    except RatingError as error:
+        assignment = assignment_live_for(
+            project=access.project, rater=user, assignment_id=assignment_id
+        )
+        message = f"Could not report the pair: {error}"
+        if error.field == "reason":
+            message = "Could not report the pair: choose what is wrong with it."
+        if assignment is None:  # the lease ran out meanwhile
+            return _next(request, access, error=message)
+        return _render(request, access, assignment=assignment, error=message, status=422)
+    return _done(request, access, "Thank you for the report. The pair went to the project's lead.")
 
 
 @login_required

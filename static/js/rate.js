@@ -4,7 +4,7 @@
    Keys (ignored while typing in a text box, and while the shortcuts dialog is open):
      1 left better · 2 right better · 3 tie · 4 both bad
      q slightly · w clearly · e much better (strength, with left or right only)
-     Enter submit (Ctrl/Cmd+Enter also from the reason box) · s skip · u undo
+     Enter submit (Ctrl/Cmd+Enter also from the reason box) · s skip · f report · u undo
      g guidelines · ? this list                                                             */
 (function () {
   "use strict";
@@ -97,6 +97,14 @@
     }
   }
 
+  function openFlag() {
+    var details = document.getElementById("flag-pair");
+    if (!details) return;
+    details.open = true;
+    details.scrollIntoView({ block: "nearest" });
+    details.querySelector("input[name=reason]").focus();
+  }
+
   function openShortcuts() {
     var dialog = document.getElementById("shortcuts");
     if (dialog && !dialog.open) dialog.showModal();
@@ -121,14 +129,14 @@
     if (event.ctrlKey || event.metaKey || isTyping(event.target)) return;
     var key = event.key;
     if (busy) {
-      if (key === "Enter" || CHOICE_KEYS[key] || STRENGTH_KEYS[key] || "sug?".indexOf(key) >= 0) {
+      if (key === "Enter" || CHOICE_KEYS[key] || STRENGTH_KEYS[key] || "sfug?".indexOf(key) >= 0) {
         event.preventDefault();
       }
       return;
     }
     if (key === "Enter") {
-      // On a focused button, link or summary, Enter keeps its own meaning.
-      if (event.target.closest && event.target.closest("button, a, summary")) return;
+      // On a focused button, link or summary, or in the report form, Enter keeps its own meaning.
+      if (event.target.closest && event.target.closest("button, a, summary, #flag-pair")) return;
       submitJudgment();
     } else if (CHOICE_KEYS[key]) {
       pick(CHOICE_KEYS[key]);
@@ -136,6 +144,8 @@
       pick(STRENGTH_KEYS[key]);
     } else if (key === "s") {
       press("skip-button");
+    } else if (key === "f") {
+      openFlag();
     } else if (key === "u") {
       press("undo-button");
     } else if (key === "g") {

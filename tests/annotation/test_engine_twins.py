@@ -3,8 +3,8 @@
 services/rating.py states "open pair" and "live lease" in hand-written SQL for speed; the model
 layer states them once, as Pair.objects.open() and Assignment.objects.live(now). Each test below
 asks both the same question of a project where every state occurs (retired, gold, seed, full,
-leased by others live and expired, skipped, seen by the rater) and asserts the same answer. They
-run on SQLite and on PostgreSQL.
+held for the lead by flags, leased by others live and expired, skipped, seen by the rater) and
+asserts the same answer. They run on SQLite and on PostgreSQL.
 """
 
 import random
@@ -36,8 +36,17 @@ def mixed(project):
         kind = rng.random()
         pair.gold_choice = "a" if kind < 0.1 else ""
         pair.seed_choice = "b" if 0.1 <= kind < 0.2 else ""
+        pair.flagged_at = now if rng.random() < 0.15 else None
     Pair.objects.bulk_update(
-        pairs, ["judgments_needed", "judgments_count", "is_active", "gold_choice", "seed_choice"]
+        pairs,
+        [
+            "judgments_needed",
+            "judgments_count",
+            "is_active",
+            "gold_choice",
+            "seed_choice",
+            "flagged_at",
+        ],
     )
     Assignment.objects.bulk_create(
         Assignment(

@@ -28,6 +28,7 @@ SETTINGS_FIELDS = {
     "pairs_per_prompt": "3",
     "assignment_order": "fill_first",
     "lease_minutes": "20",
+    "flag_threshold": "3",
     "base_model": "",
     "train_config": '{"epochs": 2}',
     "retrain_min_new_judgments": "100",
@@ -142,6 +143,7 @@ def test_an_admin_edits_the_settings(client, project, admin_member):
     assert project.choice_scheme == "ab_tie"
     assert project.rationale == "required"
     assert project.lease_minutes == 20
+    assert project.flag_threshold == 3
     assert project.criteria == ["helpfulness", "harmlessness"]
     assert (project.too_fast_ms, project.min_gold_accuracy, project.auto_pause) == (3000, 0.8, True)
     assert project.promote_min_gain == 0.5
