@@ -22,3 +22,21 @@ def test_no_batch_named_costs_no_query(project):
         assert batches_outside(project=project, batch_ids=[None]) == []
         assert batches_outside(project=project, batch_ids=()) == []
     assert len(queries) == 0
+
+
+def test_an_id_past_64_bits_is_outside_without_reaching_the_database(project):
+    ours = BatchFactory(project=project, uploaded_by=UserFactory())
+    huge = 669258425238476819526439665664  # what the schema fuzzer sent; SQLite raised on it
+    assert batches_outside(project=project, batch_ids=[huge, ours.id, 0]) == [huge, 0]
+
+
+def test_the_export_api_answers_400_for_a_batch_id_past_64_bits(client, project, lead):
+    from rest_framework.authtoken.models import Token
+
+    token, _ = Token.objects.get_or_create(user=lead)
+    response = client.get(
+        f"/api/v1/projects/{project.slug}/export/",
+        {"batch": "669258425238476819526439665664"},
+        headers={"Authorization": f"Token {token.key}"},
+    )
+    assert response.status_code == 400
