@@ -31,7 +31,7 @@ from rewardtrain.bundle import PROGRESS, Bundle, bundle_read, write_json_atomic
 from rewardtrain.checkpoints import checkpoint_write
 from rewardtrain.data import data_sha256
 from rewardtrain.model import load_reward_model, resolve_device
-from rewardtrain.train import Progress, TrainResult, compare, evaluate, train
+from rewardtrain.train import Progress, TrainResult, evaluate, mcnemar_exact_test, train
 
 PROGRESS_EVERY_S = 2.0  # the file is rewritten at most this often while training
 LOSS_CURVE_POINTS = 200  # the stored curve of a finished run: window means of the step losses
@@ -202,7 +202,7 @@ def _evaluate_published(bundle: Bundle, *, correct_new: list[bool]) -> dict[str,
     return {
         "version": published["version"],
         "metrics": old,
-        "test": compare(correct_new, correct_old),
+        "test": mcnemar_exact_test(correct_new, correct_old),
     }
 
 

@@ -2,8 +2,8 @@
 
 `train()` is one loop, top to bottom: tokenize once, bucket pairs by length, and for each batch
 run chosen and rejected through the model in one padded forward pass, in bf16 with fp32 master
-weights where the hardware has bf16. `evaluate()` reports TRL's metric names; `compare()` tests a
-new version against the published one on the same held-out pairs.
+weights where the hardware has bf16. `evaluate()` reports TRL's metric names;
+`mcnemar_exact_test()` tests a new version against the published one on the same held-out pairs.
 """
 
 from __future__ import annotations
@@ -467,7 +467,7 @@ def _sigmoid(value: float) -> float:
     return exp / (1.0 + exp)
 
 
-def compare(correct_new: Sequence[bool], correct_old: Sequence[bool]) -> dict[str, Any]:
+def mcnemar_exact_test(correct_new: Sequence[bool], correct_old: Sequence[bool]) -> dict[str, Any]:
     """Exact McNemar test of two models' correctness on the same pairs.
 
     Only the pairs where they disagree carry information: under "equally good", each such pair is

@@ -26,8 +26,8 @@ from rewardtrain.model import (
 from rewardtrain.train import (
     TrainingCancelled,
     bradley_terry_loss,
-    compare,
     evaluate,
+    mcnemar_exact_test,
     preference_metrics,
     train,
 )
@@ -176,8 +176,8 @@ def test_a_confident_and_right_model_is_well_calibrated():
 
 
 def test_the_paired_test_needs_disagreements_to_favour_one_side():
-    assert compare([True, False] * 10, [True, False] * 10)["p_value"] == 1.0
-    clearly_better = compare([True] * 12, [False] * 10 + [True] * 2)
+    assert mcnemar_exact_test([True, False] * 10, [True, False] * 10)["p_value"] == 1.0
+    clearly_better = mcnemar_exact_test([True] * 12, [False] * 10 + [True] * 2)
     assert clearly_better["new_only"] == 10
     assert clearly_better["p_value"] == pytest.approx(2 / 2**10)
 
