@@ -36,11 +36,11 @@ def _children() -> dict[int, list[int]]:
 
 
 def _descendants(pid: int) -> set[int]:
-    tree, found, todo = _children(), set(), [pid]
-    while todo:
-        for child in tree.get(todo.pop(), []):
+    tree, found, pending = _children(), set(), [pid]
+    while pending:
+        for child in tree.get(pending.pop(), []):
             found.add(child)
-            todo.append(child)
+            pending.append(child)
     return found
 
 
