@@ -365,6 +365,12 @@ class Pair(models.Model):
     # Set by assignment_flag when the pair's uncleared flags reach the project's flag_threshold,
     # cleared by flags_clear: while set the pair is not served (OPEN_PAIR) and awaits the lead.
     flagged_at = models.DateTimeField(null=True, blank=True)
+    # The published reward model's view of the pair, written by rewardtrain's pool scoring after
+    # each publication (annotation never imports rewardtrain): the probability that `a` is the
+    # better response, the ensemble's disagreement about it, and the version that said so.
+    model_p_a = models.FloatField(null=True, blank=True)
+    model_uncertainty = models.FloatField(null=True, blank=True)
+    model_version = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = PairQuerySet.as_manager()
