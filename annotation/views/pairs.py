@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from annotation.models import Adjudication, Batch, Membership, Pair, Project
 from annotation.selectors.access import project_access
+from annotation.selectors.pair_order import MODEL_DISAGREEMENT, ORDERINGS, Ordering, as_ordering
 from annotation.selectors.pairs import (
     STATUSES,
     PairFilter,
@@ -47,6 +48,21 @@ class PairFilterForm(forms.Form):
     model = forms.ChoiceField(required=False)
     rater = forms.ModelChoiceField(queryset=get_user_model().objects.none(), required=False)
     q = forms.CharField(required=False, max_length=200, label="Text")
+    agreement_below = forms.FloatField(
+        required=False,
+        min_value=0,
+        max_value=1,
+        label="Agreement below",
+        widget=forms.NumberInput(attrs={"step": "0.01", "placeholder": "e.g. 0.67"}),
+    )
+    gold_failures = forms.BooleanField(required=False, label="Gold failures")
+    disagrees_with_model = forms.BooleanField(
+        required=False,
+        label="Model disagrees",
+        help_text=f"The model gives the side the raters did not choose at least "
+        f"{MODEL_DISAGREEMENT:.0%}.",
+    )
+    ordering = forms.ChoiceField(required=False, choices=list(ORDERINGS.items()), label="Sort")
     after = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
 
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
@@ -78,7 +94,14 @@ class PairFilterForm(forms.Form):
             model=data["model"],
             rater_id=data["rater"].id if data["rater"] else None,
             text=data["q"].strip(),
+            agreement_below=data["agreement_below"],
+            gold_failures=data["gold_failures"],
+            disagrees_with_model=data["disagrees_with_model"],
         )
+
+    def order(self) -> Ordering:
+        chosen = self.cleaned_data.get("ordering") if self.is_valid() else None
+        return as_ordering(chosen) if chosen else "id"
 
     def after_id(self) -> int | None:
         return self.cleaned_data.get("after") if self.is_valid() else None
@@ -89,7 +112,12 @@ class PairFilterForm(forms.Form):
 def pair_browser(request: HttpRequest, slug: str) -> HttpResponse:
     access = project_access(user=request.user, slug=slug, min_role=LEAD)
     form = PairFilterForm(request.GET or None, project=access.project)
-    page = pair_page(project=access.project, filters=form.filters(), after=form.after_id())
+    page = pair_page(
+        project=access.project,
+        filters=form.filters(),
+        ordering=form.order(),
+        after=form.after_id(),
+    )
     next_url = None
     if page.next_after is not None:
         query = {k: v for k, v in request.GET.items() if k != "after" and v}
@@ -101,6 +129,7 @@ def pair_browser(request: HttpRequest, slug: str) -> HttpResponse:
         "rows": [(pair, pair_status(pair)) for pair in page.pairs],
         "next_url": next_url,
         "filtered": bool(request.GET),
+        "order_label": ORDERINGS[form.order()],
     }
     return render(request, "annotation/pairs.html", context)
 
