@@ -397,6 +397,9 @@ class Pair(models.Model):
                 condition=OPEN_PAIR,
                 name="pair_open_by_progress",
             ),
+            # The data browser's "most judgments" ordering (annotation.selectors.pair_order),
+            # walked backwards from a keyset row at any depth.
+            models.Index(fields=["project", "judgments_count", "id"], name="pair_by_judgments"),
         ]
 
     def __str__(self) -> str:
