@@ -103,8 +103,9 @@ def larger_share(p: Expression | F) -> Expression:
 
 def model_disagreement() -> Case:
     """The model's probability for the side the raters' majority did not choose (needs the
-    `votes_p_a` annotation)."""
+    `votes_p_a` annotation). An unscored pair is answered first, without reading its votes."""
     return Case(
+        When(model_p_a__isnull=True, then=None),
         When(votes_p_a__gt=0.5, then=_one() - F("model_p_a")),
         When(votes_p_a__lt=0.5, then=F("model_p_a")),
         default=None,
@@ -113,8 +114,16 @@ def model_disagreement() -> Case:
 
 
 def with_votes(pairs: QuerySet[Pair]) -> QuerySet[Pair]:
-    """`pairs` annotated with `votes_p_a` and `agreement` (see the module docstring)."""
-    return pairs.annotate(votes_p_a=votes_p_a()).annotate(agreement=larger_share(F("votes_p_a")))
+    """`pairs` annotated with `votes_p_a` and `agreement` (see the module docstring). A pair
+    without judgments is answered without reading any."""
+    share = Case(When(judgments_count=0, then=None), default=votes_p_a(), output_field=FloatField())
+    return pairs.annotate(votes_p_a=share).annotate(agreement=larger_share(F("votes_p_a")))
+
+
+def model_confident() -> Q:
+    """The model gives one side at least MODEL_DISAGREEMENT: implied by a disagreement that
+    large, and read from the pair's own row, so a filter checks it before any vote."""
+    return Q(model_p_a__lte=1 - MODEL_DISAGREEMENT) | Q(model_p_a__gte=MODEL_DISAGREEMENT)
 
 
 def _flags() -> Subquery:

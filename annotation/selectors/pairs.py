@@ -24,6 +24,7 @@ from annotation.selectors.exports import rater_pseudonym
 from annotation.selectors.pair_order import (
     MODEL_DISAGREEMENT,
     Ordering,
+    model_confident,
     model_disagreement,
     ordered,
     with_votes,
@@ -132,8 +133,10 @@ def _by_labels(pairs: QuerySet[Pair], filters: PairFilter) -> QuerySet[Pair]:
         )
         pairs = pairs.exclude(gold_choice="").filter(Exists(missed))
     if filters.disagrees_with_model:
-        pairs = pairs.alias(model_against=model_disagreement()).filter(
-            model_against__gte=MODEL_DISAGREEMENT
+        pairs = (
+            pairs.filter(model_confident())
+            .alias(model_against=model_disagreement())
+            .filter(model_against__gte=MODEL_DISAGREEMENT)
         )
     return pairs
 
