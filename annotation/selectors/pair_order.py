@@ -1,5 +1,5 @@
 """What the data browser (annotation.selectors.pairs) filters and sorts pairs by beyond their own
-columns, and its orderings with keyset pagination.
+columns, its orderings with keyset pagination, and the model's view shown on a pair's page.
 
 Definitions, stated once here and read by the list, the pair page and the API:
 
@@ -180,3 +180,39 @@ def ordered(pairs: QuerySet[Pair], *, ordering: Ordering, after: int | None) -> 
         )
         pairs = pairs.filter(beyond)
     return pairs.order_by(f"{sign}sort_key", f"{sign}id")
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """What the scoring model said of a pair (Pair.model_p_a and its neighbours)."""
+
+    version: int | None
+    p_a: float  # its probability that A is the better response
+    uncertainty: float | None  # its ensemble's disagreement about that
+    majority: Literal["a", "b"] | None  # the side most of the raters' decisive judgments chose
+    against: float | None  # the model's probability for the side the majority did not choose
+
+    @property
+    def disagrees(self) -> bool:
+        return self.against is not None and self.against >= MODEL_DISAGREEMENT
+
+    @property
+    def minority(self) -> str:
+        return "b" if self.majority == "a" else "a"
+
+
+def model_view(pair: Pair) -> ModelView | None:
+    """The model's view of a pair from `pair_list` (with `model_against` annotated), if scored."""
+    if pair.model_p_a is None:
+        return None
+    share = getattr(pair, "votes_p_a", None)
+    majority: Literal["a", "b"] | None = None
+    if share is not None and share != 0.5:
+        majority = "a" if share > 0.5 else "b"
+    return ModelView(
+        version=pair.model_version,
+        p_a=pair.model_p_a,
+        uncertainty=pair.model_uncertainty,
+        majority=majority,
+        against=getattr(pair, "model_against", None),
+    )

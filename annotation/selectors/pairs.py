@@ -23,9 +23,11 @@ from annotation.models import Adjudication, Flag, Judgment, Pair, Project
 from annotation.selectors.exports import rater_pseudonym
 from annotation.selectors.pair_order import (
     MODEL_DISAGREEMENT,
+    ModelView,
     Ordering,
     model_confident,
     model_disagreement,
+    model_view,
     ordered,
     with_votes,
 )
@@ -201,41 +203,6 @@ class JudgmentShown:
 
 
 @dataclass(frozen=True)
-class ModelView:
-    """What the scoring model said of a pair (Pair.model_p_a and its neighbours)."""
-
-    version: int | None
-    p_a: float  # its probability that A is the better response
-    uncertainty: float | None  # its ensemble's disagreement about that
-    majority: Literal["a", "b"] | None  # the side most of the raters' decisive judgments chose
-    against: float | None  # the model's probability for the side the majority did not choose
-
-    @property
-    def disagrees(self) -> bool:
-        return self.against is not None and self.against >= MODEL_DISAGREEMENT
-
-    @property
-    def minority(self) -> str:
-        return "b" if self.majority == "a" else "a"
-
-
-def _model_view(pair: Pair) -> ModelView | None:
-    if pair.model_p_a is None:
-        return None
-    share = getattr(pair, "votes_p_a", None)
-    majority: Literal["a", "b"] | None = None
-    if share is not None and share != 0.5:
-        majority = "a" if share > 0.5 else "b"
-    return ModelView(
-        version=pair.model_version,
-        p_a=pair.model_p_a,
-        uncertainty=pair.model_uncertainty,
-        majority=majority,
-        against=getattr(pair, "model_against", None),
-    )
-
-
-@dataclass(frozen=True)
 class PairDetail:
     pair: Pair
     status: Status
@@ -291,7 +258,7 @@ def pair_detail(*, project: Project, pair_id: int) -> PairDetail | None:
         flags=flags,
         uncleared_flags=sum(1 for f in flags if f.cleared_at is None),
         next_disputed=next_disputed(project=project, after=pair.id),
-        model=_model_view(pair),
+        model=model_view(pair),
     )
 
 
