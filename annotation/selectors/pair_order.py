@@ -46,7 +46,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce, Greatest
 
-from annotation.models import Flag, Judgment, Pair
+from annotation.models import MODEL_CONFIDENCE, Flag, Judgment, Pair
 
 # The model gives the side the raters did not choose at least this probability: 4 to 1 odds
 # against the raters, well past the ensemble's usual disagreement (~0.05-0.15).
@@ -144,9 +144,7 @@ _SORTS: dict[Ordering, _Sort] = {
     "most_judgments": _Sort(lambda: F("judgments_count"), descending=True),
     "lowest_agreement": _Sort(lambda: Coalesce(F("agreement"), Value(2.0)), descending=False),
     "most_flags": _Sort(lambda: Coalesce(_flags(), 0), descending=True),
-    "model_confidence": _Sort(
-        lambda: Coalesce(larger_share(F("model_p_a")), Value(-1.0)), descending=True
-    ),
+    "model_confidence": _Sort(lambda: MODEL_CONFIDENCE, descending=True),
     "model_disagreement": _Sort(
         lambda: Coalesce(model_disagreement(), Value(-1.0)), descending=True
     ),
