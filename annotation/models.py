@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.db.models import F, Q
-from django.db.models.functions import Greatest, Least
+from django.db.models import F, FloatField, Q, Value
+from django.db.models.functions import Coalesce, Greatest, Least
 from django.utils import timezone
 
 
@@ -332,6 +332,15 @@ OPEN_PAIR = Q(
 )
 
 
+# How sure the scoring model is of either side, max(p, 1 - p) of Pair.model_p_a, or -1 for a pair
+# no version has scored: the data browser's "model confidence" ordering
+# (annotation.selectors.pair_order) and the index `pair_by_model_confidence` read it.
+MODEL_CONFIDENCE = Coalesce(
+    Greatest(F("model_p_a"), Value(1.0) - F("model_p_a"), output_field=FloatField()),
+    Value(-1.0),
+)
+
+
 class PairQuerySet(models.QuerySet["Pair"]):
     def open(self) -> PairQuerySet:
         """Pairs that may still be handed to a rater (see OPEN_PAIR)."""
@@ -397,6 +406,10 @@ class Pair(models.Model):
                 condition=OPEN_PAIR,
                 name="pair_open_by_progress",
             ),
+            # The data browser's "most judgments" and "model confidence" orderings
+            # (annotation.selectors.pair_order), walked backwards from a keyset row at any depth.
+            models.Index(fields=["project", "judgments_count", "id"], name="pair_by_judgments"),
+            models.Index(F("project"), MODEL_CONFIDENCE, F("id"), name="pair_by_model_confidence"),
         ]
 
     def __str__(self) -> str:

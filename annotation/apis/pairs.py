@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 from annotation.apis.strict import StrictFieldsMixin, reject_unknown_fields
 from annotation.models import Adjudication, Membership, Pair
 from annotation.selectors.access import project_access
+from annotation.selectors.pair_order import MODEL_DISAGREEMENT, ORDERINGS
 from annotation.selectors.pairs import (
     STATUSES,
     PairFilter,
@@ -51,9 +52,44 @@ class PairQuerySerializer(serializers.Serializer):
         max_length=200,
         help_text="Text in the prompt or a response (full-text search on PostgreSQL).",
     )
+    agreement_below = serializers.FloatField(
+        min_value=0,
+        max_value=1,
+        required=False,
+        default=None,
+        help_text="Pairs whose agreement (the majority's share of the decisive judgments) is "
+        "below this.",
+    )
+    gold_failures = serializers.BooleanField(
+        required=False, help_text="Gold pairs with a judgment other than the gold answer."
+    )
+    disagrees_with_model = serializers.BooleanField(
+        required=False,
+        help_text="Pairs whose raters' majority the published model contradicts: it gives the "
+        f"other side a probability of at least {MODEL_DISAGREEMENT}.",
+    )
+    ordering = serializers.ChoiceField(
+        choices=list(ORDERINGS.items()),
+        required=False,
+        default="id",
+        help_text="Ties are broken by pair id; pairs without the key come last.",
+    )
     after = serializers.IntegerField(
         min_value=0, required=False, default=None, help_text="The `next_after` of the last page."
     )
+
+    def filters(self) -> PairFilter:
+        data: dict[str, Any] = self.validated_data
+        return PairFilter(
+            batch_id=data["batch"],
+            status=data["status"],
+            model=data["model"],
+            rater_id=data["rater"],
+            text=data["q"].strip(),
+            agreement_below=data["agreement_below"],
+            gold_failures=data["gold_failures"],
+            disagrees_with_model=data["disagrees_with_model"],
+        )
 
 
 class PairRowSerializer(serializers.Serializer):
@@ -67,6 +103,16 @@ class PairRowSerializer(serializers.Serializer):
     judgments_needed = serializers.IntegerField()
     status = serializers.SerializerMethodField()
     adjudicated = serializers.CharField(allow_null=True, help_text="The live decision, if any.")
+    agreement = serializers.FloatField(
+        allow_null=True, help_text="The majority's share of the decisive judgments."
+    )
+    model_p_a = serializers.FloatField(
+        allow_null=True, help_text="The scoring model's probability that A is better."
+    )
+    model_uncertainty = serializers.FloatField(
+        allow_null=True, help_text="Its ensemble's disagreement about that."
+    )
+    model_version = serializers.IntegerField(allow_null=True, help_text="The version that scored.")
 
     def get_status(self, pair: Pair) -> str:
         return pair_status(pair)
@@ -119,6 +165,14 @@ class PairDetailSerializer(serializers.Serializer):
     majority = LabelSerializer(
         source="label", allow_null=True, help_text="The majority label of the judgments."
     )
+    agreement = serializers.FloatField(
+        source="pair.agreement",
+        allow_null=True,
+        help_text="The majority's share of the decisive judgments (what `agreement_below` reads).",
+    )
+    model_p_a = serializers.FloatField(source="pair.model_p_a", allow_null=True)
+    model_uncertainty = serializers.FloatField(source="pair.model_uncertainty", allow_null=True)
+    model_version = serializers.IntegerField(source="pair.model_version", allow_null=True)
     adjudications = AdjudicationSerializer(many=True, help_text="Newest first, undone included.")
     next_disputed = serializers.IntegerField(allow_null=True)
 
@@ -135,7 +189,7 @@ class ProblemSerializer(serializers.Serializer):
 
 
 class PairListApi(APIView):
-    """The project's pairs with filters, 50 at a time in id order (leads, admins)."""
+    """The project's pairs with filters, 50 at a time in the chosen ordering (leads, admins)."""
 
     @extend_schema(
         operation_id="projects_pairs_list",
@@ -146,15 +200,12 @@ class PairListApi(APIView):
         access = project_access(user=request.user, slug=slug, min_role=LEAD)
         query = PairQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        data: dict[str, Any] = query.validated_data
-        filters = PairFilter(
-            batch_id=data["batch"],
-            status=data["status"],
-            model=data["model"],
-            rater_id=data["rater"],
-            text=data["q"].strip(),
+        page = pair_page(
+            project=access.project,
+            filters=query.filters(),
+            ordering=query.validated_data["ordering"],
+            after=query.validated_data["after"],
         )
-        page = pair_page(project=access.project, filters=filters, after=data["after"])
         body = {"results": page.pairs, "next_after": page.next_after}
         return Response(PairPageSerializer(body).data)
 

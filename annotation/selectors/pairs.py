@@ -21,6 +21,16 @@ from annotation.exports.adjudicated import live_adjudication
 from annotation.exports.aggregation import FULL_STRENGTH, Decision, Votes, decide
 from annotation.models import Adjudication, Flag, Judgment, Pair, Project
 from annotation.selectors.exports import rater_pseudonym
+from annotation.selectors.pair_order import (
+    MODEL_DISAGREEMENT,
+    ModelView,
+    Ordering,
+    model_confident,
+    model_disagreement,
+    model_view,
+    ordered,
+    with_votes,
+)
 
 Status = Literal["open", "complete", "disputed", "flagged", "adjudicated", "gold"]
 STATUSES: tuple[Status, ...] = ("open", "complete", "disputed", "flagged", "adjudicated", "gold")
@@ -41,6 +51,9 @@ class PairFilter:
     model: str = ""
     rater_id: int | None = None
     text: str = ""
+    agreement_below: float | None = None  # pairs whose agreement (pair_order) is below this
+    gold_failures: bool = False  # gold pairs with a judgment other than the gold answer
+    disagrees_with_model: bool = False  # the model confidently picks the other side (pair_order)
 
 
 def _distinct_choices() -> Subquery:
@@ -83,10 +96,10 @@ _STATUS_FILTERS: dict[Status, Q] = {
 
 def pair_list(*, project: Project, filters: PairFilter) -> QuerySet[Pair]:
     """The project's pairs matching `filters`, in id order, each annotated with `n_choices`
-    (distinct choices among its judgments), `adjudicated` (the live decision or None) and
-    snippets of its texts."""
+    (distinct choices among its judgments), `adjudicated` (the live decision or None),
+    `votes_p_a` and `agreement` (annotation.selectors.pair_order) and snippets of its texts."""
     pairs: QuerySet[Pair] = (
-        Pair.objects.filter(project=project)
+        with_votes(Pair.objects.filter(project=project))
         .annotate(
             n_choices=Coalesce(_distinct_choices(), 0),
             adjudicated=live_adjudication(),
@@ -109,6 +122,24 @@ def pair_list(*, project: Project, filters: PairFilter) -> QuerySet[Pair]:
         pairs = pairs.filter(Exists(judged))
     if filters.text:
         pairs = text_matches(pairs, filters.text)
+    return _by_labels(pairs, filters)
+
+
+def _by_labels(pairs: QuerySet[Pair], filters: PairFilter) -> QuerySet[Pair]:
+    """The filters on what raters, the gold answer and the model say of a pair."""
+    if filters.agreement_below is not None:
+        pairs = pairs.filter(Q(agreement__lt=filters.agreement_below))  # with_votes's
+    if filters.gold_failures:
+        missed = Judgment.objects.filter(pair=OuterRef("pk")).exclude(
+            choice=OuterRef("gold_choice")
+        )
+        pairs = pairs.exclude(gold_choice="").filter(Exists(missed))
+    if filters.disagrees_with_model:
+        pairs = (
+            pairs.filter(model_confident())
+            .alias(model_against=model_disagreement())
+            .filter(model_against__gte=MODEL_DISAGREEMENT)
+        )
     return pairs
 
 
@@ -119,12 +150,16 @@ class PairPage:
 
 
 def pair_page(
-    *, project: Project, filters: PairFilter, after: int | None = None, size: int = PAGE_SIZE
+    *,
+    project: Project,
+    filters: PairFilter,
+    ordering: Ordering = "id",
+    after: int | None = None,
+    size: int = PAGE_SIZE,
 ) -> PairPage:
-    """One page of `pair_list` after pair id `after` (keyset): one query at any depth."""
-    pairs = pair_list(project=project, filters=filters)
-    if after is not None:
-        pairs = pairs.filter(id__gt=after)
+    """One page of `pair_list` in `ordering`, after the pair `after` (keyset, the id of the last
+    pair of the previous page): one query at any depth."""
+    pairs = ordered(pair_list(project=project, filters=filters), ordering=ordering, after=after)
     rows = list(pairs[: size + 1])
     more = len(rows) > size
     rows = rows[:size]
@@ -179,12 +214,14 @@ class PairDetail:
     flags: list[Flag]  # oldest first, cleared ones included
     uncleared_flags: int
     next_disputed: int | None  # the next pair of the disputed queue, after this one
+    model: ModelView | None  # None until a published version scores the pair
 
 
 def pair_detail(*, project: Project, pair_id: int) -> PairDetail | None:
     """One pair of `project` with everything the pair page shows; None when it is not there."""
     pair = (
         pair_list(project=project, filters=PairFilter())
+        .annotate(model_against=model_disagreement())
         .select_related("prompt", "response_a", "response_b", "batch")
         .filter(id=pair_id)
         .first()
@@ -221,6 +258,7 @@ def pair_detail(*, project: Project, pair_id: int) -> PairDetail | None:
         flags=flags,
         uncleared_flags=sum(1 for f in flags if f.cleared_at is None),
         next_disputed=next_disputed(project=project, after=pair.id),
+        model=model_view(pair),
     )
 
 

@@ -3,13 +3,15 @@ a lead's adjudication of it (annotation.services.adjudication)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import pluralize
@@ -18,6 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from annotation.models import Adjudication, Batch, Membership, Pair, Project
 from annotation.selectors.access import project_access
+from annotation.selectors.pair_order import MODEL_DISAGREEMENT, ORDERINGS, Ordering, as_ordering
 from annotation.selectors.pairs import (
     STATUSES,
     PairFilter,
@@ -47,6 +50,21 @@ class PairFilterForm(forms.Form):
     model = forms.ChoiceField(required=False)
     rater = forms.ModelChoiceField(queryset=get_user_model().objects.none(), required=False)
     q = forms.CharField(required=False, max_length=200, label="Text")
+    agreement_below = forms.FloatField(
+        required=False,
+        min_value=0,
+        max_value=1,
+        label="Agreement below",
+        widget=forms.NumberInput(attrs={"step": "0.01", "placeholder": "e.g. 0.67"}),
+    )
+    gold_failures = forms.BooleanField(required=False, label="Gold failures")
+    disagrees_with_model = forms.BooleanField(
+        required=False,
+        label="Model disagrees",
+        help_text=f"The model gives the side the raters did not choose at least "
+        f"{MODEL_DISAGREEMENT:.0%}.",
+    )
+    ordering = forms.ChoiceField(required=False, choices=list(ORDERINGS.items()), label="Sort")
     after = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
 
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
@@ -78,7 +96,14 @@ class PairFilterForm(forms.Form):
             model=data["model"],
             rater_id=data["rater"].id if data["rater"] else None,
             text=data["q"].strip(),
+            agreement_below=data["agreement_below"],
+            gold_failures=data["gold_failures"],
+            disagrees_with_model=data["disagrees_with_model"],
         )
+
+    def order(self) -> Ordering:
+        chosen = self.cleaned_data.get("ordering") if self.is_valid() else None
+        return as_ordering(chosen) if chosen else "id"
 
     def after_id(self) -> int | None:
         return self.cleaned_data.get("after") if self.is_valid() else None
@@ -89,7 +114,12 @@ class PairFilterForm(forms.Form):
 def pair_browser(request: HttpRequest, slug: str) -> HttpResponse:
     access = project_access(user=request.user, slug=slug, min_role=LEAD)
     form = PairFilterForm(request.GET or None, project=access.project)
-    page = pair_page(project=access.project, filters=form.filters(), after=form.after_id())
+    page = pair_page(
+        project=access.project,
+        filters=form.filters(),
+        ordering=form.order(),
+        after=form.after_id(),
+    )
     next_url = None
     if page.next_after is not None:
         query = {k: v for k, v in request.GET.items() if k != "after" and v}
@@ -101,6 +131,7 @@ def pair_browser(request: HttpRequest, slug: str) -> HttpResponse:
         "rows": [(pair, pair_status(pair)) for pair in page.pairs],
         "next_url": next_url,
         "filtered": bool(request.GET),
+        "order_label": ORDERINGS[form.order()],
     }
     return render(request, "annotation/pairs.html", context)
 
@@ -133,65 +164,65 @@ def _after_decision(project: Project, pair_id: int) -> HttpResponse:
     return redirect(f"{queue}?{urlencode({'status': 'disputed'})}")
 
 
+def _lead_action(
+    request: HttpRequest,
+    slug: str,
+    pair_id: int,
+    act: Callable[[Project, User], str],
+    *,
+    refused: type[Exception],
+    onward: Callable[[Project], HttpResponse] | None = None,
+) -> HttpResponse:
+    """A lead's action on a pair, the part the actions share: `act(project, lead)` calls the
+    service and returns the message to show; a `refused` error is shown instead; a pair of another
+    project is a 404. Then back to the pair's page, or to `onward(project)` after a success."""
+    access = project_access(user=request.user, slug=slug, min_role=LEAD)
+    try:
+        done = act(access.project, cast(User, request.user))  # login_required: not anonymous
+    except Pair.DoesNotExist:
+        raise Http404("No such pair in this project.") from None
+    except refused as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, done)
+        if onward is not None:
+            return onward(access.project)
+    return redirect("annotation:pair-detail", slug=slug, pair_id=pair_id)
+
+
 @login_required
 @require_POST
 def pair_adjudicate_view(request: HttpRequest, slug: str, pair_id: int) -> HttpResponse:
-    access = project_access(user=request.user, slug=slug, min_role=LEAD)
-    try:
-        adjudication = pair_adjudicate(
-            project=access.project,
+    def act(project: Project, lead: User) -> str:
+        decision = pair_adjudicate(
+            project=project,
             pair_id=pair_id,
-            decided_by=request.user,  # type: ignore[arg-type]
+            decided_by=lead,
             decision=request.POST.get("decision", ""),
             note=request.POST.get("note", ""),
         )
-    except AdjudicationError as error:
-        messages.error(request, str(error))
-        return redirect("annotation:pair-detail", slug=slug, pair_id=pair_id)
-    except Pair.DoesNotExist:
-        raise Http404("No such pair in this project.") from None
-    messages.success(
-        request, f"Pair {pair_id}: {adjudication.get_decision_display().lower()} (adjudicated)."
-    )
-    if request.POST.get("then") == "queue":
-        return _after_decision(access.project, pair_id)
-    return redirect("annotation:pair-detail", slug=slug, pair_id=pair_id)
+        return f"Pair {pair_id}: {decision.get_decision_display().lower()} (adjudicated)."
+
+    queue = request.POST.get("then") == "queue"
+    onward = (lambda project: _after_decision(project, pair_id)) if queue else None
+    return _lead_action(request, slug, pair_id, act, refused=AdjudicationError, onward=onward)
 
 
 @login_required
 @require_POST
 def pair_flags_clear_view(request: HttpRequest, slug: str, pair_id: int) -> HttpResponse:
-    access = project_access(user=request.user, slug=slug, min_role=LEAD)
-    try:
-        cleared = flags_clear(
-            project=access.project,
-            pair_id=pair_id,
-            cleared_by=request.user,  # type: ignore[arg-type]
-        )
-    except NotFlagged as error:
-        messages.error(request, str(error))
-    except Pair.DoesNotExist:
-        raise Http404("No such pair in this project.") from None
-    else:
-        flags = f"{cleared} flag{pluralize(cleared)}"
-        messages.success(request, f"Pair {pair_id}: {flags} cleared; it is served again.")
-    return redirect("annotation:pair-detail", slug=slug, pair_id=pair_id)
+    def act(project: Project, lead: User) -> str:
+        cleared = flags_clear(project=project, pair_id=pair_id, cleared_by=lead)
+        return f"Pair {pair_id}: {cleared} flag{pluralize(cleared)} cleared; it is served again."
+
+    return _lead_action(request, slug, pair_id, act, refused=NotFlagged)
 
 
 @login_required
 @require_POST
 def pair_adjudication_undo_view(request: HttpRequest, slug: str, pair_id: int) -> HttpResponse:
-    access = project_access(user=request.user, slug=slug, min_role=LEAD)
-    try:
-        adjudication_undo(
-            project=access.project,
-            pair_id=pair_id,
-            undone_by=request.user,  # type: ignore[arg-type]
-        )
-    except AdjudicationError as error:
-        messages.error(request, str(error))
-    except Pair.DoesNotExist:
-        raise Http404("No such pair in this project.") from None
-    else:
-        messages.success(request, f"Pair {pair_id}: decision undone; its votes decide it again.")
-    return redirect("annotation:pair-detail", slug=slug, pair_id=pair_id)
+    def act(project: Project, lead: User) -> str:
+        adjudication_undo(project=project, pair_id=pair_id, undone_by=lead)
+        return f"Pair {pair_id}: decision undone; its votes decide it again."
+
+    return _lead_action(request, slug, pair_id, act, refused=AdjudicationError)
