@@ -10,13 +10,16 @@ the round, say) is refitted alone with the exact Newton. That refit, for every r
 twin (`bootstrap_rounds(..., reference=True)`) the tests compare the chord iteration with.
 
 Where the time goes with style control (1,000 rounds of 333,336 rows): each pass over the rows
-is a gather of beta_a - beta_b from a table per pair of models, the four style columns, one tanh,
-and two sums, into buffers reused across passes; two passes per round suffice from the one-step
-start. Drawing the prompt counts is one bincount per round.
+goes `ROWS_PER_CHUNK` rows at a time, so that everything it touches stays in cache: the chunk's
+prompt weights gathered from the block's, beta_a - beta_b gathered from a table per pair of
+models, the four style columns, one tanh, and two sums; no rows x rounds array is ever built.
+Two passes per round suffice from the one-step start. Drawing the prompt counts is one bincount
+per round.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +37,9 @@ from annotation.leaderboard.model import RIDGE, Battles, incidence, newton_fit, 
 BOOTSTRAP_TOLERANCE = 1e-4
 MAX_CHORD = 60
 ROUNDS_PER_BLOCK = 64  # bootstrap rounds solved together; bounds memory at rows x 64 floats
+# A pass over the rows goes this many rows at a time, so that its temporaries (rows x 64 float32,
+# 512 KiB) stay in cache and only a round's y and n come from memory.
+ROWS_PER_CHUNK = 2048
 _Floats = NDArray[np.floating[Any]]
 
 
@@ -46,6 +52,7 @@ class Design:
     style: NDArray[np.float64] | None
     y_of: sparse.csr_array  # (rows, clusters): y of a round = y_of @ weights
     n_of: sparse.csr_array
+    cluster: NDArray[np.int64] | None = None  # each row's one prompt, where a row has one
 
 
 def design_for(battles: Battles, *, style: bool) -> Design:
@@ -60,6 +67,7 @@ def design_for(battles: Battles, *, style: bool) -> Design:
             style=battles.style,
             y_of=y_of,
             n_of=n_of,
+            cluster=battles.cluster,
         )
     # Without covariates only the totals per pair of models matter: orient each row low -> high
     # and sum (pair of models, prompt) cells, so a round's refit has one row per pair of models.
@@ -93,9 +101,13 @@ class _Chord:
     dtype: type[np.floating[Any]]
     pair_of_row: NDArray[np.int64]  # the row's pair of models, an index into the next two
     models_from_pairs: sparse.csr_array  # (m, pairs of models): +1 at a, -1 at b
-    pairs_from_rows: sparse.csr_array  # (pairs of models, rows): 1 where the row is the pair's
+    # (pairs of models, rows of the chunk): 1 where the row is the pair's, per ROWS_PER_CHUNK rows
+    pairs_from_chunks: list[sparse.csr_array]
     y_of: sparse.csr_array  # the design's, in dtype
     n_of: sparse.csr_array
+    cluster: NDArray[np.int64] | None  # the design's
+    centred_row: _Floats  # y - n / 2 and n / 2 of each row on the full data, in dtype
+    half_row: _Floats
     style: NDArray[np.floating[Any]] | None
     prompt_gradient: NDArray[np.float64]  # (clusters, params): X^T (y - n p) per prompt
 
@@ -115,6 +127,7 @@ def _chord_setup(
         design_rows = sparse.hstack([design_rows, sparse.csr_array(design.style)]).tocsr()
     gradient = (residual @ design_rows).toarray()
     dtype = np.float64 if design.style is None else np.float32
+    y, n = design.y_of.sum(axis=1), design.n_of.sum(axis=1)
     keys, pair_of_row = np.unique(design.model_a * m + design.model_b, return_inverse=True)
     rows = np.arange(pair_of_row.size)
     return _Chord(
@@ -123,12 +136,21 @@ def _chord_setup(
         dtype=dtype,
         pair_of_row=pair_of_row.ravel(),
         models_from_pairs=incidence(keys // m, keys % m, m).astype(dtype),
-        pairs_from_rows=sparse.csr_array(
-            (np.ones(rows.size, dtype=dtype), (pair_of_row.ravel(), rows)),
-            shape=(keys.size, rows.size),
-        ),
+        pairs_from_chunks=[
+            sparse.csr_array(
+                (
+                    np.ones(chunk.size, dtype=dtype),
+                    (pair_of_row.ravel()[chunk], chunk - chunk[0]),
+                ),
+                shape=(keys.size, chunk.size),
+            )
+            for chunk in np.array_split(rows, max(1, -(-rows.size // ROWS_PER_CHUNK)))
+        ],
         y_of=design.y_of.astype(dtype),
         n_of=design.n_of.astype(dtype),
+        cluster=design.cluster,
+        centred_row=(y - n / 2).astype(dtype),
+        half_row=(n / 2).astype(dtype),
         style=None if design.style is None else design.style.astype(dtype),
         prompt_gradient=gradient,
     )
@@ -145,39 +167,67 @@ def _logistic_residual(z: _Floats, centred: _Floats, half: _Floats) -> _Floats:
     return np.subtract(centred, z, out=z)
 
 
+def _gradient(
+    chord: _Chord, halved: _Floats, terms: Callable[[slice], tuple[_Floats, _Floats]], m: int
+) -> NDArray[np.float64]:
+    """-(X^T (y - n p)) of every round at theta = 2 halved: one pass over the rows, a chunk of
+    rows at a time into two small buffers."""
+    rounds = halved.shape[1]
+    per_pair = np.zeros((chord.pairs_from_chunks[0].shape[0], rounds), dtype=chord.dtype)
+    style_sum = np.zeros((halved.shape[0] - m, rounds), dtype=chord.dtype)
+    # beta_a - beta_b per pair of models: each row gathers its value from this small table
+    pair_logit = chord.models_from_pairs.T @ halved[:m]
+    logit = np.empty((ROWS_PER_CHUNK, rounds), dtype=chord.dtype)
+    shift = np.empty_like(logit)
+    start = 0
+    for pairs_from_chunk in chord.pairs_from_chunks:  # bounded by rows / ROWS_PER_CHUNK
+        stop = start + pairs_from_chunk.shape[1]
+        z, rows = logit[: stop - start], slice(start, stop)
+        np.take(pair_logit, chord.pair_of_row[rows], axis=0, out=z)
+        if chord.style is not None:
+            z += np.matmul(chord.style[rows], halved[m:], out=shift[: stop - start])
+        r = _logistic_residual(z, *terms(rows))
+        per_pair += pairs_from_chunk @ r
+        if chord.style is not None:
+            style_sum += chord.style[rows].T @ r
+        start = stop
+    grad = -(chord.models_from_pairs @ per_pair)
+    # Every row adds +r to one model and -r to another, so these sum to zero exactly; in float32
+    # they do not quite, and along the all-models shift the Hessian is only the ridge, which
+    # would blow that rounding up a hundredfold. Centre them.
+    grad -= grad.mean(axis=0)
+    return np.vstack([grad, -style_sum]).astype(np.float64)
+
+
 def _chord_block(
     design: Design, chord: _Chord, weights: NDArray[np.float64], m: int
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-    """Refit a block of rounds (weights: clusters x B) at once; returns (B, params), converged.
-
-    Each pass over the rows writes into the same two rows x B buffers: fresh arrays of that size
-    on every pass cost as much again in page faults as the arithmetic.
-    """
+    """Refit a block of rounds (weights: clusters x B) at once; returns (B, params), converged."""
     w = weights.astype(chord.dtype)
-    half = chord.n_of @ w  # rows x B
-    half *= 0.5
-    centred = chord.y_of @ w
-    centred -= half
+    if chord.cluster is None:  # rows that sum many prompts: a round's y and n by two products
+        half = chord.n_of @ w  # rows x B
+        half *= 0.5
+        centred = chord.y_of @ w
+        centred -= half
+
+        def terms(rows: slice) -> tuple[_Floats, _Floats]:
+            return centred[rows], half[rows]
+
+    else:  # a row of one prompt: its y and n on the full data times that prompt's weight
+        cluster = chord.cluster
+
+        def terms(rows: slice) -> tuple[_Floats, _Floats]:
+            weight = np.take(w, cluster[rows], axis=0)
+            return weight * chord.centred_row[rows, None], weight * chord.half_row[rows, None]
+
     # The first chord step from theta_hat needs only each prompt's gradient share.
     first = RIDGE * chord.theta_hat[:, None] - chord.prompt_gradient.T @ weights
     theta = chord.theta_hat[:, None] - linalg.cho_solve(chord.factor, first)  # params x B
     converged = np.zeros(weights.shape[1], dtype=bool)
-    logit, shift = np.empty_like(half), np.empty_like(half)
     for _ in range(MAX_CHORD):
         halved = (theta / 2).astype(chord.dtype)  # the logit over 2, for the tanh
-        # beta_a - beta_b per pair of models, then one gather of that small table per row
-        np.take(chord.models_from_pairs.T @ halved[:m], chord.pair_of_row, axis=0, out=logit)
-        if chord.style is not None:
-            logit += np.matmul(chord.style, halved[m:], out=shift)
-        r = _logistic_residual(logit, centred, half)
-        grad = -(chord.models_from_pairs @ (chord.pairs_from_rows @ r))
-        # Every row adds +r to one model and -r to another, so these sum to zero exactly; in
-        # float32 they do not quite, and along the all-models shift the Hessian is only the
-        # ridge, which would blow that rounding up a hundredfold. Centre them.
-        grad -= grad.mean(axis=0)
-        if chord.style is not None:
-            grad = np.vstack([grad, -(chord.style.T @ r)])
-        step = linalg.cho_solve(chord.factor, grad.astype(np.float64) + RIDGE * theta)
+        grad = _gradient(chord, halved, terms, m)
+        step = linalg.cho_solve(chord.factor, grad + RIDGE * theta)
         theta -= step
         converged = np.max(np.abs(step), axis=0) < BOOTSTRAP_TOLERANCE
         if converged.all():
@@ -204,10 +254,10 @@ def _prompt_counts(rng: np.random.Generator, clusters: int, rounds: int) -> NDAr
     replacement, per round (multinomial counts, by one bincount a round: much faster than
     Generator.multinomial over many categories, and a round's bins stay in cache)."""
     draws = rng.integers(0, clusters, size=(rounds, clusters))
-    counts = np.empty((clusters, rounds))
-    for column, drawn in enumerate(draws):  # bounded by ROUNDS_PER_BLOCK
-        counts[:, column] = np.bincount(drawn, minlength=clusters)
-    return counts
+    counts = np.empty((rounds, clusters))
+    for row, drawn in enumerate(draws):  # bounded by ROUNDS_PER_BLOCK
+        counts[row] = np.bincount(drawn, minlength=clusters)
+    return np.ascontiguousarray(counts.T)  # a prompt's weights in a row, for the gathers
 
 
 def _refit(design: Design, weights: NDArray[np.float64], m: int) -> NDArray[np.float64]:
