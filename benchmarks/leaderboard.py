@@ -199,6 +199,7 @@ def load(rng: np.random.Generator) -> Any:
                 "external_id": np.full(n_pairs, ""),
                 "gold_choice": np.full(n_pairs, ""),
                 "seed_choice": np.full(n_pairs, ""),
+                "metadata": np.full(n_pairs, "{}"),
                 "judgments_needed": np.full(n_pairs, 3),
                 "judgments_count": np.full(n_pairs, 3),
                 "is_active": np.full(n_pairs, "t"),

@@ -31,6 +31,7 @@ from annotation.exports.labels import Aggregation
 from annotation.models import AgreementReport, Judgment, Pair, Project
 from annotation.selectors.labels import label_estimate
 from rewardtrain.data import PreferencePair
+from rewardtrain.length_bias import length_sentence
 from rewardtrain.models import ModelVersion, TrainingRun
 
 
@@ -506,12 +507,15 @@ class RunCard:
     loss_chart: Chart | None
     accuracy: Accuracy | None  # of a succeeded run's version on its held-out pairs
     outcome: str  # a succeeded run: what it started from and what became of its version
+    length_spearman: float | None  # rank correlation of reward with length, held-out responses
+    length: str  # the length statistics in plain words ("" for versions evaluated before them)
 
 
 def run_card(*, run: TrainingRun) -> RunCard:
     metrics = run.metrics if isinstance(run.metrics, dict) else {}
     heldout = _mapping(metrics.get("heldout"))
     counts = _mapping(metrics.get("counts"))
+    length = _mapping(heldout.get("length"))
     return RunCard(
         run=run,
         loss_chart=loss_chart(run=run),
@@ -520,6 +524,8 @@ def run_card(*, run: TrainingRun) -> RunCard:
             pairs=heldout.get("count", counts.get("heldout_pairs")),
         ),
         outcome=run_outcome(metrics=metrics),
+        length_spearman=length.get("spearman"),
+        length=length_sentence(length),
     )
 
 

@@ -2,8 +2,9 @@
 
 `train()` is one loop, top to bottom: tokenize once, bucket pairs by length, and for each batch
 run chosen and rejected through the model in one padded forward pass, in bf16 with fp32 master
-weights where the hardware has bf16. `evaluate()` reports TRL's metric names;
-`mcnemar_exact_test()` tests a new version against the published one on the same held-out pairs.
+weights where the hardware has bf16. `evaluate()` reports TRL's metric names, and the length
+statistics of `rewardtrain.length_bias` under "length"; `mcnemar_exact_test()` tests a new
+version against the published one on the same held-out pairs.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from rewardtrain.attention import ATTENTION
 from rewardtrain.config import TrainConfig
 from rewardtrain.data import PreferencePair
+from rewardtrain.length_bias import length_bias
 from rewardtrain.model import (
     InputEncoder,
     InputSpec,
@@ -406,7 +408,16 @@ def evaluate(
     encoded = scorer.encoder.encode(prompts, [pair.chosen for pair in pairs])
     encoded += scorer.encoder.encode(prompts, [pair.rejected for pair in pairs])
     scores = scorer.score_encoded(encoded, batch_size=batch_size)
-    return preference_metrics(scores[: len(pairs)], scores[len(pairs) :], pairs)
+    chosen, rejected = scores[: len(pairs)], scores[len(pairs) :]
+    return preference_metrics(chosen, rejected, pairs) | {
+        "length": length_bias(
+            chosen_rewards=chosen,
+            rejected_rewards=rejected,
+            chosen_lengths=[len(pair.chosen) for pair in pairs],
+            rejected_lengths=[len(pair.rejected) for pair in pairs],
+            ties=[pair.tie for pair in pairs],
+        )
+    }
 
 
 def preference_metrics(

@@ -71,6 +71,10 @@ _MODELS = inline_serializer(
         "losses": serializers.FloatField(),
         "ties": serializers.FloatField(),
         "battles": serializers.IntegerField(),
+        "davidson_rating": serializers.FloatField(
+            allow_null=True,
+            help_text="Under Davidson's tie model; null with style control or without a tie",
+        ),
     },
 )
 _LEADERBOARD = inline_serializer(
@@ -81,6 +85,7 @@ _LEADERBOARD = inline_serializer(
         "style": serializers.JSONField(
             help_text="controlled, coefficients: see docs/leaderboard.md"
         ),
+        "davidson": serializers.JSONField(help_text="tie_parameter: Davidson's nu, or null"),
         "bootstrap": serializers.JSONField(help_text="rounds, clusters (prompts), unit"),
         "win_probability": serializers.JSONField(help_text="models, matrix: P(row beats column)"),
         "scope": serializers.JSONField(help_text="The filters applied."),

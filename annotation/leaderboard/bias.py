@@ -45,7 +45,9 @@ def _lean(chose_more: NDArray[np.bool_], counted: NDArray[np.bool_]) -> Lean:
     return Lean(chose_more=k, judgments=n, rate=k / n, low=float(low), high=float(high))
 
 
-def _differs(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.bool_]:
+def differs_enough(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.bool_]:
+    """Where a and b differ by more than `MIN_DIFFERENCE` of the larger (the bias lens's rule,
+    which the reward model's length statistics reuse)."""
     larger = np.maximum(a, b)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (larger > 0) & (np.abs(a - b) / larger > MIN_DIFFERENCE)
@@ -70,9 +72,9 @@ def bias_leans(
     markdown_b: NDArray[np.float64],
 ) -> tuple[Lean, Lean, list[RaterLean]]:
     """Project length lean, project Markdown lean, and each rater's, for decisive judgments."""
-    long_counted = _differs(length_a, length_b)
+    long_counted = differs_enough(length_a, length_b)
     chose_longer = chose_a == (length_a > length_b)
-    md_counted = _differs(markdown_a, markdown_b)
+    md_counted = differs_enough(markdown_a, markdown_b)
     chose_more_md = chose_a == (markdown_a > markdown_b)
     project_length = _lean(chose_longer, long_counted)
     project_markdown = _lean(chose_more_md, md_counted)

@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 from scipy.special import expit
 
 from annotation.leaderboard.bootstrap import bootstrap_rounds, design_for, full_fit
+from annotation.leaderboard.davidson import DavidsonFit, davidson_fit
 from annotation.leaderboard.model import RIDGE, Battles, FitError
 
 __all__ = ["RIDGE", "Battles", "FitError", "Leaderboard", "ModelRating", "leaderboard_fit"]
@@ -50,6 +51,7 @@ class ModelRating:
     losses: float
     ties: float
     battles: int
+    davidson_rating: float | None = None  # under Davidson's tie model, raw fits with a tie only
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,6 +65,7 @@ class Leaderboard:
     observed_win_rate: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 0)))
     battle_counts: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 0)))
     order: list[str] = field(default_factory=list)  # model names, as the matrices' rows
+    tie_parameter: float | None = None  # Davidson's nu, where its ratings are given
 
 
 def _ranks(ratings: NDArray[np.float64]) -> NDArray[np.int64]:
@@ -91,6 +94,13 @@ def _records(battles: Battles) -> tuple[NDArray[Any], ...]:
     return wins, losses, ties, won, count
 
 
+def _davidson(battles: Battles, style_control: bool) -> DavidsonFit | None:
+    """Davidson's fit beside the raw ratings (it has no style covariates), where a tie exists."""
+    if style_control or battles.ties.sum() == 0:
+        return None
+    return davidson_fit(battles)
+
+
 def leaderboard_fit(
     battles: Battles, *, rounds: int = 1000, style_control: bool = False, seed: int = 0
 ) -> Leaderboard:
@@ -110,6 +120,8 @@ def leaderboard_fit(
     rank_low, rank_high = np.percentile(_ranks(beta_samples), [2.5, 97.5], axis=0)
     wins, losses, ties, won, count = _records(battles)
     order = np.argsort(-ratings, kind="stable")
+    davidson = _davidson(battles, use_style)
+    davidson_ratings = None if davidson is None else MEAN_RATING + SCALE * davidson.strengths
     rows = [
         ModelRating(
             model=battles.models[i],
@@ -122,6 +134,7 @@ def leaderboard_fit(
             losses=float(losses[i]),
             ties=float(ties[i]),
             battles=round(float(wins[i] + losses[i] + ties[i])),
+            davidson_rating=None if davidson_ratings is None else float(davidson_ratings[i]),
         )
         for i in order
     ]
@@ -150,4 +163,5 @@ def leaderboard_fit(
         observed_win_rate=observed[np.ix_(order, order)],
         battle_counts=count[np.ix_(order, order)],
         order=[battles.models[i] for i in order],
+        tie_parameter=None if davidson is None else davidson.tie_parameter,
     )

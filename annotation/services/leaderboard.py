@@ -113,6 +113,9 @@ def leaderboard_as_json(board: Leaderboard | None, *, scope: LeaderboardScope) -
                 "losses": row.losses,
                 "ties": row.ties,
                 "battles": row.battles,
+                "davidson_rating": (
+                    None if row.davidson_rating is None else round(row.davidson_rating, 2)
+                ),
             }
             for row in board.ratings
         ],
@@ -129,6 +132,11 @@ def leaderboard_as_json(board: Leaderboard | None, *, scope: LeaderboardScope) -
                 }
                 for effect in board.style
             ],
+        },
+        "davidson": {
+            "tie_parameter": (
+                None if board.tie_parameter is None else round(board.tie_parameter, 4)
+            ),
         },
         "bootstrap": {"rounds": board.rounds, "clusters": board.clusters, "unit": "prompt"},
         "win_probability": {

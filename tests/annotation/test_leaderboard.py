@@ -205,12 +205,16 @@ def test_the_csv_holds_one_row_per_model_and_guards_formulas(client, project, le
 def test_the_api_answers_the_documented_shape(client, project, lead, arena):
     login(client, lead)
     body = client.get(f"/api/v1/projects/{project.slug}/leaderboard/?style_control=true").json()
-    assert set(body) == {"models", "battles", "style", "bootstrap", "win_probability", "scope"}
+    assert set(body) == {
+        "models", "battles", "style", "davidson", "bootstrap", "win_probability", "scope",
+    }  # fmt: skip
     first = body["models"][0]
     assert set(first) == {
         "model", "rating", "ci_low", "ci_high", "rank", "rank_ci",
-        "wins", "losses", "ties", "battles",
+        "wins", "losses", "ties", "battles", "davidson_rating",
     }  # fmt: skip
+    assert first["davidson_rating"] is None  # Davidson's model has no style covariates
+    assert body["davidson"] == {"tie_parameter": None}
     assert first["model"] == "strong"
     assert body["battles"] == 54
     assert body["style"]["controlled"] is True
@@ -218,6 +222,17 @@ def test_the_api_answers_the_documented_shape(client, project, lead, arena):
         "length", "headers", "list_items", "bold",
     ]  # fmt: skip
     assert body["bootstrap"] == {"rounds": 1000, "clusters": 18, "unit": "prompt"}
+
+
+def test_the_raw_ratings_come_with_davidsons_beside_them(client, project, lead, arena):
+    battle(arena, "strong", "weak", plain("tie", "tie"))
+    login(client, lead)
+    body = client.get(f"/api/v1/projects/{project.slug}/leaderboard/").json()
+    assert body["davidson"]["tie_parameter"] > 0
+    davidson = {row["model"]: row["davidson_rating"] for row in body["models"]}
+    assert davidson["strong"] > davidson["mid"] > davidson["weak"]
+    page = client.get(f"/p/{project.slug}/leaderboard/").content.decode()
+    assert '<th scope="col" class="num">Davidson rating</th>' in page
 
 
 def test_the_api_says_which_filter_is_wrong(client, project, lead, other_project):

@@ -254,3 +254,31 @@ def test_style_control_removes_a_pure_length_advantage():
     others = [name for name in raw if name != "model-00"]
     assert min(raw["model-00"] - raw[name] for name in others) > 50
     assert max(abs(controlled["model-00"] - controlled[name]) for name in others) < 15
+
+
+@pytest.mark.parametrize("with_style", [False, True])
+def test_chord_bootstrap_equals_refitting_every_round_with_newton(with_style):
+    """The fast bootstrap (rounds solved in blocks by the chord iteration, float32 with style
+    control) against its plain twin, each round refitted alone by the full Newton method, on the
+    same draws: 70 rounds span two blocks."""
+    from annotation.leaderboard.bootstrap import bootstrap_rounds, design_for, full_fit
+
+    rng = np.random.default_rng(7)
+    style = rng.uniform(-0.6, 0.6, (3000, 4)) if with_style else None
+    battles = simulate(
+        np.linspace(-1, 1, 8),
+        battles=3000,
+        prompts=600,
+        seed=3,
+        prompt_noise=0.5,
+        style=style,
+        gamma=np.array([0.8, 0.0, 0.3, 0.0]),
+    )
+    design = design_for(battles, style=with_style)
+    theta, hessian = full_fit(design, 8)
+    kwargs = {"m": 8, "clusters": battles.n_clusters, "rounds": 70, "seed": 5}
+    fast = bootstrap_rounds(design, theta, hessian, **kwargs)
+    plain = bootstrap_rounds(design, theta, hessian, reference=True, **kwargs)
+    assert fast.shape == plain.shape == (70, 12 if with_style else 8)
+    assert np.abs(fast[:, :8] - plain[:, :8]).max() * SCALE < 0.05  # rating points
+    assert np.abs(fast[:, 8:] - plain[:, 8:]).max(initial=0.0) < 3e-4  # log-odds

@@ -357,3 +357,35 @@ def test_a_first_run_card_reads_as_sentences_with_a_labelled_loss_chart(client, 
     for label in ("training step", "loss (nats)", "chance: ln 2 = 0.693"):
         assert f">{label}</text>" in html
     assert '<span class="tentative">not yet meaningful</span>' in html
+
+
+def test_a_run_card_says_when_the_version_may_be_learning_length(client, project, lead):
+    length = {
+        "spearman": 0.81,
+        "pairs": 40,
+        "prefers_longer": 0.95,
+        "longer_won": {"pairs": 20, "accuracy": 1.0},
+        "shorter_won": {"pairs": 20, "accuracy": 0.05},
+        "learning_length": True,
+    }
+    TrainingRun.objects.create(
+        project=project,
+        trigger="manual",
+        status="succeeded",
+        metrics={
+            "version": 1,
+            "heldout": {"accuracy": 0.525, "count": 40, "loss": 0.9, "length": length},
+            "counts": {"train_pairs": 160, "heldout_pairs": 40},
+            "compared_with": None,
+        },
+    )
+
+    html = login(client, lead).get(_page()).content.decode()
+
+    assert "<dt>Reward vs length (Spearman)</dt><dd>0.81</dd>" in html
+    assert (
+        "This model may be learning length: it beats chance only where the longer response won. "
+        "It gives the longer response the higher reward in 95% of the 40 held-out pairs whose "
+        "lengths differ by more than 10%; it is right on 100% of the 20 where the human picked "
+        "the longer response and on 5% of the 20 where they picked the shorter."
+    ) in html
