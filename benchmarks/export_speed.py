@@ -7,9 +7,9 @@ Creates the database if it is missing, migrates it, and (once; later runs reuse 
 project with PAIRS pairs judged by RATERS_PER_PAIR raters each, written with COPY: prompts,
 responses, pairs, assignments and judgments. Then it starts a real web server (gunicorn, one sync
 worker), makes one small request to warm the worker, and streams
-`GET /api/v1/projects/<slug>/export/?format=judgments` (or `--format`) with a token, while a
-thread samples the worker's resident memory every 50 ms. Prints the seconds, bytes and lines
-received, the judgment count, and the worker's RSS before and at its peak.
+`GET /api/v1/projects/<slug>/export/?format=judgments` (or `--format`, `--aggregation`) with a
+token, while a thread samples the worker's resident memory every 50 ms. Prints the seconds, bytes
+and lines received, the judgment count, and the worker's RSS before and at its peak.
 """
 
 from __future__ import annotations
@@ -171,12 +171,12 @@ def _seed(judgments: int, rng: random.Random) -> None:
             Pair,
             (
                 (q0 + i, project.id, batch.id, p0 + i, r0 + 2 * i, r0 + 2 * i + 1, f"pair-{i}",
-                 "", "", per_pair, per_pair, True, now)
+                 "{}", "", "", per_pair, per_pair, True, now)
                 for i in range(pairs)
             ),
             ["id", "project", "batch", "prompt", "response_a", "response_b", "external_id",
-             "gold_choice", "seed_choice", "judgments_needed", "judgments_count", "is_active",
-             "created_at"],
+             "metadata", "gold_choice", "seed_choice", "judgments_needed", "judgments_count",
+             "is_active", "created_at"],
         )  # fmt: skip
         _copy(
             Assignment,
@@ -217,7 +217,7 @@ def _rss_kib(pid: int) -> int:
 
 
 def _worker_of(master: int) -> int:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 300  # a loaded shared host starts it slowly
     while time.monotonic() < deadline:
         children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
         if children:
@@ -234,6 +234,9 @@ def main() -> None:
         "--format", choices=["trl", "judgments", "csv", "parquet"], default="judgments"
     )
     parser.add_argument("--table", choices=["trl", "judgments"], default="trl", help="for parquet")
+    parser.add_argument(
+        "--aggregation", choices=["majority", "weighted", "dawid_skene"], default="majority"
+    )
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         parser.error("set DATABASE_URL to a PostgreSQL database for the benchmark")
@@ -268,12 +271,12 @@ def main() -> None:
         headers = {"Authorization": f"Token {token.key}"}
         # The warm-up asks for the same format (empty), so libraries it loads (pyarrow for
         # Parquet) are in the baseline and the growth measured is the export's own.
-        query = {"format": args.format, "table": args.table}
+        query = {"format": args.format, "table": args.table, "aggregation": args.aggregation}
         for _ in range(100):
             try:
                 warm = requests.get(
                     url, params={**query, "since": "2999-01-01T00:00:00Z"},
-                    headers=headers, timeout=30,
+                    headers=headers, timeout=600,
                 )  # fmt: skip
                 break
             except requests.ConnectionError:
@@ -304,11 +307,12 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=30)
     print(
-        f"{args.format}: streamed {lines:,} lines ({expected:,} judgments), {size / 1e6:,.1f} MB "
-        f"in {seconds:.1f} s ({lines / seconds:,.0f} lines/s, {size / 1e6 / seconds:.1f} MB/s)"
+        f"{args.format} ({args.aggregation}): streamed {lines:,} lines ({expected:,} judgments), "
+        f"{size / 1e6:,.1f} MB in {seconds:.1f} s "
+        f"({lines / seconds:,.0f} lines/s, {size / 1e6 / seconds:.1f} MB/s)"
     )
     print(f"web worker RSS: {before / 1024:.0f} MiB before, {peak / 1024:.0f} MiB peak, "
-          f"growth {(peak - before) / 1024:.1f} MiB")  # fmt: skip
+          f"growth {(peak - before) / 1024:.1f} MiB; load average {os.getloadavg()}")  # fmt: skip
     wanted = {"judgments": expected, "csv": expected + 1}.get(args.format)  # CSV: a header
     if wanted is not None and lines != wanted:
         sys.exit("line count differs from the judgments in the database")

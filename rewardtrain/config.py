@@ -28,9 +28,11 @@ class TrainConfig:
     # BF16/AMX CPUs, CUDA); scoring uses bf16 autocast
     use_margin: bool = False  # subtract each pair's margin inside the loss (Llama 2 style)
     soft_labels: bool = False  # train toward each pair's p_chosen rather than 1, so a 2-1 split
-    # pushes less than a unanimous call; off until benchmarks/label_quality.py shows it helps
+    # pushes less than a unanimous call; off: benchmarks/label_quality.py measured no gain over
+    # hard labels beyond its seed-to-seed spread (docs/benchmarks_labels.md)
     tie_policy: TiePolicy = "drop"  # "model": pairs the raters called a tie are kept and pull
-    # their rewards together under Davidson's tie likelihood (rewardtrain.train.preference_loss)
+    # their rewards together under Davidson's tie likelihood (rewardtrain.train.preference_loss);
+    # "drop" stays the default for the same reason as soft_labels
     tie_weight: float = 1.0  # Davidson's nu: a tie between equal rewards has probability
     # nu / (2 + nu); 1 makes win, loss and tie equally likely between equals
     disable_dropout: bool = True  # dropout gives chosen and rejected different noise (TRL too)

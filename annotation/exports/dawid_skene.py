@@ -138,6 +138,29 @@ def _clamp(
     return where, np.eye(n_classes)[known[where]]
 
 
+def vote_counts(
+    items: NDArray[np.int64], labels: NDArray[np.int64], *, n_items: int, n_classes: int
+) -> NDArray[np.float64]:
+    """(n_items, n_classes): each item's votes per class; labels that name no class count for
+    none. The one place votes are counted: the majority rule, the peer agreement of the weighted
+    rule and Dawid-Skene's starting point all read it."""
+    counts = np.zeros((n_items, n_classes))
+    naming = labels < n_classes
+    for k in range(n_classes):
+        counts[:, k] = np.bincount(items[naming & (labels == k)], minlength=n_items)
+    return counts
+
+
+def vote_shares(
+    items: NDArray[np.int64], labels: NDArray[np.int64], *, n_items: int, n_classes: int
+) -> NDArray[np.float64]:
+    """(n_items, n_classes): each item's share of class-naming votes per class; uniform where
+    there are none."""
+    counts = vote_counts(items, labels, n_items=n_items, n_classes=n_classes)
+    total = counts.sum(axis=1, keepdims=True)
+    return np.divide(counts, total, out=np.full_like(counts, 1 / n_classes), where=total > 0)
+
+
 def _initial_posteriors(
     items: NDArray[np.int64],
     labels: NDArray[np.int64],
@@ -145,13 +168,8 @@ def _initial_posteriors(
     n_classes: int,
     clamp: tuple[NDArray[np.int64], NDArray[np.float64]] | None,
 ) -> NDArray[np.float64]:
-    """Each item's share of class-naming votes per class; uniform where there are none."""
-    shares = np.zeros((n_items, n_classes))
-    naming = labels < n_classes
-    for k in range(n_classes):
-        shares[:, k] = np.bincount(items[naming & (labels == k)], minlength=n_items)
-    total = shares.sum(axis=1, keepdims=True)
-    shares = np.divide(shares, total, out=np.full_like(shares, 1 / n_classes), where=total > 0)
+    """The vote shares, with known items at their known class."""
+    shares = vote_shares(items, labels, n_items=n_items, n_classes=n_classes)
     if clamp is not None:
         shares[clamp[0]] = clamp[1]
     return shares

@@ -26,7 +26,13 @@ from typing import Literal, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from annotation.exports.dawid_skene import UNKNOWN, DawidSkeneResult, dawid_skene
+from annotation.exports.dawid_skene import (
+    UNKNOWN,
+    DawidSkeneResult,
+    dawid_skene,
+    vote_counts,
+    vote_shares,
+)
 
 Aggregation = Literal["majority", "weighted", "dawid_skene"]
 AGGREGATIONS: tuple[Aggregation, ...] = ("majority", "weighted", "dawid_skene")
@@ -72,21 +78,13 @@ def pair_labels(
     if aggregation == "dawid_skene":
         p_a = fitted.posteriors[:, A].copy()
     elif aggregation == "weighted":
-        p_a = _weighted(pair, rater, choice, answers, n_pairs=n_pairs, n_raters=n_raters)
+        accuracy = rater_accuracy(pair, rater, choice, answers, n_pairs=n_pairs, n_raters=n_raters)
+        p_a = _weighted(pair, rater, choice, accuracy, n_pairs=n_pairs)
     else:
-        p_a = _vote_share(pair, choice, n_pairs=n_pairs)
+        p_a = vote_shares(pair, choice, n_items=n_pairs, n_classes=2)[:, A]
     is_known = answers != UNKNOWN
     p_a[is_known] = (answers[is_known] == A).astype(np.float64)
     return PairLabels(p_a=p_a, reliability=fitted)
-
-
-def _vote_share(
-    pair: NDArray[np.int64], choice: NDArray[np.int64], *, n_pairs: int
-) -> NDArray[np.float64]:
-    votes_a = np.bincount(pair[choice == A], minlength=n_pairs).astype(np.float64)
-    votes_b = np.bincount(pair[choice == B], minlength=n_pairs)
-    total = votes_a + votes_b
-    return np.divide(votes_a, total, out=np.full(n_pairs, 0.5), where=total > 0)
 
 
 def rater_accuracy(
@@ -105,10 +103,11 @@ def rater_accuracy(
     gold = known[p] != UNKNOWN
     gold_n = np.bincount(r[gold], minlength=n_raters)
     gold_right = np.bincount(r[gold], weights=c[gold] == known[p][gold], minlength=n_raters)
-    votes_a = np.bincount(p[c == A], minlength=n_pairs)[p] - (c == A)
-    votes_b = np.bincount(p[c == B], minlength=n_pairs)[p] - (c == B)
-    has_majority = votes_a != votes_b
-    agrees = (votes_a > votes_b) == (c == A)
+    votes = vote_counts(p, c, n_items=n_pairs, n_classes=2)[p]
+    others_a = votes[:, A] - (c == A)  # the other raters' votes: leave this one out
+    others_b = votes[:, B] - (c == B)
+    has_majority = others_a != others_b
+    agrees = (others_a > others_b) == (c == A)
     peer_n = np.bincount(r[has_majority], minlength=n_raters)
     peer_right = np.bincount(r[has_majority], weights=agrees[has_majority], minlength=n_raters)
     use_gold = gold_n >= MIN_GOLD
@@ -121,12 +120,11 @@ def _weighted(
     pair: NDArray[np.int64],
     rater: NDArray[np.int64],
     choice: NDArray[np.int64],
-    known: NDArray[np.int64],
+    accuracy: NDArray[np.float64],
     *,
     n_pairs: int,
-    n_raters: int,
 ) -> NDArray[np.float64]:
-    accuracy = rater_accuracy(pair, rater, choice, known, n_pairs=n_pairs, n_raters=n_raters)
+    """Each vote for a side weighs the log-odds of its rater's `accuracy`."""
     weight = np.log(accuracy / (1.0 - accuracy))
     sign = np.select([choice == A, choice == B], [1.0, -1.0], 0.0)
     log_odds = np.bincount(pair, weights=weight[rater] * sign, minlength=n_pairs)

@@ -56,6 +56,26 @@ def test_pairs_below_the_posterior_threshold_are_left_out(project, crowd):
     assert [line["prompt"] for line in kept] == ["Open?"]
 
 
+def test_p_chosen_loads_in_datasets_as_a_filter_and_as_a_margin(project, crowd, tmp_path):
+    # docs/exports.md tells TRL users to filter by p_chosen or map it onto the margin column.
+    datasets = pytest.importorskip("datasets")
+    loaded = {}
+    for rule in ("majority", "dawid_skene"):
+        path = tmp_path / f"{rule}.jsonl"
+        path.write_bytes(_export(project, format="trl", aggregation=rule))
+        loaded[rule] = datasets.load_dataset(
+            "json", data_files=str(path), split="train", cache_dir=str(tmp_path / "cache")
+        )
+    for rule, rows in loaded.items():
+        assert rows.features["p_chosen"].dtype == "float64", rule
+        assert rows.filter(lambda row: row["p_chosen"] >= 0.9).num_rows == (rule != "majority")
+    as_margin = loaded["dawid_skene"].map(lambda row: {"margin": 2 * row["p_chosen"] - 1})
+    assert as_margin[0]["chosen"] == "good"
+    assert 0.8 < as_margin[0]["margin"] <= 1.0
+    split = loaded["majority"].map(lambda row: {"margin": 2 * row["p_chosen"] - 1})
+    assert split[0]["margin"] == pytest.approx(1 / 3, abs=1e-5)  # a 2-1 vote: 2 x 2/3 - 1
+
+
 def test_the_api_takes_the_aggregation_and_defaults_to_the_project_setting(
     client, project, lead, crowd
 ):
