@@ -31,6 +31,7 @@ from annotation.selectors.people import (
     users_deactivatable_by,
 )
 from annotation.services.projects import (
+    AlreadyMember,
     InvitationInvalid,
     IssuedInvitation,
     MembershipRefused,
@@ -40,8 +41,9 @@ from annotation.services.projects import (
     invitation_check,
     invitation_create,
     invitation_revoke,
+    membership_add,
     membership_remove,
-    membership_set,
+    membership_role_set,
     token_issue,
     user_deactivate,
 )
@@ -115,15 +117,11 @@ def member_add(request: HttpRequest, slug: str) -> HttpResponse:
     if not form.is_valid():
         return _members_page(request, access, add_form=form, status=400)
     user: User = form.cleaned_data["username"]
-    existing = Membership.objects.filter(project=access.project, user=user).first()
-    if existing is not None:
-        form.add_error(
-            "username",
-            f"{user.get_username()} is already a member ({existing.get_role_display()}); "
-            "change the role in the table.",
-        )
+    try:
+        membership_add(project=access.project, user=user, role=form.cleaned_data["role"])
+    except AlreadyMember as refusal:
+        form.add_error("username", str(refusal))
         return _members_page(request, access, add_form=form, status=400)
-    membership_set(project=access.project, user=user, role=form.cleaned_data["role"])
     messages.success(request, f"{user.get_username()} added as {form.cleaned_data['role']}.")
     return _back(slug)
 
@@ -140,7 +138,9 @@ def member_role(request: HttpRequest, slug: str, membership_id: int) -> HttpResp
         messages.error(request, "Choose one of the roles: rater, lead or admin.")
         return _back(slug)
     try:
-        membership_set(project=access.project, user=membership.user, role=form.cleaned_data["role"])
+        membership_role_set(
+            project=access.project, user=membership.user, role=form.cleaned_data["role"]
+        )
     except MembershipRefused as refusal:
         messages.error(request, str(refusal))
     else:
