@@ -4,6 +4,7 @@ download the records an `on_invalid=skip` import left out."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from django.http import FileResponse
 from django.urls import reverse
@@ -16,6 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.apis.strict import StrictFieldsMixin, reject_unknown_fields
+from annotation.http import signed_in_user
 from annotation.imports.records import ImportIssue
 from annotation.models import Batch, Membership
 from annotation.selectors.access import project_access
@@ -105,8 +107,8 @@ class BatchUploadInputSerializer(StrictFieldsMixin, serializers.Serializer):
         "records import, the others are listed, counted by reason and kept for download.",
     )
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.fields["as"] = self.fields.pop("known_answers")  # keeps source="known_answers"
 
 
@@ -271,7 +273,7 @@ class BatchListCreateApi(APIView):
         try:
             checked = upload_check_and_import(
                 project=access.project,
-                user=request.user,  # type: ignore[arg-type]
+                user=signed_in_user(request),
                 fileobj=upload,
                 filename=upload.name or "upload",
                 format=data.get("format") or None,

@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from annotation.apis.strict import StrictFieldsMixin, reject_unknown_fields, unknown_fields_error
 from annotation.forms import ProjectForm
+from annotation.http import signed_in_user
 from annotation.models import Membership, Project
 from annotation.selectors.access import (
     PROJECT_CREATORS,
@@ -100,7 +101,7 @@ class ProjectListCreateApi(APIView):
 
     @extend_schema(responses=ProjectOutputSerializer(many=True))
     def get(self, request: Request) -> Response:
-        projects = project_list_for(user=request.user)  # type: ignore[arg-type]
+        projects = project_list_for(user=signed_in_user(request))
         return Response(ProjectOutputSerializer(projects, many=True).data)
 
     @extend_schema(request=ProjectInputSerializer, responses={201: ProjectOutputSerializer})
@@ -112,8 +113,9 @@ class ProjectListCreateApi(APIView):
             )
         serializer = ProjectInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        project = project_create(created_by=request.user, **serializer.validated_data)  # type: ignore[arg-type]
-        project.my_role = Membership.Role.ADMIN  # type: ignore[attr-defined]
+        project = project_create(created_by=signed_in_user(request), **serializer.validated_data)
+        role = Membership.Role.ADMIN
+        project.my_role = role  # type: ignore[attr-defined]  # what project_list_for annotates
         return Response(ProjectOutputSerializer(project).data, status=status.HTTP_201_CREATED)
 
 
@@ -221,7 +223,7 @@ class UserTokenIssueApi(APIView):
         user = get_object_or_404(User, id=user_id)
         reject_unknown_fields(request.data)
         try:
-            token = token_issue(user=user, by=request.user)  # type: ignore[arg-type]
+            token = token_issue(user=user, by=signed_in_user(request))
         except UserManagementRefused as refusal:
             return Response({"detail": str(refusal)}, status=status.HTTP_403_FORBIDDEN)
         return Response({"token": token.key}, status=status.HTTP_201_CREATED)
