@@ -7,7 +7,7 @@ dashboard, the API and the stored reports share.
 
 Every coefficient is a function of a count table (pairs x categories) built with one
 ``np.bincount``, and of pairs of judgments of the same pair; nothing loops over pairs or raters in
-Python. A million judgments take well under a second (see benchmarks/agreement.py).
+Python (timings: docs/benchmarks_agreement.md).
 
 Conventions the dashboard relies on:
 
@@ -392,7 +392,7 @@ def _group_medians(group: IntArray, values: FloatArray, n_groups: int) -> FloatA
     present = ~np.isnan(values)
     group, values = group[present], values[present]
     by_value = np.argsort(values)
-    # A stable sort of 16-bit keys is a radix sort: much faster than lexsort on a million rows.
+    # A stable sort of 16-bit keys is a radix sort, linear in the rows, unlike lexsort.
     key = group[by_value]
     if n_groups <= np.iinfo(np.int16).max:
         key = key.astype(np.int16)
@@ -537,8 +537,8 @@ def bootstrap_intervals(
     Every headline coefficient depends on the pairs only through the multiset of their count rows
     (choices, and signed strengths). Pairs are therefore grouped by distinct row (a few hundred
     kinds for three raters), and a resample is one multinomial draw of how many times each kind is
-    picked, which is exactly a resample of pairs with replacement. 1,000 resamples of 330,000
-    pairs cost milliseconds, so the default need not shrink on big projects.
+    picked, which is exactly a resample of pairs with replacement. A resample costs a draw over
+    the kinds, not a pass over the pairs, so the default need not shrink on big projects.
     """
     codes, domain = _value_codes(arrays.signed_strength)
     kinds = domain.size + 1  # the last one is "no value" (both_bad)

@@ -3,8 +3,8 @@
 The metrics (annotation.agreement.metrics) need one flat array per column. On PostgreSQL the
 judgments stream out with a binary ``COPY ... TO STDOUT``: every column is cast to a fixed-width
 integer, so each row has the same length and the whole buffer becomes a numpy record array in one
-``np.frombuffer``, with no Python object per row. A million judgments read in well under a
-second (docs/benchmarks_agreement.md). Other databases (the embedded SQLite default) take the
+``np.frombuffer``, with no Python object per row (timings: docs/benchmarks_agreement.md).
+Other databases (the embedded SQLite default) take the
 portable path: ``values_list`` rows in chunks, gathered with ``np.fromiter``.
 """
 

@@ -15,7 +15,8 @@ bytes; the `trl` stream aggregates votes per pair in SQL and fetches texts a chu
 time, so nothing grows with the size of the project, with one exception: a `trl` export under
 the `weighted` or `dawid_skene` rule, and every `judgments` export (for each rater's estimated
 accuracy), first read the snapshot's judgments as integer arrays and aggregate them
-(annotation.selectors.labels: about 80 MB at the peak for a million judgments, then freed).
+(annotation.selectors.labels: memory linear in the judgments, then freed; figures in
+docs/exports.md).
 """
 
 from __future__ import annotations

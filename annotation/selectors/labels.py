@@ -2,8 +2,8 @@
 
 The estimate is over every judgment handed in (all pairs, gold included, since gold answers
 anchor the raters' confusion matrices); callers then pick the pairs they export or train on.
-Memory: the judgments are read in one pass into integer arrays and fitted there; a million
-judgments peak at about 80 MB (numpy), freed when the estimate is.
+Memory: the judgments are read in one pass into integer arrays (three per judgment) and fitted
+there, freed when the estimate is (figures in docs/exports.md).
 """
 
 from __future__ import annotations

@@ -190,7 +190,8 @@ def batch_import(
 
 
 def _sha256_of(fileobj: BinaryIO, limits: ImportLimits) -> str:
-    """The upload's sha256 (a fast pass: hashing is some 100 times cheaper than parsing)."""
+    """The upload's sha256, in a pass of its own: hashing costs far less than parsing, and a
+    duplicate file is recognised before any of it is parsed."""
     digest = hashlib.sha256()
     size = 0
     while block := fileobj.read(1024 * 1024):
