@@ -1,5 +1,6 @@
 """The Celery app: configured from Django settings (CELERY_*), tasks found in the apps."""
 
+import importlib
 import logging
 import os
 from pathlib import Path
@@ -36,6 +37,8 @@ def enqueue_on_commit(task: Any, *args: Any) -> None:
     """
 
     if isinstance(task, str):
+        # The task's module registers it on import; the web process may not have imported it.
+        importlib.import_module(task.rpartition(".")[0])
         task = app.tasks[task]
 
     def send() -> None:
