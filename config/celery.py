@@ -1,5 +1,6 @@
 """The Celery app: configured from Django settings (CELERY_*), tasks found in the apps."""
 
+import importlib
 import logging
 import os
 from pathlib import Path
@@ -28,9 +29,17 @@ def _make_broker_folders(sender: Celery, **kwargs: Any) -> None:
 def enqueue_on_commit(task: Any, *args: Any) -> None:
     """Send `task` once the current transaction commits, never blocking on a dead broker.
 
+    `task` is a task or a registered task's name: services name the tasks they send rather than
+    import the task modules that import them. A name is looked up now, so a wrong one fails here.
+
     With Redis down the user's request must still succeed (votes and imports live in PostgreSQL):
     a failed send is logged, and the periodic tasks of beat pick the work up later.
     """
+
+    if isinstance(task, str):
+        # The task's module registers it on import; the web process may not have imported it.
+        importlib.import_module(task.rpartition(".")[0])
+        task = app.tasks[task]
 
     def send() -> None:
         try:

@@ -64,3 +64,24 @@ def test_the_import_linter_contracts_hold():
         [str(lint_imports), "--no-cache"], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_task_names_services_send_are_the_tasks_names():
+    """Services send annotation tasks by name (annotation.task_names) so that they never import
+    the task module; each name must be a registered task's, found in a fresh process (the web's)
+    that has not imported annotation.tasks yet."""
+    code = (
+        "import sys, django; django.setup(); "
+        "from unittest import mock; "
+        "from annotation import task_names; "
+        "from config.celery import enqueue_on_commit; "
+        "assert 'annotation.tasks' not in sys.modules; "
+        "names = (task_names.BATCH_IMPORT_RUN, task_names.PROJECT_STATS_REFRESH); "
+        "patched = mock.patch('django.db.transaction.on_commit'); "
+        "patched.start(); [enqueue_on_commit(name, 1) for name in names]; patched.stop(); "
+        "from annotation import tasks; "
+        "assert tasks.batch_import_run.name == task_names.BATCH_IMPORT_RUN; "
+        "assert tasks.project_stats_refresh.name == task_names.PROJECT_STATS_REFRESH"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT)

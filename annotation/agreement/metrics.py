@@ -7,7 +7,7 @@ dashboard, the API and the stored reports share.
 
 Every coefficient is a function of a count table (pairs x categories) built with one
 ``np.bincount``, and of pairs of judgments of the same pair; nothing loops over pairs or raters in
-Python. A million judgments take well under a second (see benchmarks/agreement.py).
+Python (timings: docs/benchmarks_agreement.md).
 
 Conventions the dashboard relies on:
 
@@ -392,7 +392,7 @@ def _group_medians(group: IntArray, values: FloatArray, n_groups: int) -> FloatA
     present = ~np.isnan(values)
     group, values = group[present], values[present]
     by_value = np.argsort(values)
-    # A stable sort of 16-bit keys is a radix sort: much faster than lexsort on a million rows.
+    # A stable sort of 16-bit keys is a radix sort, linear in the rows, unlike lexsort.
     key = group[by_value]
     if n_groups <= np.iinfo(np.int16).max:
         key = key.astype(np.int16)
@@ -426,36 +426,10 @@ def rater_stats(
       ``low_agreement`` compare with the thresholds when given (never flagged without data).
     """
     n_raters = arrays.n_raters
-    rater = arrays.rater
-
-    def per_rater(weights: ArrayLike) -> FloatArray:
-        counts = np.bincount(rater, weights=np.asarray(weights, np.float64), minlength=n_raters)
-        return counts.astype(np.float64)
-
-    judgments = np.bincount(rater, minlength=n_raters)
-    share, has_others = others_mode_share(arrays)
-    scored = per_rater(has_others)
-    scored_share = share * has_others[:, np.newaxis]
-    own = np.bincount(
-        rater * 4 + arrays.choice, weights=has_others.astype(np.float64), minlength=n_raters * 4
-    ).reshape(n_raters, 4)
-    mode = np.stack([per_rater(scored_share[:, k]) for k in range(4)], axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        agreement = per_rater(scored_share[np.arange(len(arrays)), arrays.choice]) / scored
-        chance = (own * mode).sum(axis=1) / scored**2
-        kappa = (agreement - chance) / (1.0 - chance)
-
-        has_gold = arrays.gold >= 0
-        gold_judgments = per_rater(has_gold)
-        gold_accuracy = per_rater(has_gold & (arrays.choice == arrays.gold)) / gold_judgments
-
-        decisive = per_rater(arrays.left_chosen >= 0)
-        left = per_rater(arrays.left_chosen == 1)
-        left_rate = left / decisive
-        tie_rate = per_rater(arrays.choice == TIE) / judgments
-        both_bad_rate = per_rater(arrays.choice == BOTH_BAD) / judgments
-    left_low, left_high = wilson_interval(left, decisive)
-    median_ms = _group_medians(rater, arrays.duration_ms, n_raters)
+    judgments = np.bincount(arrays.rater, minlength=n_raters)
+    with_others = _agreement_with_others(arrays)
+    choices = _choice_rates(arrays, judgments)
+    median_ms = _group_medians(arrays.rater, arrays.duration_ms, n_raters)
 
     def below(values: FloatArray, threshold: float | None) -> BoolArray:
         if threshold is None:
@@ -464,21 +438,71 @@ def rater_stats(
 
     return {
         "judgments": judgments,
+        **with_others,
+        **choices,
+        "median_duration_ms": median_ms,
+        "too_fast": below(median_ms, too_fast_ms),
+        "low_gold_accuracy": below(choices["gold_accuracy"], min_gold_accuracy),
+        "low_agreement": below(with_others["agreement_with_others"], min_agreement),
+    }
+
+
+def _per_rater(arrays: JudgmentArrays, weights: ArrayLike) -> FloatArray:
+    """The sum of a per-judgment column by dense rater index."""
+    counts = np.bincount(
+        arrays.rater, weights=np.asarray(weights, np.float64), minlength=arrays.n_raters
+    )
+    return counts.astype(np.float64)
+
+
+def _agreement_with_others(arrays: JudgmentArrays) -> dict[str, NDArray[Any]]:
+    """``scored_judgments``, ``agreement_with_others`` and ``kappa_with_others`` by rater."""
+    n_raters = arrays.n_raters
+    share, has_others = others_mode_share(arrays)
+    scored = _per_rater(arrays, has_others)
+    scored_share = share * has_others[:, np.newaxis]
+    own = np.bincount(
+        arrays.rater * 4 + arrays.choice,
+        weights=has_others.astype(np.float64),
+        minlength=n_raters * 4,
+    ).reshape(n_raters, 4)
+    mode = np.stack([_per_rater(arrays, scored_share[:, k]) for k in range(4)], axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        matched = _per_rater(arrays, scored_share[np.arange(len(arrays)), arrays.choice])
+        agreement = matched / scored
+        chance = (own * mode).sum(axis=1) / scored**2
+        kappa = (agreement - chance) / (1.0 - chance)
+    return {
         "scored_judgments": scored.astype(np.int64),
         "agreement_with_others": agreement,
         "kappa_with_others": kappa,
+    }
+
+
+def _choice_rates(arrays: JudgmentArrays, judgments: IntArray) -> dict[str, NDArray[Any]]:
+    """Gold accuracy, position bias (left rate with its interval) and tie and both-bad rates."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        has_gold = arrays.gold >= 0
+        gold_judgments = _per_rater(arrays, has_gold)
+        right = _per_rater(arrays, has_gold & (arrays.choice == arrays.gold))
+        decisive = _per_rater(arrays, arrays.left_chosen >= 0)
+        left = _per_rater(arrays, arrays.left_chosen == 1)
+        rates = {
+            "gold_accuracy": right / gold_judgments,
+            "left_rate": left / decisive,
+            "tie_rate": _per_rater(arrays, arrays.choice == TIE) / judgments,
+            "both_bad_rate": _per_rater(arrays, arrays.choice == BOTH_BAD) / judgments,
+        }
+    left_low, left_high = wilson_interval(left, decisive)
+    return {
         "gold_judgments": gold_judgments.astype(np.int64),
-        "gold_accuracy": gold_accuracy,
+        "gold_accuracy": rates["gold_accuracy"],
         "decisive_judgments": decisive.astype(np.int64),
-        "left_rate": left_rate,
+        "left_rate": rates["left_rate"],
         "left_rate_low": left_low,
         "left_rate_high": left_high,
-        "tie_rate": tie_rate,
-        "both_bad_rate": both_bad_rate,
-        "median_duration_ms": median_ms,
-        "too_fast": below(median_ms, too_fast_ms),
-        "low_gold_accuracy": below(gold_accuracy, min_gold_accuracy),
-        "low_agreement": below(agreement, min_agreement),
+        "tie_rate": rates["tie_rate"],
+        "both_bad_rate": rates["both_bad_rate"],
     }
 
 
@@ -513,8 +537,8 @@ def bootstrap_intervals(
     Every headline coefficient depends on the pairs only through the multiset of their count rows
     (choices, and signed strengths). Pairs are therefore grouped by distinct row (a few hundred
     kinds for three raters), and a resample is one multinomial draw of how many times each kind is
-    picked, which is exactly a resample of pairs with replacement. 1,000 resamples of 330,000
-    pairs cost milliseconds, so the default need not shrink on big projects.
+    picked, which is exactly a resample of pairs with replacement. A resample costs a draw over
+    the kinds, not a pass over the pairs, so the default need not shrink on big projects.
     """
     codes, domain = _value_codes(arrays.signed_strength)
     kinds = domain.size + 1  # the last one is "no value" (both_bad)
@@ -590,6 +614,50 @@ def agreement_summary(
     dict per dense rater index, see :func:`rater_stats`); ``pair_agreement`` (how many pairs reach
     each share of agreeing rater pairs).
     """
+    stats = rater_stats(
+        arrays,
+        too_fast_ms=too_fast_ms,
+        min_gold_accuracy=min_gold_accuracy,
+        min_agreement=min_agreement,
+    )
+    columns = {name: _json_value(column) for name, column in stats.items()}
+    matrices = rater_pairs(arrays, min_overlap=min_overlap)
+    return {
+        "counts": _counts(arrays),
+        "coefficients": {
+            name: {key: _json_value(value) for key, value in entry.items()}
+            for name, entry in _coefficients(arrays, resamples=resamples, seed=seed).items()
+        },
+        "bootstrap": {"resamples": resamples, "confidence": 0.95, "seed": seed, "unit": "pair"},
+        "rater_pairs": {
+            "min_overlap": min_overlap,
+            "overlap": _json_value(matrices.overlap),
+            "agreement": _json_value(matrices.agreement),
+            "kappa": _json_value(matrices.kappa),
+        },
+        "raters": [
+            {"rater": index, **{name: column[index] for name, column in columns.items()}}
+            for index in range(arrays.n_raters)
+        ],
+        "pair_agreement": _pair_agreement_levels(arrays),
+    }
+
+
+def _counts(arrays: JudgmentArrays) -> dict[str, int]:
+    judged_pairs = np.bincount(arrays.pair, minlength=arrays.n_pairs)
+    return {
+        "judgments": len(arrays),
+        "pairs": int((judged_pairs > 0).sum()),
+        "pairs_judged_twice_or_more": int((judged_pairs >= 2).sum()),
+        "raters": int(np.unique(arrays.rater).size),
+    }
+
+
+def _coefficients(
+    arrays: JudgmentArrays, *, resamples: int, seed: int
+) -> dict[str, dict[str, Any]]:
+    """Each headline coefficient with its bootstrap interval, and the overall left rate with
+    its Wilson interval."""
     pair, choice = arrays.pair, arrays.choice
     point = {
         "percent_agreement": percent_agreement(pair, choice),
@@ -612,45 +680,15 @@ def agreement_summary(
         "low": float(left_low),
         "high": float(left_high),
     }
+    return coefficients
 
-    per_pair = pair_agreement(pair, choice)
+
+def _pair_agreement_levels(arrays: JudgmentArrays) -> list[dict[str, Any]]:
+    """How many pairs reach each share of agreeing rater pairs (pairs judged once left out)."""
+    per_pair = pair_agreement(arrays.pair, arrays.choice)
     per_pair = per_pair[~np.isnan(per_pair)]
     levels, pairs_at = np.unique(np.round(per_pair, 4), return_counts=True)
-    judged_pairs = np.bincount(pair, minlength=arrays.n_pairs)
-
-    stats = rater_stats(
-        arrays,
-        too_fast_ms=too_fast_ms,
-        min_gold_accuracy=min_gold_accuracy,
-        min_agreement=min_agreement,
-    )
-    columns = {name: _json_value(column) for name, column in stats.items()}
-    raters = [
-        {"rater": index, **{name: column[index] for name, column in columns.items()}}
-        for index in range(arrays.n_raters)
+    return [
+        {"agreement": float(level), "pairs": int(count)}
+        for level, count in zip(levels, pairs_at, strict=True)
     ]
-    matrices = rater_pairs(arrays, min_overlap=min_overlap)
-    return {
-        "counts": {
-            "judgments": len(arrays),
-            "pairs": int((judged_pairs > 0).sum()),
-            "pairs_judged_twice_or_more": int((judged_pairs >= 2).sum()),
-            "raters": int(np.unique(arrays.rater).size),
-        },
-        "coefficients": {
-            name: {key: _json_value(value) for key, value in entry.items()}
-            for name, entry in coefficients.items()
-        },
-        "bootstrap": {"resamples": resamples, "confidence": 0.95, "seed": seed, "unit": "pair"},
-        "rater_pairs": {
-            "min_overlap": min_overlap,
-            "overlap": _json_value(matrices.overlap),
-            "agreement": _json_value(matrices.agreement),
-            "kappa": _json_value(matrices.kappa),
-        },
-        "raters": raters,
-        "pair_agreement": [
-            {"agreement": float(level), "pairs": int(count)}
-            for level, count in zip(levels, pairs_at, strict=True)
-        ],
-    }

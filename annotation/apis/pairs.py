@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.apis.strict import StrictFieldsMixin, reject_unknown_fields
+from annotation.http import signed_in_user
 from annotation.models import Adjudication, Membership, Pair
 from annotation.selectors.access import project_access
 from annotation.selectors.pair_order import MODEL_DISAGREEMENT, ORDERINGS
@@ -242,7 +243,7 @@ class PairAdjudicationApi(APIView):
             adjudication = pair_adjudicate(
                 project=access.project,
                 pair_id=pair_id,
-                decided_by=request.user,  # type: ignore[arg-type]
+                decided_by=signed_in_user(request),
                 decision=body.validated_data["decision"],
                 note=body.validated_data["note"],
             )
@@ -268,7 +269,7 @@ class PairAdjudicationApi(APIView):
             adjudication = adjudication_undo(
                 project=access.project,
                 pair_id=pair_id,
-                undone_by=request.user,  # type: ignore[arg-type]
+                undone_by=signed_in_user(request),
             )
         except Pair.DoesNotExist:
             raise Http404("No such pair in this project.") from None

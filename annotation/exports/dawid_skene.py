@@ -18,7 +18,7 @@ confusion row (`smoothing` pseudo-judgments per cell, plus `diagonal` on the cor
 MAP estimate, so that one judgment never makes a rater perfectly reliable or perfectly wrong.
 
 Everything is vectorised with numpy: one pass is a handful of `np.bincount`s over the judgments,
-so a million judgments take well under a second per pass (benchmarks/label_quality.py).
+linear in their number, with no Python loop over them (timings: docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -252,6 +252,49 @@ def _events(upload: Upload, state: FileState) -> Iterator[Record | ImportIssue |
         yield replace(exc.issue, fatal=True)
 
 
+@dataclass
+class _ScanTally:
+    """What a scan found so far: counts of everything, and the first `max_errors` errors and
+    warnings and `max_samples` records (bounded whatever the file's size)."""
+
+    limits: ImportLimits
+    container: Container | None = None
+    errors: list[ImportIssue] = field(default_factory=list)
+    warnings: list[ImportIssue] = field(default_factory=list)
+    error_count: int = 0
+    warning_count: int = 0
+    record_count: int = 0
+    response_count: int = 0
+    samples: list[Record] = field(default_factory=list)
+    skipped: SkipTally = field(default_factory=SkipTally)
+
+    def add(self, event: str | Rejected | ImportIssue | Record) -> None:
+        if isinstance(event, str):
+            self.container = _CONTAINERS[event]
+        elif isinstance(event, Rejected):
+            self.skipped.rejected()
+        elif isinstance(event, ImportIssue) and event.warning:
+            self.warning_count += 1
+            if len(self.warnings) < self.limits.max_errors:
+                self.warnings.append(event)
+        elif isinstance(event, ImportIssue):
+            self.error_count += 1
+            self.skipped.issue(event)
+            if len(self.errors) < self.limits.max_errors:
+                self.errors.append(event)
+        else:
+            self.record_count += 1
+            self.response_count += _response_count(event)
+            if len(self.samples) < self.limits.max_samples:
+                self.samples.append(event)
+
+    def add_repeats(self, repeats: list[ImportIssue]) -> None:
+        """Warnings about records that repeat the project's pairs, merged in line order."""
+        self.warning_count += len(repeats)
+        merged = sorted(self.warnings + repeats, key=lambda issue: issue.line or 0)
+        self.warnings = merged[: self.limits.max_errors]
+
+
 def scan(
     fileobj: BinaryIO,
     *,
@@ -266,52 +309,28 @@ def scan(
     warnings too."""
     state = FileState(_format_arg(format), limits=limits)
     upload = Upload(fileobj, limits=limits)
-    container: Container | None = None
-    errors: list[ImportIssue] = []
-    warnings: list[ImportIssue] = []
-    error_count = warning_count = record_count = response_count = 0
-    samples: list[Record] = []
-    skipped = SkipTally()
+    tally = _ScanTally(limits)
     for event in _events(upload, state):
-        if isinstance(event, str):
-            container = _CONTAINERS[event]
-        elif isinstance(event, Rejected):
-            skipped.rejected()
-        elif isinstance(event, ImportIssue) and event.warning:
-            warning_count += 1
-            if len(warnings) < limits.max_errors:
-                warnings.append(event)
-        elif isinstance(event, ImportIssue):
-            error_count += 1
-            skipped.issue(event)
-            if len(errors) < limits.max_errors:
-                errors.append(event)
-        elif not isinstance(event, str):
-            record_count += 1
-            response_count += _response_count(event)
-            if len(samples) < limits.max_samples:
-                samples.append(event)
+        tally.add(event)
     sha256 = upload.finish()
     if known_pairs is not None and (repeats := state.project_repeats(known_pairs)):
-        warning_count += len(repeats)
-        warnings = sorted(warnings + repeats, key=lambda issue: issue.line or 0)
-        del warnings[limits.max_errors :]
+        tally.add_repeats(repeats)
     return ScanResult(
         filename=filename,
         sha256=sha256,
         size_bytes=upload.size,
         compressed=upload.compressed,
-        container=container,
+        container=tally.container,
         format=state.format,
-        record_count=record_count,
-        response_count=response_count,
-        errors=tuple(errors),
-        error_count=error_count,
-        samples=tuple(samples),
+        record_count=tally.record_count,
+        response_count=tally.response_count,
+        errors=tuple(tally.errors),
+        error_count=tally.error_count,
+        samples=tuple(tally.samples),
         extra_keys=tuple(sorted(state.extra_keys)),
-        warnings=tuple(warnings),
-        warning_count=warning_count,
-        skipped=skipped,
+        warnings=tuple(tally.warnings),
+        warning_count=tally.warning_count,
+        skipped=tally.skipped,
     )
 
 

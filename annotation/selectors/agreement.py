@@ -3,8 +3,8 @@
 The metrics (annotation.agreement.metrics) need one flat array per column. On PostgreSQL the
 judgments stream out with a binary ``COPY ... TO STDOUT``: every column is cast to a fixed-width
 integer, so each row has the same length and the whole buffer becomes a numpy record array in one
-``np.frombuffer``, with no Python object per row. A million judgments read in well under a
-second (docs/benchmarks_agreement.md). Other databases (the embedded SQLite default) take the
+``np.frombuffer``, with no Python object per row (timings: docs/benchmarks_agreement.md).
+Other databases (the embedded SQLite default) take the
 portable path: ``values_list`` rows in chunks, gathered with ``np.fromiter``.
 """
 
@@ -259,8 +259,8 @@ def agreement_trend(*, project: Project, scope: AgreementScope) -> list[TrendPoi
     paths = {key: KT(f"metrics__coefficients__{key}__value") for key in TREND_KEYS}
     reports = AgreementReport.objects.filter(project=project, scope=scope.as_json())
     newest = reports.order_by("-created_at", "-id").values("created_at", "judgments", **paths)
-    # The stubs' TypedDict for values() does not know the KT() keys.
-    rows: list[dict[str, Any]] = list(newest[:TREND_POINTS])  # type: ignore[arg-type]
+    page = newest[:TREND_POINTS]
+    rows: list[dict[str, Any]] = list(page)  # type: ignore[arg-type]  # stubs miss the KT() keys
     return [
         TrendPoint(
             created_at=row["created_at"],

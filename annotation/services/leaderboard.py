@@ -1,7 +1,8 @@
 """The leaderboard, computed on demand and kept a short while in the cache.
 
-A leaderboard of a large project takes seconds (docs/benchmarks.md), so the page, the API and
-the command share one cached result per project and filters for `CACHE_SECONDS`. The cache key
+A leaderboard of a large project is slow to compute (figures: docs/benchmarks.md), so the
+page, the API and the command share one cached result per project and filters for
+`CACHE_SECONDS`. The cache key
 also holds the project's newest judgment id and its judgment count, so a new judgment or an undo
 makes the next request recompute at once; the time limit only bounds how long an unused result
 takes memory. With the default (per process) cache each web process computes its own copy.
@@ -81,8 +82,9 @@ def leaderboard_compute(
 ) -> Leaderboard | None:
     """The project's leaderboard in `scope`, or None when fewer than two models battled."""
     key = _cache_key(project, scope, style_control, rounds) if use_cache else ""
-    if use_cache and (cached := cache.get(key)) is not None:
-        return cached  # type: ignore[no-any-return]
+    cached: Leaderboard | None = cache.get(key) if use_cache else None
+    if cached is not None:
+        return cached
     if style_control:
         response_styles_fill(project=project)
     battles = leaderboard_battles(project=project, scope=scope)

@@ -492,7 +492,15 @@ class OrmWriter:
         return lookup() if new else existing
 
 
-def writer_for(*, project: Project, batch: Batch) -> CopyWriter | OrmWriter:
-    if connection.vendor == "postgresql":
+def writer_for(
+    *, project: Project, batch: Batch, use_copy: bool | None = None
+) -> CopyWriter | OrmWriter:
+    """The writer of an import. OrmWriter is the reference and runs on any database; CopyWriter
+    is its PostgreSQL twin (COPY), chosen by `use_copy` (None: wherever PostgreSQL is).
+    tests/annotation/test_import_writers.py imports the same files through both and compares
+    the rows they store."""
+    if use_copy is None:
+        use_copy = connection.vendor == "postgresql"
+    if use_copy:
         return CopyWriter(project=project, batch=batch)
     return OrmWriter(project=project, batch=batch)
