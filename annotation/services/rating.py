@@ -97,12 +97,15 @@ _ORDER = {
     Project.AssignmentOrder.FILL_FIRST: "ORDER BY p.judgments_count DESC, p.id",
     Project.AssignmentOrder.RANDOM: "ORDER BY random()",
 }
-# SQLite (the embedded default) has no row locks: its IMMEDIATE transactions take the database's
-# write lock at BEGIN (settings.DATABASES), which serialises the engine there instead.
+# Raters lock a candidate without waiting for each other, and wait only when every open pair is
+# locked. SQLite (the embedded default) has no row locks: its IMMEDIATE transactions take the
+# database's write lock at BEGIN (settings.DATABASES), which serialises the engine there instead.
+_SKIP_LOCKED = "FOR NO KEY UPDATE OF p SKIP LOCKED"
+_WAIT_LOCKED = "FOR NO KEY UPDATE OF p"
 _CANDIDATE_SQL = {
     (order, lock): f"SELECT {_SHOWN_COLUMNS} {_OPEN_PAIRS} {by} LIMIT 1 {lock}"
     for order, by in _ORDER.items()
-    for lock in ("FOR NO KEY UPDATE OF p SKIP LOCKED", "FOR NO KEY UPDATE OF p", "")
+    for lock in (_SKIP_LOCKED, _WAIT_LOCKED, "")
 }
 # A select list of its own: PostgreSQL accepts an empty one, SQLite does not.
 _ANY_OPEN_SQL = f"SELECT EXISTS (SELECT 1 {_OPEN_PAIRS})"
@@ -120,16 +123,15 @@ _COUNT_SQL = f"""
     RETURNING judgments_count, judgments_needed
 """  # noqa: S608
 _CLOSE_SQL = f"UPDATE {_ASSIGNMENT} SET status = 'done' WHERE id = %(assignment)s"  # noqa: S608
-_JUDGE_SQL = f"""
-    INSERT INTO {_JUDGMENT} (
-      pair_id, rater_id, assignment_id, choice, strength, criteria, rationale, swapped,
-      duration_ms, active_ms, idempotency_key, request_fingerprint, created_at
-    ) VALUES (
-      %(pair)s, %(rater)s, %(assignment)s, %(choice)s, %(strength)s, %(criteria)s,
-      %(rationale)s, %(swapped)s, %(duration_ms)s, %(active_ms)s, %(idempotency_key)s,
-      %(fingerprint)s, %(created_at)s
-    ) RETURNING id
-"""  # noqa: S608
+# Every concrete field of Judgment but its id, in model order: a field added to the model is
+# inserted here without editing SQL (its value comes from the Judgment built in _judgment_of, so a
+# model default applies). The reference is Judgment.save(); test_engine_twins.py compares them.
+_JUDGE_FIELDS = tuple(f for f in Judgment._meta.concrete_fields if not f.primary_key)
+_JUDGE_COLUMNS = ", ".join(f'"{f.column}"' for f in _JUDGE_FIELDS)  # quoted: any name is safe
+_JUDGE_SQL = (
+    f"INSERT INTO {_JUDGMENT} ({_JUDGE_COLUMNS}) "  # noqa: S608
+    f"VALUES ({', '.join(['%s'] * len(_JUDGE_FIELDS))}) RETURNING id"
+)
 # Run under the pair's lock, in a statement of its own: see the module docstring. The pair row it
 # reads cannot change meanwhile (we hold its lock), and the lease count sees every commit so far.
 _LEASE_SQL = f"""
@@ -192,7 +194,11 @@ def _aware(value: Any) -> datetime:
     return value if timezone.is_aware(value) else timezone.make_aware(value, UTC)
 
 
-def _is_paused(*, project: Project, rater: User) -> bool:
+def _is_paused(*, project: Project, rater: User, membership: Membership | None) -> bool:
+    """Whether the rater is paused in `project`; `membership`, when the caller has it, saves
+    the query."""
+    if membership is not None:
+        return membership.paused_at is not None
     return Membership.objects.filter(project=project, user=rater, paused_at__isnull=False).exists()
 
 
@@ -276,18 +282,26 @@ def assignment_next(
 
     `membership`, the rater's membership of `project` as the caller just read it, saves a query.
     """
-    if membership is not None:
-        if membership.paused_at is not None:
-            return None
-    elif _is_paused(project=project, rater=rater):
+    if _is_paused(project=project, rater=rater, membership=membership):
         return None
     current = assignment_current(project=project, rater=rater)
     if current is not None:
         return current
-    if project.gold_rate > 0 and secrets.randbelow(10_000) < project.gold_rate * 10_000:
+    if _gold_turn(project):
         gold = _lease_gold(project=project, rater=rater)
         if gold is not None:
             return gold
+    return _lease_open(project=project, rater=rater)
+
+
+def _gold_turn(project: Project) -> bool:
+    """Whether this request draws a gold pair: with probability `gold_rate`."""
+    return project.gold_rate > 0 and secrets.randbelow(10_000) < project.gold_rate * 10_000
+
+
+def _lease_open(*, project: Project, rater: User) -> Assignment | None:
+    """A new lease on the open pair that the project's order ranks first; None when no open
+    pair is left for this rater. Bounded by _ATTEMPTS rounds of losing a race for a slot."""
     order = Project.AssignmentOrder(project.assignment_order)
     for _ in range(_ATTEMPTS):
         with transaction.atomic(), connection.cursor() as cursor:
@@ -296,46 +310,56 @@ def assignment_next(
                 "rater": rater.id,
                 "now": _db_time(timezone.now()),
             }
-            cursor.execute(
-                _CANDIDATE_SQL[order, _lock("FOR NO KEY UPDATE OF p SKIP LOCKED")], params
-            )
-            row = cursor.fetchone()
+            row = _fetch(cursor, _CANDIDATE_SQL[order, _lock(_SKIP_LOCKED)], params)
             if row is None:
                 cursor.execute(_ANY_OPEN_SQL, params)
                 if not cursor.fetchone()[0]:
                     return None
                 # Every open pair is locked by someone leasing or judging it this instant: queue
                 # for one rather than report "nothing left" while work remains.
-                cursor.execute(_CANDIDATE_SQL[order, _lock("FOR NO KEY UPDATE OF p")], params)
-                row = cursor.fetchone()
+                row = _fetch(cursor, _CANDIDATE_SQL[order, _lock(_WAIT_LOCKED)], params)
                 if row is None:
                     continue
-            pair = _shown_pair(row, project)
-            now = timezone.now()  # after the lock: see the module docstring
-            swapped = secrets.randbelow(2) == 1
-            expires_at = now + project.lease_duration
-            cursor.execute(
-                _LEASE_SQL,
-                {
-                    "pair": pair.id,
-                    "rater": rater.id,
-                    "swapped": swapped,
-                    "now": _db_time(now),
-                    "expires": _db_time(expires_at),
-                },
-            )
-            leased = cursor.fetchone()
-            if leased is not None:
-                return _lease_of(
-                    lease_id=leased[0],
-                    pair=pair,
-                    rater=rater,
-                    swapped=swapped,
-                    created_at=now,
-                    expires_at=expires_at,
-                )
+            lease = _lease_locked(cursor, pair=_shown_pair(row, project), rater=rater)
+            if lease is not None:
+                return lease
         # The pair filled up between the candidate query's snapshot and the lock: look again.
     return None
+
+
+def _fetch(cursor: Any, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+    cursor.execute(sql, params)
+    row: tuple[Any, ...] | None = cursor.fetchone()
+    return row
+
+
+def _lease_locked(cursor: Any, *, pair: Pair, rater: User) -> Assignment | None:
+    """Lease `pair`, whose row lock the caller holds, if it still has room for this rater
+    (_LEASE_SQL recounts the live leases); None when it filled up meanwhile."""
+    now = timezone.now()  # after the lock: see the module docstring
+    swapped = secrets.randbelow(2) == 1
+    expires_at = now + pair.project.lease_duration
+    leased = _fetch(
+        cursor,
+        _LEASE_SQL,
+        {
+            "pair": pair.id,
+            "rater": rater.id,
+            "swapped": swapped,
+            "now": _db_time(now),
+            "expires": _db_time(expires_at),
+        },
+    )
+    if leased is None:
+        return None
+    return _lease_of(
+        lease_id=leased[0],
+        pair=pair,
+        rater=rater,
+        swapped=swapped,
+        created_at=now,
+        expires_at=expires_at,
+    )
 
 
 def _lease(*, pair: Pair, rater: User, now: datetime, project: Project) -> Assignment:
@@ -485,6 +509,19 @@ def judgment_record(
         return earlier, False
 
 
+@dataclass(frozen=True, kw_only=True)
+class _HeldLease:
+    """The rater's lease as read under its row lock, with what recording needs of its pair."""
+
+    assignment_id: int
+    status: str
+    swapped: bool
+    leased_at: datetime
+    expires_at: datetime
+    pair_id: int
+    gold_choice: str
+
+
 def _record(
     *,
     rater: User,
@@ -494,42 +531,87 @@ def _record(
     fingerprint: str,
     project: Project,
 ) -> tuple[Judgment, bool]:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"{_LOCK_LEASE_SQL} {_lock(_LOCK_LEASE)}",
-            {
-                "assignment": assignment_id,
-                "rater": rater.id,
-                "project": project.id,
-            },
+    lease = _lock_lease(project=project, rater=rater, assignment_id=assignment_id)
+    if lease.status == Assignment.Status.DONE:
+        return _repeat(lease, fingerprint=fingerprint, idempotency_key=idempotency_key), False
+    if lease.status == Assignment.Status.SKIPPED:
+        raise LeaseLost("You skipped this pair; it went back to the pool.", field="assignment")
+    _validate(project, submission)
+    now = timezone.now()  # the judgment's time; expiry is checked on a reading after the lock
+    judgment = _judgment_of(
+        submission,
+        lease=lease,
+        rater=rater,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
+        now=now,
+    )
+    # A refusal below rolls all three statements back (the caller holds a transaction).
+    judged_after, judgments_needed = _count_close_insert(judgment)
+    _refuse_if_completed_by_others(lease, judged_after=judged_after, needed=judgments_needed)
+    if judged_after >= judgments_needed:  # only a complete pair can need one more rater
+        pair = Pair(
+            id=lease.pair_id, gold_choice=lease.gold_choice, judgments_needed=judgments_needed
         )
-        row = cursor.fetchone()
+        pair_overlap_extend(pair=pair, project=project)  # still under the pair's row lock
+    return judgment, True
+
+
+def _lock_lease(*, project: Project, rater: User, assignment_id: int) -> _HeldLease:
+    """Lock the rater's lease in `project` (LeaseNotHeld if there is none)."""
+    with connection.cursor() as cursor:
+        row = _fetch(
+            cursor,
+            f"{_LOCK_LEASE_SQL} {_lock(_LOCK_LEASE)}",
+            {"assignment": assignment_id, "rater": rater.id, "project": project.id},
+        )
     if row is None:
         raise LeaseNotHeld("This pair is not leased to you.", field="assignment")
     status, swapped, leased_at, expires_at, pair_id, gold_choice = row
-    leased_at, expires_at = _aware(leased_at), _aware(expires_at)
-    if status == Assignment.Status.DONE:
-        earlier = Judgment.objects.get(assignment_id=assignment_id)
-        if earlier.request_fingerprint != fingerprint:
-            if idempotency_key and earlier.idempotency_key == idempotency_key:
-                raise IdempotencyConflict(
-                    "This Idempotency-Key was already used for a different judgment; "
-                    "use a new key for a new judgment."
-                )
-            raise AlreadyJudged(
-                "You already judged this pair with a different answer; undo it to change it.",
-                field="assignment",
-            )
-        return earlier, False  # a double click or a retry: same answer, no new row
-    if status == Assignment.Status.SKIPPED:
-        raise LeaseLost("You skipped this pair; it went back to the pool.", field="assignment")
-    _validate(project, submission)
-    decisive = submission.choice in ("left", "right")
-    now = timezone.now()  # the judgment's time; expiry is checked on a reading after the lock
-    judgment = Judgment(
-        pair_id=pair_id,
-        rater=rater,
+    return _HeldLease(
         assignment_id=assignment_id,
+        status=status,
+        swapped=swapped,
+        leased_at=_aware(leased_at),
+        expires_at=_aware(expires_at),
+        pair_id=pair_id,
+        gold_choice=gold_choice,
+    )
+
+
+def _repeat(lease: _HeldLease, *, fingerprint: str, idempotency_key: str) -> Judgment:
+    """The judgment already recorded for a judged lease, when this submission repeats it (a
+    double click, a retry: same answer, no new row); a different answer is refused."""
+    earlier = Judgment.objects.get(assignment_id=lease.assignment_id)
+    if earlier.request_fingerprint == fingerprint:
+        return earlier
+    if idempotency_key and earlier.idempotency_key == idempotency_key:
+        raise IdempotencyConflict(
+            "This Idempotency-Key was already used for a different judgment; "
+            "use a new key for a new judgment."
+        )
+    raise AlreadyJudged(
+        "You already judged this pair with a different answer; undo it to change it.",
+        field="assignment",
+    )
+
+
+def _judgment_of(
+    submission: Submission,
+    *,
+    lease: _HeldLease,
+    rater: User,
+    idempotency_key: str,
+    fingerprint: str,
+    now: datetime,
+) -> Judgment:
+    """The judgment to store, in pair terms, from a valid submission on a held lease."""
+    swapped = lease.swapped
+    decisive = submission.choice in ("left", "right")
+    return Judgment(
+        pair_id=lease.pair_id,
+        rater=rater,
+        assignment_id=lease.assignment_id,
         choice=to_pair_terms(submission.choice, swapped),
         strength=submission.strength if decisive else None,
         criteria={
@@ -538,49 +620,49 @@ def _record(
         },
         rationale=submission.rationale,
         swapped=swapped,
-        duration_ms=max(0, int((now - leased_at).total_seconds() * 1000)),
+        duration_ms=max(0, int((now - lease.leased_at).total_seconds() * 1000)),
         active_ms=submission.active_ms,
         idempotency_key=idempotency_key,
         request_fingerprint=fingerprint,
         created_at=now,
     )
-    # A refusal below rolls all three statements back (the caller holds a transaction).
+
+
+def _count_close_insert(judgment: Judgment) -> tuple[int, int]:
+    """Count the judgment on its pair (taking the pair's row lock), close its lease and insert
+    it; sets `judgment.id`. Returns the pair's judgments_count after it and judgments_needed."""
     with connection.cursor() as cursor:
-        cursor.execute(_COUNT_SQL, {"pair": pair_id})
+        cursor.execute(_COUNT_SQL, {"pair": judgment.pair_id})
         judged_after, judgments_needed = cursor.fetchone()
-        cursor.execute(_CLOSE_SQL, {"assignment": assignment_id})
-        cursor.execute(
-            _JUDGE_SQL,
-            {
-                "pair": pair_id,
-                "assignment": assignment_id,
-                "rater": rater.id,
-                "choice": judgment.choice,
-                "strength": judgment.strength,
-                "criteria": json.dumps(judgment.criteria),
-                "rationale": judgment.rationale,
-                "swapped": swapped,
-                "duration_ms": judgment.duration_ms,
-                "active_ms": judgment.active_ms,
-                "idempotency_key": idempotency_key,
-                "fingerprint": fingerprint,
-                "created_at": _db_time(now),
-            },
-        )
-        (judgment.id,) = cursor.fetchone()
+        cursor.execute(_CLOSE_SQL, {"assignment": judgment.assignment_id})
+        _insert_judgment(cursor, judgment)
+    return judged_after, judgments_needed
+
+
+def _insert_judgment(cursor: Any, judgment: Judgment) -> None:
+    """Insert `judgment` with _JUDGE_SQL, each value prepared by its field as save() would."""
+    cursor.execute(
+        _JUDGE_SQL,
+        [f.get_db_prep_save(getattr(judgment, f.attname), connection) for f in _JUDGE_FIELDS],
+    )
+    (judgment.id,) = cursor.fetchone()
     judgment._state.adding = False
+
+
+def _refuse_if_completed_by_others(lease: _HeldLease, *, judged_after: int, needed: int) -> None:
+    """An answer on an expired lease counts only if the pair still has room for it: LeaseLost
+    when others completed the pair meanwhile (gold pairs have no quota)."""
     now = timezone.now()  # after the lock: see the module docstring
-    if expires_at <= now and not gold_choice:
-        others = Assignment.objects.live(now).filter(pair_id=pair_id).exclude(id=assignment_id)
-        if judged_after - 1 + others.count() >= judgments_needed:
-            raise LeaseLost(
-                "Your time on this pair ran out and other raters completed it; ask for a new pair.",
-                field="assignment",
-            )
-    if judged_after >= judgments_needed:  # only a complete pair can need one more rater
-        pair = Pair(id=pair_id, gold_choice=gold_choice, judgments_needed=judgments_needed)
-        pair_overlap_extend(pair=pair, project=project)  # still under the pair's row lock
-    return judgment, True
+    if lease.expires_at > now or lease.gold_choice:
+        return
+    others = (
+        Assignment.objects.live(now).filter(pair_id=lease.pair_id).exclude(id=lease.assignment_id)
+    )
+    if judged_after - 1 + others.count() >= needed:
+        raise LeaseLost(
+            "Your time on this pair ran out and other raters completed it; ask for a new pair.",
+            field="assignment",
+        )
 
 
 def judgment_undo(*, project: Project, rater: User) -> Assignment | None:

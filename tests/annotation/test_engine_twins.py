@@ -15,7 +15,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from annotation.models import Assignment, Pair, Project
+from annotation.models import Assignment, Judgment, Pair, Project
 from annotation.services import rating
 from tests.annotation.engine_data import make_pairs, make_raters
 
@@ -150,3 +150,47 @@ def test_lease_sql_leases_exactly_where_the_reference_finds_room(mixed):
             assert leased == (room and fresh), f"pair {pair.id}, rater {rater.username}"
             outcomes.add(leased)
     assert outcomes == {True, False}
+
+
+def _judgment_row(judgment_id: int) -> dict:
+    fields = [f.attname for f in Judgment._meta.concrete_fields if not f.primary_key]
+    return Judgment.objects.filter(id=judgment_id).values(*fields).get()
+
+
+def test_judge_sql_stores_what_judgment_save_stores(project):
+    """_JUDGE_SQL's column list is generated from Judgment's fields: the row it writes equals,
+    field by field, the row Judgment.save() writes for the same judgment. Every field carries a
+    value that differs from its default, so a column left out shows."""
+    (pair,) = make_pairs(project, 1)
+    (rater,) = make_raters(project, 1)
+    lease = rating.assignment_next(project=project, rater=rater)
+    now = timezone.now()
+    judgment = Judgment(
+        pair=pair,
+        rater=rater,
+        assignment=lease,
+        choice="a",
+        strength=2,
+        criteria={"helpfulness": "b", "safety": "tie"},
+        rationale="A <b>cites</b> its source; «B» does not.",
+        swapped=True,
+        duration_ms=1234,
+        active_ms=987,
+        idempotency_key="key-1",
+        request_fingerprint="f" * 64,
+        created_at=now - timedelta(seconds=3),
+    )
+    rows = []
+    for insert in (
+        lambda j: rating._insert_judgment(connection.cursor(), j),
+        lambda j: j.save(force_insert=True),
+    ):
+        with transaction.atomic():
+            judgment.pk, judgment._state.adding = None, True
+            insert(judgment)
+            rows.append(_judgment_row(judgment.pk))
+            transaction.set_rollback(True)
+    fast, reference = rows
+    assert fast == reference
+    defaults = {f.attname: f.get_default() for f in Judgment._meta.concrete_fields}
+    assert all(value != defaults[name] for name, value in reference.items())
