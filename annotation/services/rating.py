@@ -49,6 +49,9 @@ UNDO_WINDOW = timedelta(minutes=2)
 # somebody else leased the slot, so running out needs dozens of raters winning every race.
 _ATTEMPTS = 50
 
+# Draws which requests explore in the uncertainty order (tests seed their own in its place).
+_draw = secrets.SystemRandom()
+
 SHOWN_CHOICES = ("left", "right", "tie", "both_bad")
 _SHOWN_PAIR = ("pair__prompt", "pair__response_a", "pair__response_b")
 
@@ -96,6 +99,11 @@ _ORDER = {
     # Partly judged pairs first, so that complete, agreement-ready pairs accumulate.
     Project.AssignmentOrder.FILL_FIRST: "ORDER BY p.judgments_count DESC, p.id",
     Project.AssignmentOrder.RANDOM: "ORDER BY random()",
+    # Pair.objects.by_uncertainty(), read by the index `pair_open_by_uncertainty`.
+    Project.AssignmentOrder.UNCERTAINTY: (
+        "ORDER BY p.model_uncertainty IS NULL, p.model_uncertainty DESC, "
+        "p.judgments_count DESC, p.id"
+    ),
 }
 # Raters lock a candidate without waiting for each other, and wait only when every open pair is
 # locked. SQLite (the embedded default) has no row locks: its IMMEDIATE transactions take the
@@ -300,9 +308,10 @@ def _gold_turn(project: Project) -> bool:
 
 
 def _lease_open(*, project: Project, rater: User) -> Assignment | None:
-    """A new lease on the open pair that the project's order ranks first; None when no open
-    pair is left for this rater. Bounded by _ATTEMPTS rounds of losing a race for a slot."""
-    order = Project.AssignmentOrder(project.assignment_order)
+    """A new lease on the open pair that the project's order ranks first (or a random one, for
+    the uncertainty order's random share); None when no open pair is left for this rater.
+    Bounded by _ATTEMPTS rounds of losing a race for a slot."""
+    order = _serving_order(project)
     for _ in range(_ATTEMPTS):
         with transaction.atomic(), connection.cursor() as cursor:
             params: dict[str, Any] = {
@@ -325,6 +334,16 @@ def _lease_open(*, project: Project, rater: User) -> Assignment | None:
                 return lease
         # The pair filled up between the candidate query's snapshot and the lock: look again.
     return None
+
+
+def _serving_order(project: Project) -> Project.AssignmentOrder:
+    """The order of this request's candidate query. In the uncertainty order a share of the
+    requests (`exploration_share`) takes a random open pair instead, so that the judged pairs
+    still hold an unbiased sample on which to evaluate the model that chose the others."""
+    order = Project.AssignmentOrder(project.assignment_order)
+    if order == Project.AssignmentOrder.UNCERTAINTY and _draw.random() < project.exploration_share:
+        return Project.AssignmentOrder.RANDOM
+    return order
 
 
 def _fetch(cursor: Any, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
