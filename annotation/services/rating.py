@@ -113,8 +113,15 @@ _WAIT_LOCKED = "FOR NO KEY UPDATE OF p"
 _CANDIDATE_SQL = {
     (order, lock): f"SELECT {_SHOWN_COLUMNS} {_OPEN_PAIRS} {by} LIMIT 1 {lock}"
     for order, by in _ORDER.items()
-    for lock in (_SKIP_LOCKED, _WAIT_LOCKED, "")
+    for lock in (_SKIP_LOCKED, "")
 }
+# Waiting for a locked open pair, whatever the order. A row that a locking statement locked and
+# then found filled (PostgreSQL rechecks it once the lock is granted) stays locked until the
+# transaction ends while the statement moves on to the next row. Waiters that visit rows in
+# different orders, or that still hold rows from an earlier statement, can therefore each hold
+# what another waits for: with ORDER BY random() they deadlocked. So a waiter starts a transaction
+# of its own and goes in id order, which never changes: every waiter locks in the same order.
+_QUEUE_SQL = f"SELECT {_SHOWN_COLUMNS} {_OPEN_PAIRS} ORDER BY p.id LIMIT 1"
 # A select list of its own: PostgreSQL accepts an empty one, SQLite does not.
 _ANY_OPEN_SQL = f"SELECT EXISTS (SELECT 1 {_OPEN_PAIRS})"
 # Lock the rater's lease: double clicks, retries and concurrent duplicate POSTs queue here.
@@ -311,7 +318,8 @@ def _lease_open(*, project: Project, rater: User) -> Assignment | None:
     """A new lease on the open pair that the project's order ranks first (or a random one, for
     the uncertainty order's random share); None when no open pair is left for this rater.
     Bounded by _ATTEMPTS rounds of losing a race for a slot."""
-    order = _serving_order(project)
+    candidate_sql = _CANDIDATE_SQL[_serving_order(project), _lock(_SKIP_LOCKED)]
+    queue = False
     for _ in range(_ATTEMPTS):
         with transaction.atomic(), connection.cursor() as cursor:
             params: dict[str, Any] = {
@@ -319,16 +327,18 @@ def _lease_open(*, project: Project, rater: User) -> Assignment | None:
                 "rater": rater.id,
                 "now": _db_time(timezone.now()),
             }
-            row = _fetch(cursor, _CANDIDATE_SQL[order, _lock(_SKIP_LOCKED)], params)
+            sql = f"{_QUEUE_SQL} {_lock(_WAIT_LOCKED)}" if queue else candidate_sql
+            row = _fetch(cursor, sql, params)
             if row is None:
                 cursor.execute(_ANY_OPEN_SQL, params)
                 if not cursor.fetchone()[0]:
                     return None
                 # Every open pair is locked by someone leasing or judging it this instant: queue
-                # for one rather than report "nothing left" while work remains.
-                row = _fetch(cursor, _CANDIDATE_SQL[order, _lock(_WAIT_LOCKED)], params)
-                if row is None:
-                    continue
+                # for one rather than report "nothing left" while work remains, in a new
+                # transaction (see _QUEUE_SQL).
+                queue = True
+                continue
+            queue = False
             lease = _lease_locked(cursor, pair=_shown_pair(row, project), rater=rater)
             if lease is not None:
                 return lease
