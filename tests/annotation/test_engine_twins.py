@@ -117,6 +117,26 @@ def test_uncertainty_order_sql_equals_pair_objects_by_uncertainty(mixed):
     assert len(set(known)) < len(known), "some scores must tie, or the comparison proves little"
 
 
+def test_random_pick_sql_draws_only_open_pairs_and_finds_one_if_any(mixed):
+    """The random order draws among ids alone (its own shape of SQL): every draw is one of the
+    reference's open pairs, and a rater with some open pair gets one (here the project has fewer
+    open pairs than the 32 it draws, so all of them are drawn)."""
+    project, raters, now = mixed
+    sql = rating._PICK_SQL[Project.AssignmentOrder.RANDOM]
+    drawn = set()
+    for rater in raters:
+        reference = _reference_open_for(project, rater, now)
+        for _ in range(10):
+            with connection.cursor() as cursor:
+                cursor.execute(sql, _params(project, rater, now))
+                row = cursor.fetchone()
+            assert (row is None) == (not reference)
+            if row is not None:
+                assert row[0] in reference
+                drawn.add(row[0])
+    assert len(drawn) > 1, "draws at random, not one fixed pair"
+
+
 def test_any_open_sql_equals_the_reference(mixed):
     project, raters, now = mixed
     for rater in raters:
