@@ -1,11 +1,14 @@
 """Django admin for annotation data and accounts. Judgments, prompts and responses are evidence:
 they are read-only here, because editing them would silently change what raters said or saw."""
 
+from typing import Any
+
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.models import User
 from django.http import HttpRequest
 
+from annotation.http import signed_in_user
 from annotation.models import (
     AgreementReport,
     Assignment,
@@ -21,10 +24,10 @@ from annotation.selectors.people import user_manage_refusal
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
@@ -44,13 +47,13 @@ class AccountAdmin(UserAdmin):
         allowed = super().has_change_permission(request, obj)
         if obj is None or not allowed:
             return allowed
-        return user_manage_refusal(actor=request.user, target=obj) is None  # type: ignore[arg-type]
+        return user_manage_refusal(actor=signed_in_user(request), target=obj) is None
 
     def has_delete_permission(self, request: HttpRequest, obj: User | None = None) -> bool:
         allowed = super().has_delete_permission(request, obj)
         if obj is None or not allowed:
             return allowed
-        return user_manage_refusal(actor=request.user, target=obj) is None  # type: ignore[arg-type]
+        return user_manage_refusal(actor=signed_in_user(request), target=obj) is None
 
     def get_readonly_fields(self, request: HttpRequest, obj: User | None = None) -> tuple:
         fields = tuple(super().get_readonly_fields(request, obj))
@@ -99,7 +102,7 @@ class BatchAdmin(admin.ModelAdmin):
     search_fields = ["filename", "sha256"]
     readonly_fields = [f.name for f in Batch._meta.fields if f.name != "retired_at"]
 
-    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # uploads go through the import service, which validates the whole file
 
 

@@ -80,7 +80,7 @@ urlpatterns = [
     path("projects/<slug:slug>/members/", people.MemberListCreateApi.as_view(), name="member-list"),
     path(
         "projects/<slug:slug>/members/<str:username>/",
-        people.MemberDeleteApi.as_view(),
+        people.MemberDetailApi.as_view(),
         name="member-detail",
     ),
 ]

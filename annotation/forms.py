@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib.admin.forms import AdminAuthenticationForm
@@ -32,12 +32,16 @@ CRITERION_MAX_CHARS = 40
 _CRITERION = re.compile(r"^[\w][\w \-]*$")
 
 
-class RateLimitedLoginMixin:
+# The mixin's base for the type checker: the login forms it is mixed into.
+if TYPE_CHECKING:
+    _LoginFormBase = AuthenticationForm
+else:
+    _LoginFormBase = object
+
+
+class RateLimitedLoginMixin(_LoginFormBase):
     """Refuses a login, before the password is checked, once the username or the client address
     has too many recent failures; counts each failure; clears the username's count on success."""
-
-    request: Any
-    cleaned_data: dict[str, Any]
 
     RATE_LIMITED_MESSAGE = (
         "Too many failed logins for this account or from this address. "
@@ -46,7 +50,7 @@ class RateLimitedLoginMixin:
 
     @property
     def rate_limited(self) -> bool:
-        return self.has_error(NON_FIELD_ERRORS, code="rate_limited")  # type: ignore[attr-defined]
+        return self.has_error(NON_FIELD_ERRORS, code="rate_limited")
 
     def clean(self) -> dict[str, Any]:
         username = self.cleaned_data.get("username") or ""
@@ -59,7 +63,7 @@ class RateLimitedLoginMixin:
                 params={"minutes": minutes_until(until)},
             )
         try:
-            cleaned: dict[str, Any] = super().clean()  # type: ignore[misc]
+            cleaned: dict[str, Any] = super().clean()
         except ValidationError:
             login_failure_record(username=username, ip=ip)
             raise
@@ -83,7 +87,7 @@ class CriteriaField(forms.CharField):
             return ", ".join(str(name) for name in value)
         return value
 
-    def to_python(self, value: Any) -> list[str]:  # type: ignore[override]
+    def to_python(self, value: Any) -> list[str]:  # type: ignore[override]  # names, not text
         text = super().to_python(value) or ""
         names = [name.strip() for name in text.split(",") if name.strip()]
         if len(names) > CRITERIA_MAX:

@@ -6,10 +6,14 @@ from django.conf import settings
 from annotation.models import Project
 from annotation.selectors.agreement import AgreementScope, projects_due_for_report
 from annotation.services.agreement import agreement_report_refresh as _agreement_report_refresh
+from annotation.services.imports import batch_import_run as _batch_import_run
+from annotation.services.imports import batch_imports_sweep as _batch_imports_sweep
+from annotation.services.imports import staged_uploads_clean as _staged_uploads_clean
 from annotation.services.stats import project_stats_refresh as _project_stats_refresh
+from annotation.task_names import BATCH_IMPORT_RUN, PROJECT_STATS_REFRESH
 
 
-@shared_task(acks_late=True, time_limit=300)
+@shared_task(name=PROJECT_STATS_REFRESH, acks_late=True, time_limit=300)
 def project_stats_refresh(project_id: int) -> None:
     _project_stats_refresh(project_id=project_id)
 
@@ -34,24 +38,18 @@ def agreement_report_refresh_due() -> None:
         agreement_report_refresh.delay(project_id)
 
 
-@shared_task(acks_late=True, time_limit=settings.IMPORT_TIME_LIMIT)
+@shared_task(name=BATCH_IMPORT_RUN, acks_late=True, time_limit=settings.IMPORT_TIME_LIMIT)
 def batch_import_run(batch_id: int) -> None:
     """Import a large upload; the service leaves a batch that is not pending alone."""
-    from annotation.services.imports import batch_import_run as run  # imports this module
-
-    run(batch_id=batch_id)
+    _batch_import_run(batch_id=batch_id)
 
 
 @shared_task(acks_late=True, time_limit=120)
 def batch_imports_sweep() -> None:
     """Send pending imports again, and retry or fail those whose worker died."""
-    from annotation.services.imports import batch_imports_sweep as sweep
-
-    sweep()
+    _batch_imports_sweep()
 
 
 @shared_task(acks_late=True, time_limit=300)
 def staged_uploads_clean() -> None:
-    from annotation.services.imports import staged_uploads_clean as clean
-
-    clean()
+    _staged_uploads_clean()

@@ -28,9 +28,15 @@ def _make_broker_folders(sender: Celery, **kwargs: Any) -> None:
 def enqueue_on_commit(task: Any, *args: Any) -> None:
     """Send `task` once the current transaction commits, never blocking on a dead broker.
 
+    `task` is a task or a registered task's name: services name the tasks they send rather than
+    import the task modules that import them. A name is looked up now, so a wrong one fails here.
+
     With Redis down the user's request must still succeed (votes and imports live in PostgreSQL):
     a failed send is logged, and the periodic tasks of beat pick the work up later.
     """
+
+    if isinstance(task, str):
+        task = app.tasks[task]
 
     def send() -> None:
         try:

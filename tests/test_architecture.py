@@ -64,3 +64,18 @@ def test_the_import_linter_contracts_hold():
         [str(lint_imports), "--no-cache"], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_task_names_services_send_are_the_tasks_names():
+    """Services send annotation tasks by name (annotation.task_names) so that they never import
+    the task module; each name must be a registered task's."""
+    from annotation import task_names, tasks
+    from config.celery import app
+
+    sent = {
+        task_names.BATCH_IMPORT_RUN: tasks.batch_import_run,
+        task_names.PROJECT_STATS_REFRESH: tasks.project_stats_refresh,
+    }
+    for name, task in sent.items():
+        assert task.name == name
+        assert app.tasks[name].run is task.run

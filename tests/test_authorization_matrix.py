@@ -186,6 +186,7 @@ MATRIX: dict[tuple[str, str], E] = {
     ("api:user-token", "POST"):                     E(401, 403, 403, 403, 403, 201, 201),
     ("api:member-list", "GET"):                     E(401, 403, 403, 200, 404, 404, 200),
     ("api:member-list", "POST"):                    E(401, 403, 403, 201, 404, 404, 201),
+    ("api:member-detail", "PATCH"):                 E(401, 403, 403, 200, 404, 404, 200),
     ("api:member-detail", "DELETE"):                E(401, 403, 403, 204, 404, 404, 204),
     ("api:batch-list", "GET"):                      E(401, 403, 200, 200, 404, 404, 200),
     ("api:batch-list", "POST"):                     E(401, 403, 403, 201, 404, 404, 201),
@@ -549,6 +550,11 @@ CALLS: dict[tuple[str, str], Call] = {
     ("api:user-token", "POST"): Call(kwargs=lambda w, a: {"user_id": w.loner.id}),
     ("api:member-list", "POST"): Call(
         data=lambda w, a: {"username": w.loner.username, "role": Role.RATER}, json=True
+    ),
+    ("api:member-detail", "PATCH"): Call(
+        kwargs=lambda w, a: {"slug": w.alpha.slug, "username": w.target.username},
+        data=lambda w, a: {"role": Role.LEAD},
+        json=True,
     ),
     ("api:member-detail", "DELETE"): Call(
         kwargs=lambda w, a: {"slug": w.alpha.slug, "username": w.target.username}

@@ -1,8 +1,9 @@
 """Agreement in the JSON API: `GET /api/v1/projects/{slug}/agreement/`, the latest stored report.
 
-A project (or filter) without a stored report yet gets one computed on the spot and stored, so a
-client never has to poll for the first one; later calls read the stored report that beat keeps
-current. The same JSON as the dashboard and `manage.py agreement --json`.
+A project (or filter) without a stored report yet gets one computed on the spot and not stored
+(`id` null; a GET writes nothing and pauses nobody), so a client never has to poll for the first
+one; beat and the dashboard's "Refresh now" store reports. The same JSON as the dashboard and
+`manage.py agreement --json`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from annotation.models import AgreementReport, Membership
 from annotation.selectors.access import project_access
 from annotation.selectors.agreement import AgreementScope, agreement_report_latest
 from annotation.selectors.batches import batches_outside
-from annotation.services.agreement import agreement_report_create
+from annotation.services.agreement import agreement_report_compute
 
 
 class AgreementQuerySerializer(serializers.Serializer):
@@ -41,6 +42,9 @@ class AgreementQuerySerializer(serializers.Serializer):
 
 
 class AgreementReportSerializer(serializers.ModelSerializer):
+    id = serializers.IntegerField(
+        allow_null=True, read_only=True, help_text="null: computed now, not stored (none was)."
+    )
     metrics = serializers.JSONField(
         help_text="counts, coefficients (value, low, high), bootstrap, rater_pairs, raters, "
         "pair_agreement, thresholds, auto_paused: see docs/agreement.md."
@@ -73,5 +77,5 @@ class AgreementReportApi(APIView):
         )
         report = agreement_report_latest(project=access.project, scope=scope)
         if report is None:
-            report = agreement_report_create(project=access.project, scope=scope)
+            report = agreement_report_compute(project=access.project, scope=scope)
         return Response(AgreementReportSerializer(report).data)

@@ -4,6 +4,7 @@ download the records an `on_invalid=skip` import left out."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from django.http import FileResponse
 from django.urls import reverse
@@ -16,6 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.apis.strict import StrictFieldsMixin, reject_unknown_fields
+from annotation.http import signed_in_user
 from annotation.imports.records import ImportIssue
 from annotation.models import Batch, Membership
 from annotation.selectors.access import project_access
@@ -25,12 +27,9 @@ from annotation.services.imports import (
     ImportRejected,
     batch_retire,
     batch_unretire,
-    upload_check,
-    upload_import,
+    upload_check_and_import,
 )
-from annotation.services.imports.errors import nothing_valid
 from annotation.services.imports.rejects import rejects_response
-from annotation.services.imports.staging import staged_upload_discard
 
 ADMIN = Membership.Role.ADMIN
 LEAD = Membership.Role.LEAD
@@ -108,8 +107,8 @@ class BatchUploadInputSerializer(StrictFieldsMixin, serializers.Serializer):
         "records import, the others are listed, counted by reason and kept for download.",
     )
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.fields["as"] = self.fields.pop("known_answers")  # keeps source="known_answers"
 
 
@@ -271,44 +270,31 @@ class BatchListCreateApi(APIView):
             return _errors(issues, len(issues))
         data = serializer.validated_data
         upload = data["file"]
-        skip = data["on_invalid"] == Batch.OnInvalid.SKIP
         try:
-            dry_run = upload_check(
+            checked = upload_check_and_import(
                 project=access.project,
-                user=request.user,  # type: ignore[arg-type]
+                user=signed_in_user(request),
                 fileobj=upload,
                 filename=upload.name or "upload",
                 format=data.get("format") or None,
-            )
-        except ImportRejected as rejected:
-            return _errors(rejected.issues, rejected.total)
-        result = dry_run.scan
-        if dry_run.upload is None or (dry_run.can_skip and not skip):
-            if dry_run.upload is not None:
-                staged_upload_discard(token=dry_run.upload.token)
-            invalid = result.skipped.count if dry_run.can_skip else 0
-            issues = list(result.errors)
-            if skip and result.skipped.count and not result.skipped.refused:
-                issues.append(nothing_valid(result.skipped.count))
-            return _errors(issues, result.error_count, invalid_records=invalid)
-        if data["dry_run"]:
-            staged_upload_discard(token=dry_run.upload.token)
-            return Response(_dry_run_data(dry_run, data["on_invalid"]))
-        try:
-            outcome = upload_import(
-                project=access.project,
-                user=request.user,  # type: ignore[arg-type]
-                token=dry_run.upload.token,
                 known_answers=data.get("known_answers") or Batch.KnownAnswers.NONE,
                 allow_duplicate=data["allow_duplicate"],
                 on_invalid=data["on_invalid"],
+                dry_run=data["dry_run"],
             )
         except ImportRejected as rejected:
-            staged_upload_discard(token=dry_run.upload.token)
-            return _errors(rejected.issues, rejected.total, rejected.duplicate_of)
-        code = status.HTTP_202_ACCEPTED if outcome.in_background else status.HTTP_201_CREATED
-        body = BatchOutputSerializer(outcome.batch).data
-        return Response({**body, **_skip_report(dry_run)} if skip else body, status=code)
+            return _errors(
+                rejected.issues, rejected.total, rejected.duplicate_of, rejected.invalid_records
+            )
+        if checked.outcome is None:
+            return Response(_dry_run_data(checked.dry_run, data["on_invalid"]))
+        code = (
+            status.HTTP_202_ACCEPTED if checked.outcome.in_background else status.HTTP_201_CREATED
+        )
+        body = BatchOutputSerializer(checked.outcome.batch).data
+        if data["on_invalid"] == Batch.OnInvalid.SKIP:
+            return Response({**body, **_skip_report(checked.dry_run)}, status=code)
+        return Response(body, status=code)
 
 
 class BatchDetailApi(APIView):

@@ -6,7 +6,7 @@ import copy
 
 from django.contrib.auth import get_user_model
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from annotation.apis.strict import StrictFieldsMixin, reject_unknown_fields, unknown_fields_error
 from annotation.forms import ProjectForm
+from annotation.http import signed_in_user
 from annotation.models import Membership, Project
 from annotation.selectors.access import (
     PROJECT_CREATORS,
@@ -24,10 +25,12 @@ from annotation.selectors.access import (
 )
 from annotation.services.projects import (
     PROJECT_EDITABLE_FIELDS,
+    AlreadyMember,
     MembershipRefused,
     UserManagementRefused,
+    membership_add,
     membership_remove,
-    membership_set,
+    membership_role_set,
     project_create,
     project_update,
     token_issue,
@@ -98,7 +101,7 @@ class ProjectListCreateApi(APIView):
 
     @extend_schema(responses=ProjectOutputSerializer(many=True))
     def get(self, request: Request) -> Response:
-        projects = project_list_for(user=request.user)  # type: ignore[arg-type]
+        projects = project_list_for(user=signed_in_user(request))
         return Response(ProjectOutputSerializer(projects, many=True).data)
 
     @extend_schema(request=ProjectInputSerializer, responses={201: ProjectOutputSerializer})
@@ -110,8 +113,9 @@ class ProjectListCreateApi(APIView):
             )
         serializer = ProjectInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        project = project_create(created_by=request.user, **serializer.validated_data)  # type: ignore[arg-type]
-        project.my_role = Membership.Role.ADMIN  # type: ignore[attr-defined]
+        project = project_create(created_by=signed_in_user(request), **serializer.validated_data)
+        role = Membership.Role.ADMIN
+        project.my_role = role  # type: ignore[attr-defined]  # what project_list_for annotates
         return Response(ProjectOutputSerializer(project).data, status=status.HTTP_201_CREATED)
 
 
@@ -219,7 +223,7 @@ class UserTokenIssueApi(APIView):
         user = get_object_or_404(User, id=user_id)
         reject_unknown_fields(request.data)
         try:
-            token = token_issue(user=user, by=request.user)  # type: ignore[arg-type]
+            token = token_issue(user=user, by=signed_in_user(request))
         except UserManagementRefused as refusal:
             return Response({"detail": str(refusal)}, status=status.HTTP_403_FORBIDDEN)
         return Response({"token": token.key}, status=status.HTTP_201_CREATED)
@@ -248,7 +252,15 @@ class MemberListCreateApi(APIView):
         members = Membership.objects.filter(project=access.project).select_related("user")
         return Response([_member_data(m) for m in members.order_by("user__username")])
 
-    @extend_schema(request=MemberSerializer, responses={201: MemberSerializer})
+    @extend_schema(
+        request=MemberSerializer,
+        responses={
+            201: MemberSerializer,
+            409: OpenApiResponse(
+                description="Already a member: PATCH the member to change a role."
+            ),
+        },
+    )
     def post(self, request: Request, slug: str) -> Response:
         access = project_access(user=request.user, slug=slug, min_role=Membership.Role.ADMIN)
         serializer = MemberSerializer(data=request.data)
@@ -259,15 +271,37 @@ class MemberListCreateApi(APIView):
         if user is None:
             raise serializers.ValidationError({"username": "No active user with this username."})
         try:
-            membership = membership_set(
+            membership = membership_add(
                 project=access.project, user=user, role=serializer.validated_data["role"]
             )
+        except AlreadyMember as refusal:
+            return Response({"username": [str(refusal)]}, status=status.HTTP_409_CONFLICT)
         except MembershipRefused as refusal:
             raise serializers.ValidationError({"role": str(refusal)}) from refusal
         return Response(_member_data(membership), status=status.HTTP_201_CREATED)
 
 
-class MemberDeleteApi(APIView):
+class MemberRoleSerializer(StrictFieldsMixin, serializers.Serializer):
+    role = serializers.ChoiceField(choices=Membership.Role.choices)
+
+
+class MemberDetailApi(APIView):
+    """One member of a project: change their role (PATCH) or remove them (DELETE)."""
+
+    @extend_schema(request=MemberRoleSerializer, responses={200: MemberSerializer})
+    def patch(self, request: Request, slug: str, username: str) -> Response:
+        access = project_access(user=request.user, slug=slug, min_role=Membership.Role.ADMIN)
+        user = get_object_or_404(User, username=username, memberships__project=access.project)
+        serializer = MemberRoleSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            membership = membership_role_set(
+                project=access.project, user=user, role=serializer.validated_data["role"]
+            )
+        except MembershipRefused as refusal:
+            raise serializers.ValidationError({"role": str(refusal)}) from refusal
+        return Response(_member_data(membership))
+
     @extend_schema(request=None, responses={204: None})
     def delete(self, request: Request, slug: str, username: str) -> Response:
         access = project_access(user=request.user, slug=slug, min_role=Membership.Role.ADMIN)

@@ -18,6 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.apis.strict import StrictFieldsMixin, reject_unknown_fields
+from annotation.http import signed_in_user
 from annotation.models import Assignment, Flag, Judgment, Project, shown_sides, to_screen_terms
 from annotation.selectors.access import project_access
 from annotation.services.flags import NOTE_MAX_CHARS, assignment_flag
@@ -137,7 +138,7 @@ class AssignmentNextApi(APIView):
         access = project_access(user=request.user, slug=slug)
         assignment = assignment_next(
             project=access.project,
-            rater=request.user,  # type: ignore[arg-type]
+            rater=signed_in_user(request),
             membership=access.membership,
         )
         if assignment is None:
@@ -277,7 +278,7 @@ class JudgmentRecordApi(APIView):
         )
         try:
             judgment, created = judgment_record(
-                rater=request.user,  # type: ignore[arg-type]
+                rater=signed_in_user(request),
                 assignment_id=data["assignment"],
                 submission=submission,
                 idempotency_key=key,
@@ -309,7 +310,7 @@ class AssignmentSkipApi(APIView):
         reject_unknown_fields(request.data)
         try:
             assignment_skip(
-                rater=request.user,  # type: ignore[arg-type]
+                rater=signed_in_user(request),
                 assignment_id=assignment_id,
                 project=access.project,
             )
@@ -355,7 +356,7 @@ class AssignmentFlagApi(APIView):
             assignment_flag(
                 project=access.project,
                 assignment_id=assignment_id,
-                rater=request.user,  # type: ignore[arg-type]
+                rater=signed_in_user(request),
                 reason=body.validated_data["reason"],
                 note=body.validated_data["note"],
             )
@@ -381,7 +382,7 @@ class JudgmentUndoApi(APIView):
     def post(self, request: Request, slug: str) -> Response:
         access = project_access(user=request.user, slug=slug)
         reject_unknown_fields(request.data)
-        assignment = judgment_undo(project=access.project, rater=request.user)  # type: ignore[arg-type]
+        assignment = judgment_undo(project=access.project, rater=signed_in_user(request))
         if assignment is None:
             minutes = int(UNDO_WINDOW.total_seconds() // 60)
             return Response(

@@ -7,7 +7,7 @@ support (`max_raters_per_pair` on create, once) looks accepted and is lost.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
 from rest_framework import serializers
 
@@ -30,12 +30,19 @@ def reject_unknown_fields(data: Any, allowed: Iterable[str] = ()) -> None:
         raise serializers.ValidationError(errors)
 
 
-class StrictFieldsMixin:
+# The mixin's base for the type checker: the serializers it is mixed into.
+if TYPE_CHECKING:
+    _SerializerBase = serializers.Serializer
+else:
+    _SerializerBase = object
+
+
+class StrictFieldsMixin(_SerializerBase):
     """For input serializers: unknown body fields fail validation, each named."""
 
     def to_internal_value(self, data: Any) -> Any:
-        fields = cast(serializers.Serializer, self).fields
+        fields = self.fields
         writable = (name for name, field in fields.items() if not field.read_only)
         if errors := unknown_fields_error(data, writable):
             raise serializers.ValidationError(errors)
-        return super().to_internal_value(data)  # type: ignore[misc]
+        return super().to_internal_value(data)

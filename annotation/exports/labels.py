@@ -20,7 +20,9 @@ Django here, so the trainer, the benchmarks and the selectors share it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache, cached_property
 from typing import Literal, cast
 
 import numpy as np
@@ -46,7 +48,13 @@ def as_aggregation(name: str) -> Aggregation:
 @dataclass(frozen=True)
 class PairLabels:
     p_a: NDArray[np.float64]  # per dense pair index: P(a is better); 0.5 where nothing is known
-    reliability: DawidSkeneResult  # per-rater estimates, whatever rule made p_a
+    _fit: Callable[[], DawidSkeneResult] = field(repr=False)
+
+    @cached_property
+    def reliability(self) -> DawidSkeneResult:
+        """Per-rater estimates by Dawid-Skene, whatever rule made p_a. Fitted on first use only,
+        and at most once: under `dawid_skene` it is the fit that made p_a."""
+        return self._fit()
 
 
 def pair_labels(
@@ -59,25 +67,29 @@ def pair_labels(
     n_raters: int | None = None,
 ) -> PairLabels:
     """P(a better) for every pair, by `aggregation`; `known[p]` is A, B or UNKNOWN."""
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {aggregation!r}; use one of {AGGREGATIONS}")
     pair, rater, choice = (np.asarray(x, dtype=np.int64) for x in (pair, rater, choice))
     answers = np.asarray(known, dtype=np.int64)
     answers = np.where((answers == A) | (answers == B), answers, UNKNOWN)
     n_pairs = len(answers)
     n_raters = int(rater.max()) + 1 if n_raters is None and len(rater) else (n_raters or 0)
-    fitted = dawid_skene(
-        pair, rater, choice, n_items=n_pairs, n_raters=n_raters, n_labels=4, known=answers
-    )
-    if aggregation not in AGGREGATIONS:
-        raise ValueError(f"unknown aggregation {aggregation!r}; use one of {AGGREGATIONS}")
+
+    @cache
+    def fit() -> DawidSkeneResult:
+        return dawid_skene(
+            pair, rater, choice, n_items=n_pairs, n_raters=n_raters, n_labels=4, known=answers
+        )
+
     if aggregation == "dawid_skene":
-        p_a = fitted.posteriors[:, A].copy()
+        p_a = fit().posteriors[:, A].copy()
     elif aggregation == "weighted":
         p_a = _weighted(pair, rater, choice, answers, n_pairs=n_pairs, n_raters=n_raters)
     else:
         p_a = _vote_share(pair, choice, n_pairs=n_pairs)
     is_known = answers != UNKNOWN
     p_a[is_known] = (answers[is_known] == A).astype(np.float64)
-    return PairLabels(p_a=p_a, reliability=fitted)
+    return PairLabels(p_a=p_a, _fit=fit)
 
 
 def _vote_share(

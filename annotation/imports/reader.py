@@ -15,9 +15,12 @@ import io
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from annotation.imports.records import ImportIssue, ImportLimits
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 _BLOCK = 64 * 1024
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -61,8 +64,9 @@ class _HashingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self.fileobj.read(len(buffer))
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer)
+        data = self.fileobj.read(len(view))
         if not data:
             return 0
         self.size += len(data)
@@ -76,7 +80,7 @@ class _HashingReader(io.RawIOBase):
                 )
             )
         self._sha256.update(data)
-        buffer[: len(data)] = data
+        view[: len(data)] = data
         return len(data)
 
     def hexdigest(self) -> str:
@@ -94,7 +98,7 @@ class _CappedReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+    def readinto(self, buffer: WriteableBuffer) -> int:
         try:
             n = self._source.readinto(buffer)
         except (gzip.BadGzipFile, EOFError, zlib.error) as exc:

@@ -259,8 +259,8 @@ def agreement_trend(*, project: Project, scope: AgreementScope) -> list[TrendPoi
     paths = {key: KT(f"metrics__coefficients__{key}__value") for key in TREND_KEYS}
     reports = AgreementReport.objects.filter(project=project, scope=scope.as_json())
     newest = reports.order_by("-created_at", "-id").values("created_at", "judgments", **paths)
-    # The stubs' TypedDict for values() does not know the KT() keys.
-    rows: list[dict[str, Any]] = list(newest[:TREND_POINTS])  # type: ignore[arg-type]
+    page = newest[:TREND_POINTS]
+    rows: list[dict[str, Any]] = list(page)  # type: ignore[arg-type]  # stubs miss the KT() keys
     return [
         TrendPoint(
             created_at=row["created_at"],

@@ -170,8 +170,8 @@ def _chunks(project: Project, options: ExportOptions) -> Iterator[bytes]:
         else:
             # CSV cells hold text, so there the prompts keep their own form (chats as JSON).
             uniform = conversational and options.format != "csv"
-            reliability = _estimate(project, options, cut, "dawid_skene").accuracy_of()
-            rows = _judgment_rows(project, options, cut, reliability, conversational=uniform)
+            accuracy = _rater_accuracy(project, options, cut)
+            rows = _judgment_rows(project, options, cut, accuracy, conversational=uniform)
         if options.format == "csv":
             yield from formats.csv_rows(JUDGMENT_COLUMNS, rows)
         elif options.format == "parquet":
@@ -418,90 +418,78 @@ def export_row_count(
     return min(counted, cap), counted > cap
 
 
+# What a rater line reads from the database: its name there (an export column, or the three
+# that become one: prompt_text and prompt_messages the prompt, rater_id the pseudonym and the
+# accuracy) and the ORM path it is read from.
+_RATER_READS = (
+    ("judgment_id", "id"),
+    ("batch_id", "pair__batch_id"),
+    ("pair_id", "pair_id"),
+    ("pair_external_id", "pair__external_id"),
+    ("pair_metadata", "pair__metadata"),
+    ("prompt_text", "pair__prompt__text"),
+    ("prompt_messages", "pair__prompt__messages"),
+    ("response_a", "pair__response_a__text"),
+    ("response_b", "pair__response_b__text"),
+    ("model_a", "pair__response_a__model_name"),
+    ("model_b", "pair__response_b__model_name"),
+    ("rater_id", "rater_id"),
+    ("choice", "choice"),
+    ("strength", "strength"),
+    ("criteria", "criteria"),
+    ("rationale", "rationale"),
+    ("swapped", "swapped"),
+    ("duration_ms", "duration_ms"),
+    ("active_ms", "active_ms"),
+    ("created_at", "created_at"),
+    ("gold_choice", "pair__gold_choice"),
+)
+
+
 def _judgment_rows(
     project: Project,
     options: ExportOptions,
     cut: _Cutoff,
-    reliability: dict[int, float | None],
+    accuracy: dict[int, float | None],
     *,
     conversational: bool,
 ) -> Iterator[dict[str, Any]]:
-    judgments = _judgments_in_scope(project, options, cut)
-    pseudonyms: dict[int, str] = {}
-    rows = judgments.order_by("id").values_list(
-        "id",
-        "pair__batch_id",
-        "pair_id",
-        "pair__external_id",
-        "pair__metadata",
-        "pair__prompt__text",
-        "pair__prompt__messages",
-        "pair__response_a__text",
-        "pair__response_b__text",
-        "pair__response_a__model_name",
-        "pair__response_b__model_name",
-        "rater_id",
-        "choice",
-        "strength",
-        "criteria",
-        "rationale",
-        "swapped",
-        "duration_ms",
-        "active_ms",
-        "created_at",
-        "pair__gold_choice",
+    """A line per judgment in scope (then per seed label, if asked), in id order.
+    `accuracy` is each rater's estimated accuracy by user id (_rater_accuracy)."""
+    names = [name for name, _ in _RATER_READS]
+    rows = (
+        _judgments_in_scope(project, options, cut)
+        .order_by("id")
+        .values_list(*(path for _, path in _RATER_READS))
     )
-    for (
-        judgment_id,
-        batch_id,
-        pair_id,
-        external_id,
-        pair_metadata,
-        text,
-        messages,
-        text_a,
-        text_b,
-        model_a,
-        model_b,
-        rater_id,
-        choice,
-        strength,
-        criteria,
-        rationale,
-        swapped,
-        duration_ms,
-        active_ms,
-        created_at,
-        gold_choice,
-    ) in rows.iterator(chunk_size=CHUNK_ROWS):
+    pseudonyms: dict[int, str] = {}  # one per rater of the project: bounded by its members
+    for values in rows.iterator(chunk_size=CHUNK_ROWS):
+        read = dict(zip(names, values, strict=True))
+        rater_id = read["rater_id"]
         if rater_id not in pseudonyms:
             pseudonyms[rater_id] = rater_pseudonym(rater_id)
-        yield {
-            "judgment_id": judgment_id,
+        line = {
+            **read,
             "source": "rater",
-            "batch_id": batch_id,
-            "pair_id": pair_id,
-            "pair_external_id": external_id,
-            "prompt": _judgment_prompt(text, messages, conversational=conversational),
-            "response_a": text_a,
-            "response_b": text_b,
-            "model_a": model_a,
-            "model_b": model_b,
+            "prompt": _judgment_prompt(
+                read["prompt_text"], read["prompt_messages"], conversational=conversational
+            ),
             "rater": pseudonyms[rater_id],
-            "choice": choice,
-            "strength": strength,
-            "criteria": criteria,
-            "rationale": rationale,
-            "swapped": swapped,
-            "duration_ms": duration_ms,
-            "active_ms": active_ms,
-            "created_at": _iso(created_at),
-            "gold_choice": gold_choice or None,
-            "rater_accuracy": reliability.get(rater_id),
-            "pair_metadata": pair_metadata,
+            "created_at": _iso(read["created_at"]),
+            "gold_choice": read["gold_choice"] or None,
+            "rater_accuracy": accuracy.get(rater_id),
         }
+        yield {name: line[name] for name in JUDGMENT_COLUMNS}
     if options.include_seed:
         yield from _seed_rows(project, options, cut, conversational=conversational)
+
+
+def _rater_accuracy(
+    project: Project, options: ExportOptions, cut: _Cutoff
+) -> dict[int, float | None]:
+    """Each rater's estimated accuracy by Dawid-Skene, whatever the export's aggregation rule:
+    one fit over the snapshot's judgments, whose posteriors are the estimate's p_a."""
+    return _estimate(project, options, cut, "dawid_skene").accuracy_of()
 
 
 def _seed_rows(

@@ -15,7 +15,7 @@ from django.db.models import Case, IntegerField, QuerySet, Value, When
 from numpy.typing import NDArray
 
 from annotation.exports.dawid_skene import UNKNOWN, DawidSkeneResult
-from annotation.exports.labels import BOTH_BAD, TIE, A, Aggregation, B, pair_labels
+from annotation.exports.labels import BOTH_BAD, TIE, A, Aggregation, B, PairLabels, pair_labels
 from annotation.models import Judgment, Pair
 
 _CHOICE_CODES = {"a": A, "b": B, "tie": TIE, "both_bad": BOTH_BAD}
@@ -28,7 +28,12 @@ class LabelEstimate:
     pair_ids: NDArray[np.int64]  # sorted; index i is dense pair i
     p_a: NDArray[np.float64]  # P(a better) per dense pair
     rater_ids: NDArray[np.int64]  # sorted; index i is dense rater i
-    reliability: DawidSkeneResult  # per dense rater
+    labels: PairLabels  # fits the raters' reliability when first asked (see `reliability`)
+
+    @property
+    def reliability(self) -> DawidSkeneResult:
+        """Per dense rater, by Dawid-Skene whatever the rule; fitted on first use, once."""
+        return self.labels.reliability
 
     def p_a_for(self, pair_id: int) -> float | None:
         """P(a better) of a pair, None for a pair without a judgment here. A binary search in
@@ -79,7 +84,7 @@ def label_estimate(*, judgments: QuerySet[Judgment], aggregation: Aggregation) -
         pair_ids=pair_ids,
         p_a=labelled.p_a,
         rater_ids=rater_ids,
-        reliability=labelled.reliability,
+        labels=labelled,
     )
 
 

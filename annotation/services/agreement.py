@@ -133,6 +133,23 @@ def agreement_metrics_compute(
     )
 
 
+def agreement_report_compute(
+    *, project: Project, scope: AgreementScope | None = None
+) -> AgreementReport:
+    """The agreement report of `project` in `scope` (whole project if None) as of now, unsaved:
+    it writes nothing and pauses nobody (`auto_paused` is empty), so a GET may ask for it."""
+    scope = scope or AgreementScope()
+    computed = agreement_metrics_compute(project=project, scope=scope)
+    return AgreementReport(
+        project=project,
+        created_at=timezone.now(),
+        judgments=computed.judgments,
+        last_judgment_id=computed.last_judgment_id,
+        scope=scope.as_json(),
+        metrics={**computed.metrics, "auto_paused": []},
+    )
+
+
 def agreement_report_create(
     *, project: Project, scope: AgreementScope | None = None
 ) -> AgreementReport:
@@ -141,20 +158,13 @@ def agreement_report_create(
     A whole-project report of a project with `auto_pause` also pauses the raters it flags.
     """
     scope = scope or AgreementScope()
-    computed = agreement_metrics_compute(project=project, scope=scope)
-    metrics = computed.metrics
+    report = agreement_report_compute(project=project, scope=scope)
     with transaction.atomic():
-        paused = []
         if project.auto_pause and scope.is_whole_project:
-            paused = _auto_pause(project=project, raters=metrics["raters"])
-        metrics["auto_paused"] = paused
-        report = AgreementReport.objects.create(
-            project=project,
-            judgments=computed.judgments,
-            last_judgment_id=computed.last_judgment_id,
-            scope=scope.as_json(),
-            metrics=metrics,
-        )
+            report.metrics["auto_paused"] = _auto_pause(
+                project=project, raters=report.metrics["raters"]
+            )
+        report.save()
         _thin_old_reports(project=project, scope=scope)
     return report
 

@@ -81,8 +81,9 @@ def leaderboard_compute(
 ) -> Leaderboard | None:
     """The project's leaderboard in `scope`, or None when fewer than two models battled."""
     key = _cache_key(project, scope, style_control, rounds) if use_cache else ""
-    if use_cache and (cached := cache.get(key)) is not None:
-        return cached  # type: ignore[no-any-return]
+    cached: Leaderboard | None = cache.get(key) if use_cache else None
+    if cached is not None:
+        return cached
     if style_control:
         response_styles_fill(project=project)
     battles = leaderboard_battles(project=project, scope=scope)

@@ -57,6 +57,10 @@ class MembershipRefused(Exception):
     """A change to the members of a project that would leave it without an admin, and the like."""
 
 
+class AlreadyMember(MembershipRefused):
+    """Adding someone who is a member already: their role changes only when asked for by name."""
+
+
 class InvitationInvalid(Exception):
     """An invitation link that is unknown, used or expired; `reason` says which."""
 
@@ -136,17 +140,39 @@ def _admins_left_after(*, project: Project, leaving: Membership) -> int:
     return len([pk for pk in admins if pk != leaving.pk])
 
 
-@transaction.atomic
-def membership_set(*, project: Project, user: User, role: str) -> Membership:
-    """Add `user` to `project` with `role`, or change the role they have.
-
-    Refused with MembershipRefused when it would demote the project's last admin."""
+def _check_role(role: str) -> None:
     if role not in Membership.Role.values:
         raise MembershipRefused(f"Unknown role {role!r}.")
-    current = Membership.objects.filter(project=project, user=user).first()
+
+
+@transaction.atomic
+def membership_add(*, project: Project, user: User, role: str) -> Membership:
+    """Add `user` to `project` with `role`.
+
+    Refused with AlreadyMember when they are a member already, whatever their role: adding is
+    not the way to change a role (membership_role_set is), so a stale form or a retried script
+    never demotes or promotes anyone by surprise. The page and the API share this rule."""
+    _check_role(role)
+    membership, created = Membership.objects.get_or_create(
+        project=project, user=user, defaults={"role": role}
+    )
+    if not created:
+        raise AlreadyMember(
+            f"{user.get_username()} is already a member ({membership.get_role_display()}); "
+            "change their role instead."
+        )
+    return membership
+
+
+@transaction.atomic
+def membership_role_set(*, project: Project, user: User, role: str) -> Membership:
+    """Change the role of `user`, a member of `project` (Membership.DoesNotExist if not).
+
+    Refused with MembershipRefused when it would demote the project's last admin."""
+    _check_role(role)
+    current = Membership.objects.select_for_update().get(project=project, user=user)
     if (
-        current is not None
-        and current.role == Membership.Role.ADMIN
+        current.role == Membership.Role.ADMIN
         and role != Membership.Role.ADMIN
         and _admins_left_after(project=project, leaving=current) == 0
     ):
@@ -154,10 +180,9 @@ def membership_set(*, project: Project, user: User, role: str) -> Membership:
             f"{user.get_username()} is the last admin of {project.name}: "
             "make someone else admin first."
         )
-    membership, _ = Membership.objects.update_or_create(
-        project=project, user=user, defaults={"role": role}
-    )
-    return membership
+    current.role = role
+    current.save(update_fields=["role"])
+    return current
 
 
 @transaction.atomic
@@ -235,8 +260,7 @@ class IssuedInvitation:
 
 def invitation_create(*, project: Project, role: str, created_by: User) -> IssuedInvitation:
     """A one-time link for a new person to join `project` as `role`, valid for 7 days."""
-    if role not in Membership.Role.values:
-        raise MembershipRefused(f"Unknown role {role!r}.")
+    _check_role(role)
     token = secrets.token_urlsafe(32)
     now = timezone.now()
     invitation = Invitation.objects.create(

@@ -16,9 +16,9 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
-from django_htmx.middleware import HtmxDetails
 
 from annotation import tasks
+from annotation.http import HtmxHttpRequest
 from annotation.leaderboard.bias import FAR, MIN_DIFFERENCE, MIN_JUDGMENTS
 from annotation.models import Batch, Membership, Project
 from annotation.selectors.access import project_access
@@ -34,10 +34,6 @@ from annotation.services.leaderboard import bias_lens_compute
 from config.celery import enqueue_on_commit
 
 LEAD = Membership.Role.LEAD
-
-
-class HtmxHttpRequest(HttpRequest):
-    htmx: HtmxDetails
 
 
 class ScopeForm(forms.Form):

@@ -12,8 +12,8 @@ from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.middleware import HtmxDetails
 
+from annotation.http import HtmxHttpRequest, signed_in_user
 from annotation.models import Batch, Membership
 from annotation.selectors.access import ProjectAccess, project_access
 from annotation.selectors.batches import batch_get, batch_list
@@ -26,11 +26,6 @@ from annotation.services.imports import (
 )
 from annotation.services.imports.rejects import rejects_response
 from annotation.views.confirm import Confirmation, confirm_page, confirmed
-
-
-class HtmxHttpRequest(HttpRequest):
-    htmx: HtmxDetails
-
 
 ADMIN = Membership.Role.ADMIN
 LEAD = Membership.Role.LEAD
@@ -100,7 +95,7 @@ def batches(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     try:
         dry_run = upload_check(
             project=access.project,
-            user=request.user,  # type: ignore[arg-type]
+            user=signed_in_user(request),
             fileobj=upload,
             filename=upload.name or "upload",
             format=form.cleaned_data["format"] or None,
@@ -131,7 +126,7 @@ def batch_import(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     try:
         outcome = upload_import(
             project=access.project,
-            user=request.user,  # type: ignore[arg-type]
+            user=signed_in_user(request),
             token=token,
             known_answers=form.cleaned_data["known_answers"] or Batch.KnownAnswers.NONE,
             allow_duplicate=form.cleaned_data["allow_duplicate"],

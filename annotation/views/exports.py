@@ -8,13 +8,13 @@ from typing import Any
 
 from django import forms
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
+from django.http import HttpResponseBase, StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
-from django_htmx.middleware import HtmxDetails
 
 from annotation.exports.aggregation import TIE_POLICIES
 from annotation.exports.labels import AGGREGATIONS, as_aggregation
+from annotation.http import HtmxHttpRequest
 from annotation.models import Batch, Membership, Project
 from annotation.selectors.access import project_access
 from annotation.selectors.exports import (
@@ -37,10 +37,6 @@ _TIE_LABELS = {
 }
 
 _DATE = forms.DateInput(attrs={"type": "date"})
-
-
-class HtmxHttpRequest(HttpRequest):
-    htmx: HtmxDetails
 
 
 def export_response(file: ExportFile) -> StreamingHttpResponse:

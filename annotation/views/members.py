@@ -21,6 +21,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotation.forms import InvitationAcceptForm, InvitationForm, MemberAddForm, RoleForm
+from annotation.http import signed_in_user
 from annotation.models import Invitation, Membership
 from annotation.selectors.access import ProjectAccess, project_access
 from annotation.selectors.people import (
@@ -31,6 +32,7 @@ from annotation.selectors.people import (
     users_deactivatable_by,
 )
 from annotation.services.projects import (
+    AlreadyMember,
     InvitationInvalid,
     IssuedInvitation,
     MembershipRefused,
@@ -40,8 +42,9 @@ from annotation.services.projects import (
     invitation_check,
     invitation_create,
     invitation_revoke,
+    membership_add,
     membership_remove,
-    membership_set,
+    membership_role_set,
     token_issue,
     user_deactivate,
 )
@@ -68,7 +71,7 @@ def _members_page(
         "access": access,
         "project": access.project,
         "members": members,
-        "deactivatable": users_deactivatable_by(actor=request.user, members=members),  # type: ignore[arg-type]
+        "deactivatable": users_deactivatable_by(actor=signed_in_user(request), members=members),
         "invitations": invitation_list_open(project=access.project),
         "add_form": add_form or MemberAddForm(),
         "invite_form": InvitationForm(),
@@ -115,15 +118,11 @@ def member_add(request: HttpRequest, slug: str) -> HttpResponse:
     if not form.is_valid():
         return _members_page(request, access, add_form=form, status=400)
     user: User = form.cleaned_data["username"]
-    existing = Membership.objects.filter(project=access.project, user=user).first()
-    if existing is not None:
-        form.add_error(
-            "username",
-            f"{user.get_username()} is already a member ({existing.get_role_display()}); "
-            "change the role in the table.",
-        )
+    try:
+        membership_add(project=access.project, user=user, role=form.cleaned_data["role"])
+    except AlreadyMember as refusal:
+        form.add_error("username", str(refusal))
         return _members_page(request, access, add_form=form, status=400)
-    membership_set(project=access.project, user=user, role=form.cleaned_data["role"])
     messages.success(request, f"{user.get_username()} added as {form.cleaned_data['role']}.")
     return _back(slug)
 
@@ -140,7 +139,9 @@ def member_role(request: HttpRequest, slug: str, membership_id: int) -> HttpResp
         messages.error(request, "Choose one of the roles: rater, lead or admin.")
         return _back(slug)
     try:
-        membership_set(project=access.project, user=membership.user, role=form.cleaned_data["role"])
+        membership_role_set(
+            project=access.project, user=membership.user, role=form.cleaned_data["role"]
+        )
     except MembershipRefused as refusal:
         messages.error(request, str(refusal))
     else:
@@ -186,7 +187,7 @@ def member_deactivate(request: HttpRequest, slug: str, membership_id: int) -> Ht
     membership = get_object_or_404(
         Membership.objects.select_related("user"), id=membership_id, project=access.project
     )
-    refusal = user_manage_refusal(actor=request.user, target=membership.user)  # type: ignore[arg-type]
+    refusal = user_manage_refusal(actor=signed_in_user(request), target=membership.user)
     if refusal is not None:
         raise PermissionDenied(refusal)
     if not confirmed(request):
@@ -201,7 +202,7 @@ def member_deactivate(request: HttpRequest, slug: str, membership_id: int) -> Ht
             button=f"Deactivate {name}",
         )
     try:
-        user_deactivate(user=membership.user, by=request.user)  # type: ignore[arg-type]
+        user_deactivate(user=membership.user, by=signed_in_user(request))
     except UserManagementRefused as refusal:
         raise PermissionDenied(str(refusal)) from refusal
     except UserDeactivationRefused as refusal:
@@ -227,7 +228,7 @@ def invitation_new(request: HttpRequest, slug: str) -> HttpResponse:
     issued = invitation_create(
         project=access.project,
         role=form.cleaned_data["role"],
-        created_by=request.user,  # type: ignore[arg-type]
+        created_by=signed_in_user(request),
     )
     return _members_page(request, access, issued=issued, status=201)
 
@@ -301,10 +302,10 @@ def my_token(request: HttpRequest) -> HttpResponse:
     """Any logged-in user creates or rotates their own API token; the key is shown once.
     Rotating stops the old token at once, so it is confirmed first."""
     key = None
-    existing = token_for(user=request.user)  # type: ignore[arg-type]
+    existing = token_for(user=signed_in_user(request))
     if request.method == "POST":
         if existing is not None and not confirmed(request):
             return confirm_page(request, _token_rotation())
-        key = token_issue(user=request.user).key  # type: ignore[arg-type]
-        existing = token_for(user=request.user)  # type: ignore[arg-type]
+        key = token_issue(user=signed_in_user(request)).key
+        existing = token_for(user=signed_in_user(request))
     return render(request, "annotation/my_token.html", {"key": key, "existing": existing})

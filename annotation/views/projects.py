@@ -7,6 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from annotation.http import signed_in_user
 from annotation.selectors.access import (
     project_access,
     project_list_for,
@@ -18,7 +19,7 @@ from annotation.selectors.access import (
 @login_required
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    projects = project_list_for(user=request.user)  # type: ignore[arg-type]
+    projects = project_list_for(user=signed_in_user(request))
     return render(
         request,
         "annotation/home.html",
@@ -30,7 +31,7 @@ def home(request: HttpRequest) -> HttpResponse:
 @require_GET
 def overview(request: HttpRequest, slug: str) -> HttpResponse:
     access = project_access(user=request.user, slug=slug)
-    stats = project_overview(access=access, user=request.user)  # type: ignore[arg-type]
+    stats = project_overview(access=access, user=signed_in_user(request))
     return render(
         request,
         "annotation/overview.html",

@@ -13,11 +13,11 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.models import User
-from django.http import HttpRequest, HttpResponse, QueryDict
+from django.http import HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
+from annotation.http import HtmxHttpRequest, signed_in_user
 from annotation.models import Assignment, Flag, Project
 from annotation.selectors.access import ProjectAccess, project_access
 from annotation.selectors.rating import (
@@ -101,7 +101,7 @@ def _form(project: Project, values: QueryDict | None) -> dict[str, Any]:
 
 
 def _render(
-    request: HttpRequest,
+    request: HtmxHttpRequest,
     access: ProjectAccess,
     *,
     assignment: Assignment | None = None,
@@ -112,7 +112,7 @@ def _render(
     status: int = 200,
 ) -> HttpResponse:
     project = access.project
-    user: User = request.user  # type: ignore[assignment]
+    user = signed_in_user(request)
     context = {
         "access": access,
         "project": project,
@@ -127,19 +127,19 @@ def _render(
         "flag_reasons": Flag.Reason.choices,
     }
     template = "annotation/rate.html"
-    if request.htmx:  # type: ignore[attr-defined]
+    if request.htmx:
         template += "#pair-card"
     return render(request, template, context, status=status)
 
 
-def _next(request: HttpRequest, access: ProjectAccess, **kwargs: Any) -> HttpResponse:
+def _next(request: HtmxHttpRequest, access: ProjectAccess, **kwargs: Any) -> HttpResponse:
     """The card with the rater's next pair (or the end state)."""
-    assignment = assignment_next(project=access.project, rater=request.user)  # type: ignore[arg-type]
+    assignment = assignment_next(project=access.project, rater=signed_in_user(request))
     return _render(request, access, assignment=assignment, **kwargs)
 
 
 def _done(
-    request: HttpRequest,
+    request: HtmxHttpRequest,
     access: ProjectAccess,
     notice: str,
     *,
@@ -147,7 +147,7 @@ def _done(
 ) -> HttpResponse:
     """After a successful post: for htmx the card with `assignment` or else the next pair; without
     htmx a redirect (post/redirect/get), where the newest lease is shown, an undone one included."""
-    if not request.htmx:  # type: ignore[attr-defined]
+    if not request.htmx:
         messages.success(request, notice)
         return redirect("annotation:rate", slug=access.project.slug)
     if assignment is None:
@@ -192,9 +192,9 @@ def _submission(post: QueryDict, project: Project) -> Submission:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def rate(request: HttpRequest, slug: str) -> HttpResponse:
+def rate(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     access = project_access(user=request.user, slug=slug)
-    user: User = request.user  # type: ignore[assignment]
+    user = signed_in_user(request)
     if access.is_paused:
         return _render(request, access)
     if request.method == "GET":
@@ -233,13 +233,13 @@ def rate(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_POST
-def rate_skip(request: HttpRequest, slug: str) -> HttpResponse:
+def rate_skip(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     access = project_access(user=request.user, slug=slug)
     if access.is_paused:
         return _render(request, access)
     try:
         assignment_skip(
-            rater=request.user,  # type: ignore[arg-type]
+            rater=signed_in_user(request),
             assignment_id=_int(request.POST.get("assignment")) or 0,
             project=access.project,
         )
@@ -250,11 +250,11 @@ def rate_skip(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_POST
-def rate_flag(request: HttpRequest, slug: str) -> HttpResponse:
+def rate_flag(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     access = project_access(user=request.user, slug=slug)
     if access.is_paused:
         return _render(request, access)
-    user: User = request.user  # type: ignore[assignment]
+    user = signed_in_user(request)
     assignment_id = _int(request.POST.get("assignment")) or 0
     try:
         assignment_flag(
@@ -281,11 +281,11 @@ def rate_flag(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_POST
-def rate_undo(request: HttpRequest, slug: str) -> HttpResponse:
+def rate_undo(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     access = project_access(user=request.user, slug=slug)
     if access.is_paused:
         return _render(request, access)
-    assignment = judgment_undo(project=access.project, rater=request.user)  # type: ignore[arg-type]
+    assignment = judgment_undo(project=access.project, rater=signed_in_user(request))
     if assignment is None:
         minutes = int(UNDO_WINDOW.total_seconds() // 60)
         return _next(

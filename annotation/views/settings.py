@@ -12,6 +12,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from annotation.forms import GUIDELINES_MAX_CHARS, ProjectCreateForm, ProjectForm
+from annotation.http import signed_in_user
 from annotation.models import Membership
 from annotation.selectors.access import (
     PROJECT_CREATORS,
@@ -40,7 +41,7 @@ def project_create_page(request: HttpRequest) -> HttpResponse:
         project = project_create(
             slug=fields.pop("slug"),
             name=fields.pop("name"),
-            created_by=request.user,  # type: ignore[arg-type]
+            created_by=signed_in_user(request),
             **fields,
         )
         messages.success(

@@ -454,16 +454,26 @@ def test_the_dashboard_needs_few_queries_however_many_reports(
 # --- API and command ----------------------------------------------------------------------------
 
 
-def test_the_api_computes_the_first_report_then_serves_the_stored_one(client, project, small, lead):
+def test_the_api_computes_a_missing_report_without_storing_it_then_serves_the_stored_one(
+    client, project, small, lead
+):
+    """A GET writes nothing: without a stored report it answers one computed now (id null),
+    stores none and pauses nobody, even in a project that pauses flagged raters."""
+    project.auto_pause = True
+    project.save(update_fields=["auto_pause"])
     login(client, lead)
     first = client.get(f"/api/v1/projects/{project.slug}/agreement/")
     assert first.status_code == 200
     body = first.json()
+    assert body["id"] is None
     assert body["judgments"] == 12
     assert body["metrics"]["coefficients"]["percent_agreement"]["value"] == pytest.approx(7 / 12)
+    assert body["metrics"]["auto_paused"] == []
+    assert not AgreementReport.objects.filter(project=project).exists()
+    assert not Membership.objects.filter(project=project, paused_at__isnull=False).exists()
+    stored = agreement_report_create(project=project)
     second = client.get(f"/api/v1/projects/{project.slug}/agreement/")
-    assert second.json()["id"] == body["id"]
-    assert AgreementReport.objects.filter(project=project).count() == 1
+    assert second.json()["id"] == stored.id
 
 
 def test_the_api_refuses_raters_outsiders_and_foreign_batches(

@@ -52,7 +52,8 @@ def test_a_project_admin_adds_changes_and_removes_members(api, project, admin_me
     api.force_authenticate(admin_member)
     url = f"/api/v1/projects/{project.slug}/members/"
     assert api.post(url, {"username": "newcomer", "role": "rater"}).status_code == 201
-    assert api.post(url, {"username": "newcomer", "role": "lead"}).data["role"] == "lead"
+    changed = api.patch(url + "newcomer/", {"role": "lead"}, format="json")
+    assert (changed.status_code, changed.data["role"]) == (200, "lead")
     assert {m["username"] for m in api.get(url).data} == {"ada", "newcomer"}
     assert api.delete(url + "newcomer/").status_code == 204
     assert not Membership.objects.filter(user__username="newcomer").exists()
@@ -136,3 +137,23 @@ def test_a_staff_user_cannot_raise_their_own_privilege_in_the_admin(client, staf
     staff.refresh_from_db()
     assert staff.email == "me@example.org"
     assert staff.is_superuser is False
+
+
+def test_adding_a_present_member_is_refused_and_keeps_their_role(api, project, admin_member, rater):
+    """As on the members page: adding someone who is a member already changes nothing (409);
+    a role changes by PATCHing the member."""
+    api.force_authenticate(admin_member)
+    url = f"/api/v1/projects/{project.slug}/members/"
+    response = api.post(url, {"username": "rita", "role": "admin"})
+    assert response.status_code == 409
+    assert "already a member" in response.data["username"][0]
+    assert Membership.objects.get(project=project, user=rater).role == Membership.Role.RATER
+
+
+def test_the_last_admin_cannot_be_demoted_through_the_api(api, project, admin_member):
+    api.force_authenticate(admin_member)
+    url = f"/api/v1/projects/{project.slug}/members/{admin_member.username}/"
+    response = api.patch(url, {"role": "rater"}, format="json")
+    assert response.status_code == 400
+    assert "last admin" in str(response.data["role"])
+    assert Membership.objects.get(project=project, user=admin_member).role == "admin"

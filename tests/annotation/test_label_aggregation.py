@@ -2,12 +2,14 @@
 
 import io
 import json
+from unittest import mock
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from rest_framework.authtoken.models import Token
 
+from annotation.exports import labels
 from annotation.exports.labels import AGGREGATIONS
 from annotation.models import Project
 from annotation.services.projects import project_update
@@ -110,3 +112,22 @@ def test_the_settings_page_offers_the_label_settings(client, project, admin_memb
     page = client.get(f"/p/{project.slug}/settings/")
     assert b'name="aggregation"' in page.content
     assert b'name="min_posterior"' in page.content
+
+
+@pytest.mark.parametrize(
+    ("options", "fits"),
+    [
+        ({"format": "judgments", "aggregation": "majority"}, 1),
+        ({"format": "judgments", "aggregation": "weighted"}, 1),
+        ({"format": "judgments", "aggregation": "dawid_skene"}, 1),
+        ({"format": "trl", "aggregation": "majority"}, 0),
+        ({"format": "trl", "aggregation": "weighted"}, 0),
+        ({"format": "trl", "aggregation": "dawid_skene"}, 1),
+    ],
+)
+def test_an_export_fits_dawid_skene_once_and_only_where_it_reads_it(project, crowd, options, fits):
+    """A judgments export fits Dawid-Skene once, for rater_accuracy, whatever the rule; a trl
+    export only under the dawid_skene rule, whose posteriors it decides by."""
+    with mock.patch.object(labels, "dawid_skene", wraps=labels.dawid_skene) as fit:
+        assert _lines(_export(project, include_gold=True, **options))
+    assert fit.call_count == fits

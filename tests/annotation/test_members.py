@@ -13,8 +13,9 @@ from annotation.models import Invitation, Membership
 from annotation.services.projects import (
     MembershipRefused,
     invitation_create,
+    membership_add,
     membership_remove,
-    membership_set,
+    membership_role_set,
 )
 from tests.conftest import login
 from tests.factories import MembershipFactory, UserFactory
@@ -219,8 +220,8 @@ def test_the_last_admin_can_be_neither_demoted_nor_removed(client, project, admi
     with pytest.raises(MembershipRefused):
         membership_remove(project=project, user=admin_member)
     second = UserFactory()
-    membership_set(project=project, user=second, role="admin")
-    membership_set(project=project, user=admin_member, role="rater")
+    membership_add(project=project, user=second, role="admin")
+    membership_role_set(project=project, user=admin_member, role="rater")
     assert _membership(project, admin_member).role == Membership.Role.RATER
 
 

@@ -17,7 +17,9 @@ from django.db import transaction
 from annotation.models import Batch, Judgment, Membership, Project, shown_sides
 from annotation.services.imports import ImportRejected, batch_import
 from annotation.services.projects import (
-    membership_set,
+    AlreadyMember,
+    membership_add,
+    membership_role_set,
     project_create,
     user_allow_project_creation,
     user_create,
@@ -120,7 +122,11 @@ class Command(BaseCommand):
                 gold_rate=0.0,
             )
         for username, role in ACCOUNTS:
-            membership_set(project=project, user=users.get(username=username), role=role)
+            user = users.get(username=username)
+            try:
+                membership_add(project=project, user=user, role=role)
+            except AlreadyMember:  # a second run: the role goes back to the demo's
+                membership_role_set(project=project, user=user, role=role)
         return project
 
     def _import(self, project: Project) -> None:

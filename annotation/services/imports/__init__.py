@@ -14,10 +14,17 @@ from annotation.services.imports.importing import (
 )
 from annotation.services.imports.recovery import ImportSweep, batch_imports_sweep
 from annotation.services.imports.staging import staged_uploads_clean
-from annotation.services.imports.uploads import DryRun, upload_check, upload_import
+from annotation.services.imports.uploads import (
+    CheckedUpload,
+    DryRun,
+    upload_check,
+    upload_check_and_import,
+    upload_import,
+)
 from annotation.services.imports.writer import prompt_fields
 
 __all__ = [
+    "CheckedUpload",
     "DryRun",
     "ImportOutcome",
     "ImportRejected",
@@ -33,5 +40,6 @@ __all__ = [
     "prompt_fields",
     "staged_uploads_clean",
     "upload_check",
+    "upload_check_and_import",
     "upload_import",
 ]

@@ -6,7 +6,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation.models import Batch, Pair
-from annotation.tasks import project_stats_refresh
+from annotation.task_names import PROJECT_STATS_REFRESH
 from config.celery import enqueue_on_commit
 
 
@@ -19,7 +19,7 @@ def batch_retire(*, batch: Batch) -> Batch:
         batch.retired_at = timezone.now()
         batch.save(update_fields=["retired_at"])
         Pair.objects.filter(batch=batch).update(is_active=False)
-        enqueue_on_commit(project_stats_refresh, batch.project_id)
+        enqueue_on_commit(PROJECT_STATS_REFRESH, batch.project_id)
     return batch
 
 
@@ -31,5 +31,5 @@ def batch_unretire(*, batch: Batch) -> Batch:
         batch.retired_at = None
         batch.save(update_fields=["retired_at"])
         Pair.objects.filter(batch=batch).update(is_active=True)
-        enqueue_on_commit(project_stats_refresh, batch.project_id)
+        enqueue_on_commit(PROJECT_STATS_REFRESH, batch.project_id)
     return batch

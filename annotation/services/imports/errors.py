@@ -15,6 +15,8 @@ class ImportRejected(Exception):
     """The file was not imported; `issues` says why, each with its line or row and field.
 
     `duplicate_of` is the earlier batch when the only problem is that this file was seen before.
+    `invalid_records` counts the records with errors when `on_invalid="skip"` would import the
+    others (0 when the file has a file-wide error or none is valid).
     """
 
     def __init__(
@@ -23,10 +25,12 @@ class ImportRejected(Exception):
         *,
         total: int | None = None,
         duplicate_of: Batch | None = None,
+        invalid_records: int = 0,
     ) -> None:
         self.issues = list(issues)
         self.total = total if total is not None else len(self.issues)
         self.duplicate_of = duplicate_of
+        self.invalid_records = invalid_records
         super().__init__("; ".join(str(issue) for issue in self.issues[:3]))
 
 

@@ -47,7 +47,7 @@ from annotation.services.imports.staging import (
     staged_upload_open,
 )
 from annotation.services.imports.writer import ChunkBuilder, record_chunks, writer_for
-from annotation.tasks import project_stats_refresh
+from annotation.task_names import BATCH_IMPORT_RUN, PROJECT_STATS_REFRESH
 from config.celery import enqueue_on_commit
 
 logger = logging.getLogger(__name__)
@@ -227,10 +227,7 @@ def batch_import_later(
             staged_upload=upload.token,
             heartbeat_at=timezone.now(),  # when it was sent: the sweep sends it again later
         )
-        # The task module imports the services; importing it here keeps that one-way at load.
-        from annotation.tasks import batch_import_run as task
-
-        enqueue_on_commit(task, batch.id)
+        enqueue_on_commit(BATCH_IMPORT_RUN, batch.id)
     return batch
 
 
@@ -333,7 +330,7 @@ def _write(
             rejects.discard()
         raise
     if rejects is None:
-        enqueue_on_commit(project_stats_refresh, batch.project_id)
+        enqueue_on_commit(PROJECT_STATS_REFRESH, batch.project_id)
         return ()
     rejects.close()
     batch.skipped = rejects.count
@@ -341,7 +338,7 @@ def _write(
     batch.rejects_file = rejects.name
     batch.rejects_kept = rejects.kept
     batch.save(update_fields=["skipped", "skipped_reasons", "rejects_file", "rejects_kept"])
-    enqueue_on_commit(project_stats_refresh, batch.project_id)
+    enqueue_on_commit(PROJECT_STATS_REFRESH, batch.project_id)
     return tuple(rejects.listed)
 
 

@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from annotation.models import Batch
 from annotation.services.imports.staging import staged_upload_discard
+from annotation.task_names import BATCH_IMPORT_RUN
 from config.celery import enqueue_on_commit
 
 
@@ -85,8 +86,6 @@ def _silence(batch: Batch) -> str:
 
 @transaction.atomic
 def _requeue(batch: Batch, *, now: datetime) -> bool:
-    from annotation.tasks import batch_import_run as task  # the task module imports services
-
     taken = Batch.objects.filter(_as_seen(batch)).update(
         status=Batch.Status.PENDING,
         progress=0.0,
@@ -94,7 +93,7 @@ def _requeue(batch: Batch, *, now: datetime) -> bool:
         error=f"Attempt {batch.attempts} stopped ({_silence(batch)}); it will be tried again.",
     )
     if taken:
-        enqueue_on_commit(task, batch.id)
+        enqueue_on_commit(BATCH_IMPORT_RUN, batch.id)
     return bool(taken)
 
 
@@ -114,9 +113,7 @@ def _fail_for_good(batch: Batch) -> bool:
 
 @transaction.atomic
 def _send_again(batch: Batch, *, now: datetime) -> bool:
-    from annotation.tasks import batch_import_run as task
-
     taken = Batch.objects.filter(_as_seen(batch)).update(heartbeat_at=now)
     if taken:
-        enqueue_on_commit(task, batch.id)
+        enqueue_on_commit(BATCH_IMPORT_RUN, batch.id)
     return bool(taken)

@@ -1,10 +1,14 @@
-"""The two steps of an upload from the page or the API: check it (a dry run), then import it.
+"""The two steps of an upload: check it (a dry run), then import it.
 
 `upload_check` stages the file and validates it, writing nothing to the database; the caller
 shows the counts, the preview and every error. `upload_import` imports a file that checked
 clean: in the request when it is small, in a worker when it is over IMPORT_BACKGROUND_BYTES or
 IMPORT_BACKGROUND_RECORDS. A file whose only errors are in some records is kept too: it imports
 with `on_invalid="skip"`, which leaves those records out.
+
+The page takes the two steps in two requests (the rater of the file reads the dry run between
+them); the API takes both in one request through `upload_check_and_import`, which composes the
+same two services.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from django.contrib.auth.models import User
 
 from annotation.imports.parsing import ScanResult
 from annotation.models import Batch, Project
-from annotation.services.imports.errors import rejected
+from annotation.services.imports.errors import ImportRejected, nothing_valid, rejected
 from annotation.services.imports.importing import (
     ImportOutcome,
     batch_duplicate_of,
@@ -148,3 +152,67 @@ def upload_import(
         )
     staged_upload_discard(token=token)
     return outcome
+
+
+@dataclass(frozen=True)
+class CheckedUpload:
+    dry_run: DryRun
+    outcome: ImportOutcome | None  # None for a dry run
+
+
+def upload_check_and_import(
+    *,
+    project: Project,
+    user: User,
+    fileobj: IO[bytes],
+    filename: str,
+    format: str | None,
+    known_answers: str,
+    allow_duplicate: bool,
+    on_invalid: str,
+    dry_run: bool,
+) -> CheckedUpload:
+    """Check an upload and, unless `dry_run`, import it, in one call (the API's upload).
+
+    Raises ImportRejected when nothing can be imported as asked: the dry run's errors (with
+    `invalid_records` when on_invalid="skip" would import the rest), or the import's refusal.
+    Nothing stays staged, except a file a worker is now importing.
+    """
+    checked = upload_check(
+        project=project, user=user, fileobj=fileobj, filename=filename, format=format
+    )
+    upload = checked.upload
+    skip = on_invalid == Batch.OnInvalid.SKIP
+    if upload is None or (checked.can_skip and not skip):
+        if upload is not None:
+            staged_upload_discard(token=upload.token)
+        raise _not_importable(checked, skip=skip)
+    if dry_run:
+        staged_upload_discard(token=upload.token)
+        return CheckedUpload(dry_run=checked, outcome=None)
+    try:
+        outcome = upload_import(
+            project=project,
+            user=user,
+            token=upload.token,
+            known_answers=known_answers,
+            allow_duplicate=allow_duplicate,
+            on_invalid=on_invalid,
+        )
+    except ImportRejected:
+        staged_upload_discard(token=upload.token)
+        raise
+    return CheckedUpload(dry_run=checked, outcome=outcome)
+
+
+def _not_importable(checked: DryRun, *, skip: bool) -> ImportRejected:
+    """The refusal of a dry run that leaves nothing to import as asked."""
+    result = checked.scan
+    issues = list(result.errors)
+    if skip and result.skipped.count and not result.skipped.refused:
+        issues.append(nothing_valid(result.skipped.count))
+    return ImportRejected(
+        issues,
+        total=result.error_count,
+        invalid_records=result.skipped.count if checked.can_skip else 0,
+    )
