@@ -351,9 +351,10 @@ def _lease_open(*, project: Project, rater: User) -> Assignment | None:
                 cursor.execute(_ANY_OPEN_SQL, params)
                 if not cursor.fetchone()[0]:
                     return None
-                # Every open pair is locked by someone leasing or judging it this instant: queue
-                # for one rather than report "nothing left" while work remains, in a new
-                # transaction (see _QUEUE_SQL).
+                # Every open pair is locked by someone leasing or judging it this instant (or, in
+                # random order, none of those drawn has room for this rater): queue for one
+                # rather than report "nothing left" while work remains, in a new transaction
+                # (see _QUEUE_SQL).
                 queue = True
                 continue
             queue = False
