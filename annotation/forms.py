@@ -152,6 +152,7 @@ class ProjectForm(forms.ModelForm):
             "retrain_min_new_judgments": "Retrain after this many new judgments",
             "full_retrain_every": "Full retrain every Nth version",
             "promote_min_gain": "Publish when better by (accuracy points)",
+            "exploration_share": "Random share in the uncertainty order (0 to 1)",
             "flag_threshold": "Hold a pair for review after this many flags",
             "too_fast_ms": "Too fast below (ms, median per pair)",
             "min_gold_accuracy": "Minimum gold accuracy (0 to 1)",

@@ -10,6 +10,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, FloatField, Q, Value
 from django.db.models.functions import Coalesce, Greatest, Least
+from django.db.models.lookups import IsNull
 from django.utils import timezone
 
 
@@ -36,6 +37,7 @@ class Project(models.Model):
     class AssignmentOrder(models.TextChoices):
         FILL_FIRST = "fill_first", "Finish partly judged pairs first"
         RANDOM = "random", "Random"
+        UNCERTAINTY = "uncertainty", "Most uncertain to the published model first"
 
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
@@ -70,7 +72,17 @@ class Project(models.Model):
         default=3, help_text="k for the 'k pairs per prompt' pairing rule."
     )
     assignment_order = models.CharField(
-        max_length=16, choices=AssignmentOrder, default=AssignmentOrder.FILL_FIRST
+        max_length=16,
+        choices=AssignmentOrder,
+        default=AssignmentOrder.FILL_FIRST,
+        help_text="Which open pair a rater gets next. 'Most uncertain' follows the published "
+        "reward model's scores; pairs it has not scored yet come after the scored ones.",
+    )
+    exploration_share = models.FloatField(
+        default=0.1,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="In the 'most uncertain first' order, the share of served pairs drawn at "
+        "random instead, so that the judged pairs stay a fair sample to evaluate the model on.",
     )
     lease_minutes = models.PositiveSmallIntegerField(
         default=30, validators=[MinValueValidator(1)], help_text="How long a rater holds a pair."
@@ -340,11 +352,28 @@ MODEL_CONFIDENCE = Coalesce(
     Value(-1.0),
 )
 
+# The `uncertainty` serving order: the pairs the published reward model is least sure about
+# first. Pairs no version has scored yet come after every scored one (a new batch is scored within
+# minutes of its import, and until then the model says nothing about it), in fill-first order like
+# ties among scored pairs. The one statement of the order: Pair.objects.by_uncertainty() and the
+# index `pair_open_by_uncertainty` read it. Written with IS NULL rather than NULLS LAST, which
+# PostgreSQL and SQLite would each place differently and SQLite cannot put in an index.
+BY_UNCERTAINTY = (
+    IsNull(F("model_uncertainty"), True).asc(),
+    F("model_uncertainty").desc(),
+    F("judgments_count").desc(),
+    F("id").asc(),
+)
+
 
 class PairQuerySet(models.QuerySet["Pair"]):
     def open(self) -> PairQuerySet:
         """Pairs that may still be handed to a rater (see OPEN_PAIR)."""
         return self.filter(OPEN_PAIR)
+
+    def by_uncertainty(self) -> PairQuerySet:
+        """Most uncertain to the published model first (see BY_UNCERTAINTY)."""
+        return self.order_by(*BY_UNCERTAINTY)
 
 
 class Pair(models.Model):
@@ -410,6 +439,10 @@ class Pair(models.Model):
             # (annotation.selectors.pair_order), walked backwards from a keyset row at any depth.
             models.Index(fields=["project", "judgments_count", "id"], name="pair_by_judgments"),
             models.Index(F("project"), MODEL_CONFIDENCE, F("id"), name="pair_by_model_confidence"),
+            # The same in the `uncertainty` order.
+            models.Index(
+                F("project"), *BY_UNCERTAINTY, condition=OPEN_PAIR, name="pair_open_by_uncertainty"
+            ),
         ]
 
     def __str__(self) -> str:

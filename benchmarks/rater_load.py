@@ -1,15 +1,19 @@
 """Simulated raters against a real server: gunicorn, PostgreSQL, the JSON API, no think time.
 
     .venv/bin/python benchmarks/rater_load.py --raters 32 --seconds 20
+    .venv/bin/python benchmarks/rater_load.py --raters 32 --seconds 12 --pairs 3000 \
+        --order fill_first uncertainty fill_first uncertainty
 
 Creates a fresh PostgreSQL database (dropped at the end unless --keep-db), migrates it, makes a
-project with --pairs pairs (k = 3) and --raters raters with API tokens, starts gunicorn with
-production settings (DEBUG=false), and lets every rater loop `GET next` then `POST judgments`
+project per run (one run per --order value) with --pairs pairs (k = 3, each with the same random
+model uncertainty) and --raters raters with API tokens, starts gunicorn with production settings
+(DEBUG=false), and for each run in turn lets every rater loop `GET next` then `POST judgments`
 (with an Idempotency-Key, retried with the same key on a connection error) for --seconds.
 Prints judgments per second, p50/p95/p99 latency per call, errors, and the invariant check:
 judgments stored == 201 answers, no pair over its required count, no (pair, rater) twice; and
 the CPU that gunicorn, the benchmark database's PostgreSQL backends and this load generator used
-during the run, since all three share the machine's cores. Exits 1 when an invariant fails.
+during the run, since all three share the machine's cores; with several runs, their
+judgments/s side by side. Exits 1 when an invariant fails or a call errs.
 """
 
 from __future__ import annotations
@@ -128,8 +132,11 @@ def _client_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def seed(*, pairs: int, raters: int) -> tuple[str, list[str]]:
-    """A project with `pairs` pairs and `raters` raters; returns its slug and the API tokens."""
+def seed(*, pairs: int, raters: int, order: str, run: int) -> tuple[str, list[str]]:
+    """Project `bench-<run>` served in `order`, with `pairs` pairs and `raters` raters of its
+    own; returns its slug and the API tokens. Every run's pairs carry the same random
+    model_uncertainty (a published model's view, as pool scoring leaves it), so that runs in
+    different orders differ by their order only."""
     import hashlib
 
     from django.contrib.auth import get_user_model
@@ -141,15 +148,19 @@ def seed(*, pairs: int, raters: int) -> tuple[str, list[str]]:
         return hashlib.sha256(text.encode()).hexdigest()
 
     user_model = get_user_model()
-    owner = user_model.objects.create(username="bench-owner")
-    project = Project.objects.create(slug="bench", name="Bench", raters_per_pair=3, gold_rate=0)
+    owner, _ = user_model.objects.get_or_create(username="bench-owner")
+    slug = f"bench-{run}"
+    project = Project.objects.create(
+        slug=slug, name=slug, raters_per_pair=3, gold_rate=0, assignment_order=order
+    )
     batch = Batch.objects.create(
-        project=project, filename="bench.jsonl", sha256=sha("bench"), uploaded_by=owner
+        project=project, filename="bench.jsonl", sha256=sha(slug), uploaded_by=owner
     )
     prompts = Prompt.objects.bulk_create(
         Prompt(project=project, batch=batch, text=t, content_hash=sha(t))
         for t in (f"Question {i}: which answer is more helpful?" for i in range(pairs))
     )
+    uncertainty = random.Random(0)
     responses = Response.objects.bulk_create(
         Response(prompt=p, batch=batch, text=t, content_hash=sha(t), model_name=m)
         for p in prompts
@@ -163,15 +174,16 @@ def seed(*, pairs: int, raters: int) -> tuple[str, list[str]]:
             response_a=responses[2 * i],
             response_b=responses[2 * i + 1],
             judgments_needed=3,
+            model_uncertainty=uncertainty.random(),
         )
         for i, p in enumerate(prompts)
     )
     users = user_model.objects.bulk_create(
-        user_model(username=f"bench-rater-{i}") for i in range(raters)
+        user_model(username=f"bench-rater-{run}-{i}") for i in range(raters)
     )
     Membership.objects.bulk_create(Membership(project=project, user=u) for u in users)
     tokens = Token.objects.bulk_create(Token(user=u, key=secrets.token_hex(20)) for u in users)
-    return project.slug, [t.key for t in tokens]
+    return slug, [t.key for t in tokens]
 
 
 def invariants(slug: str, created: int) -> list[str]:
@@ -291,11 +303,124 @@ def _percentiles(values: list[float]) -> str:
     )
 
 
+@dataclass
+class Run:
+    """One timed run against one project, and what it measured."""
+
+    order: str
+    slug: str
+    tokens: list[str]
+    load_before: float = 0.0
+    per_second: float = 0.0
+    cpu_ms: float = 0.0  # gunicorn + PostgreSQL CPU per judgment: steadier than per_second
+    next_ms: list[float] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def measure(
+    run: Run, *, port: int, server: subprocess.Popen, database: str, args: argparse.Namespace
+) -> bool:
+    """Let the run's raters loop for --seconds and print what they got; True when it is clean
+    (no error, invariants hold)."""
+    from django.db import connection
+
+    # Each worker imports the URLconf and opens its connection on its first request: do that
+    # before the clock starts, from as many clients as there are raters.
+    _warm_up(port, run.slug, run.tokens)
+    web_before = _cpu_by_pid(_group_pids(server.pid))
+    db_before = _cpu_by_pid(_backend_pids(database))
+    client_before = _client_cpu()
+    run.load_before = os.getloadavg()[0]
+    logs = [RaterLog() for _ in run.tokens]
+    started = time.monotonic()
+    deadline = started + args.seconds
+    threads = [
+        threading.Thread(
+            target=rater_loop, args=(port, run.slug, token, deadline, args.think_ms, log)
+        )
+        for token, log in zip(run.tokens, logs, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    client_cpu = _client_cpu() - client_before
+    web_cpu = _cpu_used(web_before, _cpu_by_pid(_group_pids(server.pid)))
+    # Backends opened during the run (gthread opens one per thread on first use) count too.
+    db_cpu = _cpu_used(db_before, _cpu_by_pid(_backend_pids(database)))
+
+    created = sum(log.created for log in logs)
+    errors = [e for log in logs for e in log.errors]
+    run.per_second = created / elapsed
+    run.next_ms = [t for log in logs for t in log.next_ms]
+    print(
+        f"order {run.order}: {platform.machine()}, {os.cpu_count()} cores, {platform.system()}; "
+        f"gunicorn {args.workers} workers x {args.threads} threads; "
+        f"{args.raters} raters, {args.pairs} pairs (k=3), {elapsed:.1f} s, "
+        f"think time {args.think_ms:.0f} ms"
+    )
+    # The machine may be shared: a load far above the core count means the figures are low.
+    print(f"load average  before {run.load_before:.1f}, after {os.getloadavg()[0]:.1f}")
+    print(f"judgments/s   {run.per_second:8.1f}   ({created} recorded)")
+    print(f"next          {_percentiles(run.next_ms)}")
+    print(f"submit        {_percentiles([t for log in logs for t in log.submit_ms])}")
+    print(f"replayed      {sum(log.replayed for log in logs)}   errors {len(errors)}")
+    per = 1000 / max(created, 1)
+    run.cpu_ms = (web_cpu + db_cpu) * per
+    print(
+        f"CPU used      gunicorn {web_cpu:.1f} s ({web_cpu * per:.1f} ms/judgment), "
+        f"PostgreSQL {db_cpu:.1f} s ({db_cpu * per:.1f} ms/judgment), "
+        f"load generator {client_cpu:.1f} s ({client_cpu * per:.1f} ms/judgment); "
+        f"{os.cpu_count()} cores x {elapsed:.1f} s = {os.cpu_count() * elapsed:.0f} s available"
+    )
+    for error in errors[:10]:
+        print(f"  {error}")
+    if any(log.exhausted for log in logs):
+        print("note: the pool ran out for some raters before the time was up")
+    run.problems = invariants(run.slug, created)
+    connection.close()
+    print("invariants    " + ("OK" if not run.problems else "FAILED: " + "; ".join(run.problems)))
+    return not run.problems and not errors
+
+
+def _summary(runs: list[Run]) -> None:
+    """Runs side by side, each order against the first order's mean."""
+    print("\nside by side (same server, same database, same pairs; in the order run):")
+    for run in runs:
+        ordered = sorted(run.next_ms) or [0.0]
+        p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+        print(
+            f"  {run.order:12s} {run.per_second:7.1f} judgments/s   next p99 {p99:6.1f} ms   "
+            f"server CPU {run.cpu_ms:5.1f} ms/judgment   load before {run.load_before:.1f}"
+        )
+    base = runs[0].order
+    for order in dict.fromkeys(r.order for r in runs):
+        mine = [r for r in runs if r.order == order]
+        theirs = [r for r in runs if r.order == base]
+        rate = sum(r.per_second for r in mine) / len(mine)
+        cpu = sum(r.cpu_ms for r in mine) / len(mine)
+        print(
+            f"  mean {order:12s} {rate:7.1f} judgments/s "
+            f"({rate / (sum(r.per_second for r in theirs) / len(theirs)):.3f} x {base}), "
+            f"server CPU {cpu:5.1f} ms/judgment "
+            f"({cpu / (sum(r.cpu_ms for r in theirs) / len(theirs)):.3f} x {base})"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--raters", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--pairs", type=int, default=5000)
+    parser.add_argument(
+        "--order",
+        nargs="+",
+        choices=("fill_first", "random", "uncertainty"),
+        default=["fill_first"],
+        help="serving order of each run, one run per value, in this order on the same server "
+        "(alternate them to compare: fill_first uncertainty fill_first uncertainty)",
+    )
     # 3 sync workers did best on 2 cores shared with PostgreSQL and the load generator (see
     # docs/benchmarks_rating.md); the Dockerfile's 4 x 4 gthread is measured with --threads 4.
     parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
@@ -326,87 +451,18 @@ def main() -> int:
         django.setup()
         from django.db import connection
 
-        slug, tokens = seed(pairs=args.pairs, raters=args.raters)
-        connection.close()
-
-        port = _free_port()
-        command = [
-            str(ROOT / ".venv/bin/gunicorn"),
-            "config.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(args.workers),
-            "--log-level",
-            "warning",
-            "--backlog",
-            "2048",
+        runs = [
+            Run(order, *seed(pairs=args.pairs, raters=args.raters, order=order, run=i))
+            for i, order in enumerate(args.order)
         ]
-        if args.threads > 1:
-            command += ["--worker-class", "gthread", "--threads", str(args.threads)]
-        server = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        # Each worker imports the URLconf and opens its connection on its first request: do that
-        # before the clock starts, from as many clients as there are raters.
-        _warm_up(port, slug, tokens)
-
-        web_before = _cpu_by_pid(_group_pids(server.pid))
-        db_before = _cpu_by_pid(_backend_pids(database))
-        client_before = _client_cpu()
-        load_before = os.getloadavg()[0]
-        logs = [RaterLog() for _ in tokens]
-        started = time.monotonic()
-        deadline = started + args.seconds
-        threads = [
-            threading.Thread(
-                target=rater_loop, args=(port, slug, token, deadline, args.think_ms, log)
-            )
-            for token, log in zip(tokens, logs, strict=True)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        elapsed = time.monotonic() - started
-        client_cpu = _client_cpu() - client_before
-        web_cpu = _cpu_used(web_before, _cpu_by_pid(_group_pids(server.pid)))
-        # Backends opened during the run (gthread opens one per thread on first use) count too.
-        db_cpu = _cpu_used(db_before, _cpu_by_pid(_backend_pids(database)))
-
-        created = sum(log.created for log in logs)
-        errors = [e for log in logs for e in log.errors]
-        print(
-            f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()}; "
-            f"gunicorn {args.workers} workers x {args.threads} threads; "
-            f"{args.raters} raters, {args.pairs} pairs (k=3), {elapsed:.1f} s, "
-            f"think time {args.think_ms:.0f} ms"
-        )
-        # The machine may be shared: a load far above the core count means the figures are low.
-        print(f"load average  before {load_before:.1f}, after {os.getloadavg()[0]:.1f}")
-        print(f"judgments/s   {created / elapsed:8.1f}   ({created} recorded)")
-        print(f"next          {_percentiles([t for log in logs for t in log.next_ms])}")
-        print(f"submit        {_percentiles([t for log in logs for t in log.submit_ms])}")
-        print(f"replayed      {sum(log.replayed for log in logs)}   errors {len(errors)}")
-        per = 1000 / max(created, 1)
-        print(
-            f"CPU used      gunicorn {web_cpu:.1f} s ({web_cpu * per:.1f} ms/judgment), "
-            f"PostgreSQL {db_cpu:.1f} s ({db_cpu * per:.1f} ms/judgment), "
-            f"load generator {client_cpu:.1f} s ({client_cpu * per:.1f} ms/judgment); "
-            f"{os.cpu_count()} cores x {elapsed:.1f} s = {os.cpu_count() * elapsed:.0f} s available"
-        )
-        for error in errors[:10]:
-            print(f"  {error}")
-        if any(log.exhausted for log in logs):
-            print("note: the pool ran out for some raters before the time was up")
-        problems = invariants(slug, created)
         connection.close()
-        print("invariants    " + ("OK" if not problems else "FAILED: " + "; ".join(problems)))
-        return 1 if problems or errors else 0
+        server, port = _start_server(args, env)
+        clean = [
+            measure(run, port=port, server=server, database=database, args=args) for run in runs
+        ]
+        if len(runs) > 1:
+            _summary(runs)
+        return 0 if all(clean) else 1
     finally:
         if server is not None:
             os.killpg(server.pid, signal.SIGTERM)
@@ -416,6 +472,33 @@ def main() -> int:
                 _psql(f'DROP DATABASE "{database}" WITH (FORCE)')
             except subprocess.CalledProcessError as error:
                 print(f"could not drop {database}: {error.stderr.decode().strip()}")
+
+
+def _start_server(args: argparse.Namespace, env: dict[str, str]) -> tuple[subprocess.Popen, int]:
+    """gunicorn on a free port, once it accepts connections."""
+    port = _free_port()
+    command = [
+        str(ROOT / ".venv/bin/gunicorn"),
+        "config.wsgi",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(args.workers),
+        "--log-level",
+        "warning",
+        "--backlog",
+        "2048",
+    ]
+    if args.threads > 1:
+        command += ["--worker-class", "gthread", "--threads", str(args.threads)]
+    server = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    return server, port
 
 
 if __name__ == "__main__":

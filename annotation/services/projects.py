@@ -34,6 +34,7 @@ PROJECT_EDITABLE_FIELDS = (
     "pairing_rule",
     "pairs_per_prompt",
     "assignment_order",
+    "exploration_share",
     "lease_minutes",
     "flag_threshold",
     "base_model",

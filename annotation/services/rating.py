@@ -49,6 +49,9 @@ UNDO_WINDOW = timedelta(minutes=2)
 # somebody else leased the slot, so running out needs dozens of raters winning every race.
 _ATTEMPTS = 50
 
+# Draws which requests explore in the uncertainty order (tests seed their own in its place).
+_draw = secrets.SystemRandom()
+
 SHOWN_CHOICES = ("left", "right", "tie", "both_bad")
 _SHOWN_PAIR = ("pair__prompt", "pair__response_a", "pair__response_b")
 
@@ -78,35 +81,65 @@ _CURRENT_SQL = f"""
     ORDER BY a.created_at DESC, a.id DESC
     LIMIT 1
 """  # noqa: S608
-# Pairs with room for one more rater that this rater has never been handed. The first five
-# conditions are those of the partial index `pair_open_by_progress`, so finished pairs cost nothing.
-_OPEN_PAIRS = f"""
-    FROM {_PAIR} p {_SHOWN_JOINS}
-    WHERE p.project_id = %(project)s AND p.is_active AND p.gold_choice = '' AND p.seed_choice = ''
-      AND p.flagged_at IS NULL AND p.judgments_count < p.judgments_needed
-      AND p.judgments_count + (
-        SELECT count(*) FROM {_ASSIGNMENT} a
-        WHERE a.pair_id = p.id AND a.status = 'active' AND a.expires_at > %(now)s
-      ) < p.judgments_needed
-      AND NOT EXISTS (
-        SELECT 1 FROM {_ASSIGNMENT} a WHERE a.pair_id = p.id AND a.rater_id = %(rater)s
-      )
+# Pairs with room for one more rater that this rater has never been handed. The conditions of
+# _OPEN_PAIR_SQL are those of the partial indexes `pair_open_by_progress` and
+# `pair_open_by_uncertainty`, so finished pairs cost nothing.
+_OPEN_PAIR_SQL = """
+    p.project_id = %(project)s AND p.is_active AND p.gold_choice = '' AND p.seed_choice = ''
+    AND p.flagged_at IS NULL AND p.judgments_count < p.judgments_needed
+"""
+_ROOM_FOR_RATER_SQL = f"""
+    p.judgments_count + (
+      SELECT count(*) FROM {_ASSIGNMENT} a
+      WHERE a.pair_id = p.id AND a.status = 'active' AND a.expires_at > %(now)s
+    ) < p.judgments_needed
+    AND NOT EXISTS (
+      SELECT 1 FROM {_ASSIGNMENT} a WHERE a.pair_id = p.id AND a.rater_id = %(rater)s
+    )
 """  # noqa: S608
+_OPEN_PAIRS = f"FROM {_PAIR} p {_SHOWN_JOINS} WHERE {_OPEN_PAIR_SQL} AND {_ROOM_FOR_RATER_SQL}"
 _ORDER = {
     # Partly judged pairs first, so that complete, agreement-ready pairs accumulate.
     Project.AssignmentOrder.FILL_FIRST: "ORDER BY p.judgments_count DESC, p.id",
-    Project.AssignmentOrder.RANDOM: "ORDER BY random()",
+    # Pair.objects.by_uncertainty(), read by the index `pair_open_by_uncertainty`.
+    Project.AssignmentOrder.UNCERTAINTY: (
+        "ORDER BY p.model_uncertainty IS NULL, p.model_uncertainty DESC, "
+        "p.judgments_count DESC, p.id"
+    ),
 }
 # Raters lock a candidate without waiting for each other, and wait only when every open pair is
 # locked. SQLite (the embedded default) has no row locks: its IMMEDIATE transactions take the
 # database's write lock at BEGIN (settings.DATABASES), which serialises the engine there instead.
 _SKIP_LOCKED = "FOR NO KEY UPDATE OF p SKIP LOCKED"
 _WAIT_LOCKED = "FOR NO KEY UPDATE OF p"
-_CANDIDATE_SQL = {
-    (order, lock): f"SELECT {_SHOWN_COLUMNS} {_OPEN_PAIRS} {by} LIMIT 1 {lock}"
-    for order, by in _ORDER.items()
-    for lock in (_SKIP_LOCKED, _WAIT_LOCKED, "")
+_PICK_SQL = {
+    order: f"SELECT {_SHOWN_COLUMNS} {_OPEN_PAIRS} {by} LIMIT 1" for order, by in _ORDER.items()
 }
+# The random order draws 32 open pairs from the partial index alone, then takes one of those
+# that has room for this rater and is not locked, at random, with its texts: each such pair is
+# as likely as any other. Sorting every open pair's whole row at random, texts and room checks
+# included, cost 50 times as much at 3,000 open pairs (an on-disk sort), which the uncertainty
+# order's random share would pay on every tenth request. When none of the 32 has room for this
+# rater (one who has seen most of the pool), the engine queues for the lowest id (_QUEUE_SQL).
+# The inner `p` is the subquery's own.
+_PICK_SQL[Project.AssignmentOrder.RANDOM] = f"""
+    SELECT {_SHOWN_COLUMNS} FROM {_PAIR} p {_SHOWN_JOINS}
+    WHERE p.id IN (SELECT p.id FROM {_PAIR} p WHERE {_OPEN_PAIR_SQL} ORDER BY random() LIMIT 32)
+      AND {_ROOM_FOR_RATER_SQL}
+    ORDER BY random() LIMIT 1
+"""  # noqa: S608
+_CANDIDATE_SQL = {
+    (order, lock): f"{pick} {lock}"
+    for order, pick in _PICK_SQL.items()
+    for lock in (_SKIP_LOCKED, "")
+}
+# Waiting for a locked open pair, whatever the order. A row that a locking statement locked and
+# then found filled (PostgreSQL rechecks it once the lock is granted) stays locked until the
+# transaction ends while the statement moves on to the next row. Waiters that visit rows in
+# different orders, or that still hold rows from an earlier statement, can therefore each hold
+# what another waits for: with ORDER BY random() they deadlocked. So a waiter starts a transaction
+# of its own and goes in id order, which never changes: every waiter locks in the same order.
+_QUEUE_SQL = f"SELECT {_SHOWN_COLUMNS} {_OPEN_PAIRS} ORDER BY p.id LIMIT 1"
 # A select list of its own: PostgreSQL accepts an empty one, SQLite does not.
 _ANY_OPEN_SQL = f"SELECT EXISTS (SELECT 1 {_OPEN_PAIRS})"
 # Lock the rater's lease: double clicks, retries and concurrent duplicate POSTs queue here.
@@ -300,9 +333,11 @@ def _gold_turn(project: Project) -> bool:
 
 
 def _lease_open(*, project: Project, rater: User) -> Assignment | None:
-    """A new lease on the open pair that the project's order ranks first; None when no open
-    pair is left for this rater. Bounded by _ATTEMPTS rounds of losing a race for a slot."""
-    order = Project.AssignmentOrder(project.assignment_order)
+    """A new lease on the open pair that the project's order ranks first (or a random one, for
+    the uncertainty order's random share); None when no open pair is left for this rater.
+    Bounded by _ATTEMPTS rounds of losing a race for a slot."""
+    candidate_sql = _CANDIDATE_SQL[_serving_order(project), _lock(_SKIP_LOCKED)]
+    queue = False
     for _ in range(_ATTEMPTS):
         with transaction.atomic(), connection.cursor() as cursor:
             params: dict[str, Any] = {
@@ -310,21 +345,34 @@ def _lease_open(*, project: Project, rater: User) -> Assignment | None:
                 "rater": rater.id,
                 "now": _db_time(timezone.now()),
             }
-            row = _fetch(cursor, _CANDIDATE_SQL[order, _lock(_SKIP_LOCKED)], params)
+            sql = f"{_QUEUE_SQL} {_lock(_WAIT_LOCKED)}" if queue else candidate_sql
+            row = _fetch(cursor, sql, params)
             if row is None:
                 cursor.execute(_ANY_OPEN_SQL, params)
                 if not cursor.fetchone()[0]:
                     return None
-                # Every open pair is locked by someone leasing or judging it this instant: queue
-                # for one rather than report "nothing left" while work remains.
-                row = _fetch(cursor, _CANDIDATE_SQL[order, _lock(_WAIT_LOCKED)], params)
-                if row is None:
-                    continue
+                # Every open pair is locked by someone leasing or judging it this instant (or, in
+                # random order, none of those drawn has room for this rater): queue for one
+                # rather than report "nothing left" while work remains, in a new transaction
+                # (see _QUEUE_SQL).
+                queue = True
+                continue
+            queue = False
             lease = _lease_locked(cursor, pair=_shown_pair(row, project), rater=rater)
             if lease is not None:
                 return lease
         # The pair filled up between the candidate query's snapshot and the lock: look again.
     return None
+
+
+def _serving_order(project: Project) -> Project.AssignmentOrder:
+    """The order of this request's candidate query. In the uncertainty order a share of the
+    requests (`exploration_share`) takes a random open pair instead, so that the judged pairs
+    still hold an unbiased sample on which to evaluate the model that chose the others."""
+    order = Project.AssignmentOrder(project.assignment_order)
+    if order == Project.AssignmentOrder.UNCERTAINTY and _draw.random() < project.exploration_share:
+        return Project.AssignmentOrder.RANDOM
+    return order
 
 
 def _fetch(cursor: Any, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:

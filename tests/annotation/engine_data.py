@@ -2,6 +2,7 @@
 compare a small project with a big one without waiting for factories."""
 
 import hashlib
+import random
 
 from annotation.models import Membership, Pair, Project, Prompt, Response
 from tests.factories import BatchFactory, MembershipFactory, UserFactory
@@ -46,3 +47,12 @@ def make_raters(project: Project, count: int, prefix: str = "rater") -> list:
         ).user
         for i in range(count)
     ]
+
+
+def score_pairs(pairs: list[Pair], seed: int, unscored: float = 0.25) -> None:
+    """Give the pairs a published model's uncertainty, as pool scoring would: random values with
+    ties (one decimal), and a share `unscored` left as no version scored them."""
+    rng = random.Random(seed)
+    for pair in pairs:
+        pair.model_uncertainty = None if rng.random() < unscored else round(rng.random(), 1)
+    Pair.objects.bulk_update(pairs, ["model_uncertainty"])

@@ -35,6 +35,8 @@ def test_an_admin_patches_settings_through_the_page_rules(project, admin_member)
         "criteria": ["helpfulness", "harmlessness"],
         "use_strength": False,
         "gold_rate": 0.2,
+        "assignment_order": "uncertainty",
+        "exploration_share": 0.25,
         "train_config": {"epochs": 2},
     }
     response = api(admin_member).patch(url(project), changes, format="json")
@@ -54,6 +56,23 @@ def test_a_patch_that_breaks_a_rule_changes_nothing_and_names_the_field(project,
     assert "max_raters_per_pair" in str(response.json())
     project.refresh_from_db()
     assert project.raters_per_pair == before
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("exploration_share", 1.5, "less than or equal to 1"),
+        ("exploration_share", -0.1, "greater than or equal to 0"),
+        ("assignment_order", "most_uncertain", "not one of the available choices"),
+    ],
+)
+def test_a_bad_serving_order_setting_is_a_400_naming_the_field_and_why(
+    project, admin_member, field, value, message
+):
+    response = api(admin_member).patch(url(project), {field: value}, format="json")
+    assert response.status_code == 400
+    assert list(response.json()) == [field]
+    assert message in response.json()[field][0]
 
 
 @pytest.mark.parametrize("field", ["slug", "colour", "stats"])

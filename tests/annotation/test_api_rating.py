@@ -7,7 +7,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from annotation.models import Assignment, Judgment, Membership, Project
-from tests.annotation.engine_data import make_pairs, make_raters
+from tests.annotation.engine_data import make_pairs, make_raters, score_pairs
 from tests.factories import MembershipFactory
 
 
@@ -248,16 +248,25 @@ def _round_trip_queries(api, project) -> tuple[int, int]:
     return len(ask), len(answer)
 
 
+@pytest.mark.parametrize(
+    ("order", "exploration_share"),
+    [
+        (Project.AssignmentOrder.FILL_FIRST, 0.1),
+        (Project.AssignmentOrder.RANDOM, 0.1),
+        (Project.AssignmentOrder.UNCERTAINTY, 0.0),
+        (Project.AssignmentOrder.UNCERTAINTY, 1.0),  # every request takes its random share
+    ],
+)
 def test_next_and_submit_cost_a_handful_of_queries_whatever_the_project_size(
-    api, project, other_project, rater
+    api, project, other_project, rater, order, exploration_share
 ):
-    project.gold_rate = 0.0
-    project.save()
-    make_pairs(project, 10)
-    other_project.gold_rate = 0.0
-    other_project.save()
+    for each, size in ((project, 10), (other_project, 500)):
+        each.gold_rate = 0.0
+        each.assignment_order = order
+        each.exploration_share = exploration_share
+        each.save()
+        score_pairs(make_pairs(each, size), seed=size)
     MembershipFactory(project=other_project, user=rater)
-    make_pairs(other_project, 500)
     _as(api, rater)
     small = _round_trip_queries(api, project)
     large = _round_trip_queries(api, other_project)

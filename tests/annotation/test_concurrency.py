@@ -8,9 +8,9 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
-from annotation.models import Assignment, Judgment, Pair
+from annotation.models import Assignment, Judgment, Pair, Project
 from annotation.services.rating import Submission, assignment_next, judgment_record
-from tests.annotation.engine_data import make_pairs, make_raters
+from tests.annotation.engine_data import make_pairs, make_raters, score_pairs
 from tests.factories import ProjectFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
@@ -40,9 +40,13 @@ def _in_parallel(count: int, work) -> list:
     return results
 
 
-def test_twenty_raters_at_once_give_every_pair_exactly_k_distinct_judgments():
-    project = ProjectFactory(raters_per_pair=3, gold_rate=0.0)
+@pytest.mark.parametrize("order", list(Project.AssignmentOrder))
+def test_twenty_raters_at_once_give_every_pair_exactly_k_distinct_judgments(order):
+    """In every serving order; in the uncertainty order with its random share, over pairs scored
+    with ties and pairs left unscored, so that each branch of the order is raced."""
+    project = ProjectFactory(raters_per_pair=3, gold_rate=0.0, assignment_order=order)
     pairs = make_pairs(project, 30)
+    score_pairs(pairs, seed=18)
     raters = make_raters(project, 20)
 
     def rate_until_nothing_is_left(i: int) -> int:

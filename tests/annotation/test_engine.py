@@ -1,11 +1,13 @@
 """Every rule of the assignment engine, through its service functions."""
 
+import random
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
 from annotation.models import Assignment, Judgment, Membership, Pair, Project
+from annotation.services import rating
 from annotation.services.rating import (
     AlreadyJudged,
     IdempotencyConflict,
@@ -149,6 +151,69 @@ def test_random_order_spreads_raters_over_the_pairs(project):
     # Fill-first hands these five the same pair; at random all five match 1 time in 810,000.
     firsts = {assignment_next(project=project, rater=r).pair_id for r in make_raters(project, 5)}
     assert len(firsts) > 1
+
+
+def _by_uncertainty(project, exploration_share=0.0):
+    project.assignment_order = Project.AssignmentOrder.UNCERTAINTY
+    project.exploration_share = exploration_share
+    project.gold_rate = 0.0
+    project.save()
+
+
+def test_uncertainty_order_serves_the_most_uncertain_open_pair_first(project):
+    _by_uncertainty(project)
+    pairs = make_pairs(project, 7, judgments_needed=1)
+    for pair, uncertainty in zip(pairs, [0.2, None, 0.9, 0.05, None, 1.0, 0.9], strict=True):
+        pair.model_uncertainty = uncertainty
+    Pair.objects.bulk_update(pairs, ["model_uncertainty"])
+    Pair.objects.filter(id=pairs[4].id).update(judgments_needed=2, judgments_count=1)
+    Pair.objects.filter(id=pairs[5].id).update(flagged_at=timezone.now())  # held: not served
+    (rater,) = make_raters(project, 1)
+    served = []
+    while (judgment := _judge(project, rater)) is not None:
+        served.append(judgment.pair_id)
+    # Most uncertain first (ties by id), then the unscored ones in fill-first order.
+    expected = [pairs[2], pairs[6], pairs[0], pairs[3], pairs[4], pairs[1]]
+    assert served == [pair.id for pair in expected]
+
+
+def test_uncertainty_order_fills_the_most_uncertain_pair_with_k_distinct_raters(project):
+    _by_uncertainty(project)
+    low, high = make_pairs(project, 2)
+    Pair.objects.filter(id=low.id).update(model_uncertainty=0.1)
+    Pair.objects.filter(id=high.id).update(model_uncertainty=0.7)
+    raters = make_raters(project, 4)
+    assert [_judge(project, r).pair_id for r in raters] == [high.id] * 3 + [low.id]
+
+
+def test_the_random_share_of_the_uncertainty_order_holds(project, monkeypatch):
+    """With the default share, about one request in ten takes a random open pair rather than the
+    most uncertain one. A pair is handed away from `top` only by such a draw (and a random draw
+    lands on `top` 1 time in 200), so the share handed away estimates the random share."""
+    share, requests = 0.1, 1000
+    _by_uncertainty(project, exploration_share=share)
+    top, *rest = make_pairs(project, 200)
+    Pair.objects.filter(id=top.id).update(model_uncertainty=0.9)
+    Pair.objects.filter(id__in=[pair.id for pair in rest]).update(model_uncertainty=0.1)
+    (rater,) = make_raters(project, 1)
+    monkeypatch.setattr(rating, "_draw", random.Random(18))
+    away = 0
+    for _ in range(requests):
+        lease = assignment_next(project=project, rater=rater)
+        away += lease.pair_id != top.id
+        lease.delete()  # so that the rater may be handed `top` again
+    expected = requests * share * 199 / 200
+    spread = (requests * share * (1 - share)) ** 0.5  # binomial standard deviation, about 9.5
+    assert abs(away - expected) < 3.5 * spread, (away, expected)
+
+
+def test_the_random_share_applies_to_the_uncertainty_order_only(project):
+    project.exploration_share = 1.0
+    project.gold_rate = 0.0
+    project.save()
+    first, *_ = make_pairs(project, 30)
+    raters = make_raters(project, 3)
+    assert {assignment_next(project=project, rater=r).pair_id for r in raters} == {first.id}
 
 
 def test_a_skipped_pair_goes_back_to_the_pool_but_not_to_the_skipper(project):

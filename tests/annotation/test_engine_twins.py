@@ -3,8 +3,8 @@
 services/rating.py states "open pair" and "live lease" in hand-written SQL for speed; the model
 layer states them once, as Pair.objects.open() and Assignment.objects.live(now). Each test below
 asks both the same question of a project where every state occurs (retired, gold, seed, full,
-held for the lead by flags, leased by others live and expired, skipped, seen by the rater) and
-asserts the same answer. They run on SQLite and on PostgreSQL.
+held for the lead by flags, leased by others live and expired, skipped, seen by the rater, scored
+by a model or not) and asserts the same answer. They run on SQLite and on PostgreSQL.
 """
 
 import random
@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from annotation.models import Assignment, Judgment, Pair, Project
 from annotation.services import rating
-from tests.annotation.engine_data import make_pairs, make_raters
+from tests.annotation.engine_data import make_pairs, make_raters, score_pairs
 
 _RATERS = 4
 
@@ -61,6 +61,7 @@ def mixed(project):
         for rater in raters
         if rng.random() < 0.3
     )
+    score_pairs(pairs, seed=14)
     return project, raters, now
 
 
@@ -93,6 +94,47 @@ def test_open_pairs_sql_equals_pair_objects_open(mixed):
         assert fast == reference
         some = some or bool(reference)
     assert some, "the data must leave some pair open, or the comparison proves nothing"
+
+
+def test_uncertainty_order_sql_equals_pair_objects_by_uncertainty(mixed):
+    """The whole order, not only its first pair: scored pairs by uncertainty (ties included),
+    then the unscored ones in fill-first order."""
+    project, raters, now = mixed
+    sql = f"SELECT p.id {rating._OPEN_PAIRS} {rating._ORDER[Project.AssignmentOrder.UNCERTAINTY]}"
+    for rater in raters:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, _params(project, rater, now))
+            fast = [row[0] for row in cursor.fetchall()]
+        reference = list(
+            Pair.objects.filter(id__in=_reference_open_for(project, rater, now))
+            .by_uncertainty()
+            .values_list("id", flat=True)
+        )
+        assert fast == reference
+    values = list(Pair.objects.open().filter(project=project).values_list("model_uncertainty"))
+    known = [value for (value,) in values if value is not None]
+    assert (None,) in values, "some pair must be unscored, or the comparison proves little"
+    assert len(set(known)) < len(known), "some scores must tie, or the comparison proves little"
+
+
+def test_random_pick_sql_draws_only_open_pairs_and_finds_one_if_any(mixed):
+    """The random order draws among ids alone (its own shape of SQL): every draw is one of the
+    reference's open pairs, and a rater with some open pair gets one (here the project has fewer
+    open pairs than the 32 it draws, so all of them are drawn)."""
+    project, raters, now = mixed
+    sql = rating._PICK_SQL[Project.AssignmentOrder.RANDOM]
+    drawn = set()
+    for rater in raters:
+        reference = _reference_open_for(project, rater, now)
+        for _ in range(10):
+            with connection.cursor() as cursor:
+                cursor.execute(sql, _params(project, rater, now))
+                row = cursor.fetchone()
+            assert (row is None) == (not reference)
+            if row is not None:
+                assert row[0] in reference
+                drawn.add(row[0])
+    assert len(drawn) > 1, "draws at random, not one fixed pair"
 
 
 def test_any_open_sql_equals_the_reference(mixed):

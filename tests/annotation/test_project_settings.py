@@ -26,7 +26,8 @@ SETTINGS_FIELDS = {
     "gold_rate": "0.1",
     "pairing_rule": "all",
     "pairs_per_prompt": "3",
-    "assignment_order": "fill_first",
+    "assignment_order": "uncertainty",
+    "exploration_share": "0.2",
     "lease_minutes": "20",
     "flag_threshold": "3",
     "base_model": "",
@@ -148,6 +149,7 @@ def test_an_admin_edits_the_settings(client, project, admin_member):
     assert (project.too_fast_ms, project.min_gold_accuracy, project.auto_pause) == (3000, 0.8, True)
     assert project.promote_min_gain == 0.5
     assert (project.aggregation, project.min_posterior) == ("dawid_skene", 0.6)
+    assert (project.assignment_order, project.exploration_share) == ("uncertainty", 0.2)
 
 
 def test_the_settings_page_shows_criteria_comma_separated_and_the_preview(
@@ -174,6 +176,8 @@ def test_the_settings_page_shows_criteria_comma_separated_and_the_preview(
         ("train_config", "{not json", "Enter a valid JSON"),
         ("max_raters_per_pair", "2", "at least the raters per pair"),
         ("gold_rate", "1.5", "less than or equal to 1"),
+        ("exploration_share", "1.1", "less than or equal to 1"),
+        ("exploration_share", "ten percent", "Enter a number"),
         ("base_model", "sentence-transformers/all-MiniLM-L6-v2", "Not an allowed base model"),
         ("base_model", "/nonexistent/model", "Not an allowed base model"),
         ("raters_per_pair", "0", "greater than or equal to 1"),
