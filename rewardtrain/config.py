@@ -26,6 +26,8 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
     bf16: bool = True  # bf16 compute, fp32 master weights, where the hardware has bf16 (AVX-512
     # BF16/AMX CPUs, CUDA); scoring uses bf16 autocast
+    fast_attention: bool = True  # in bf16 on the CPU, train with rewardtrain.attention's chunked
+    # kernel; False keeps transformers' SDPA, the reference it is tested against
     use_margin: bool = False  # subtract each pair's margin inside the loss (Llama 2 style)
     soft_labels: bool = False  # train toward each pair's p_chosen rather than 1, so a 2-1 split
     # pushes less than a unanimous call; off: benchmarks/label_quality.py measured no gain over

@@ -31,7 +31,14 @@ from rewardtrain.bundle import PROGRESS, Bundle, bundle_read, write_json_atomic
 from rewardtrain.checkpoints import checkpoint_write
 from rewardtrain.data import data_sha256
 from rewardtrain.model import load_reward_model, resolve_device
-from rewardtrain.train import Progress, TrainResult, evaluate, mcnemar_exact_test, train
+from rewardtrain.train import (
+    Progress,
+    TrainResult,
+    evaluate,
+    mcnemar_exact_test,
+    train,
+    version_metadata,
+)
 
 PROGRESS_EVERY_S = 2.0  # the file is rewritten at most this often while training
 LOSS_CURVE_POINTS = 200  # the stored curve of a finished run: window means of the step losses
@@ -156,12 +163,16 @@ def _evaluate_and_write(
         root=bundle.checkpoint_root,
         project=job["project"],
         version=job["version"],
-        result=result,
-        data_cutoff=job["data_cutoff"],
-        data_sha256=data_sha256(bundle.train_pairs),
-        counts=job["counts"],
-        metrics=metrics,
-        launch=launch,
+        model=result.model,
+        tokenizer=result.tokenizer,
+        metadata=version_metadata(
+            result,
+            data_cutoff=job["data_cutoff"],
+            data_sha256=data_sha256(bundle.train_pairs),
+            counts=job["counts"],
+            metrics=metrics,
+            launch=launch,
+        ),
     )
     stats = result.stats()
     stats.pop("loss_history")

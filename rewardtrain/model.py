@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import types
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,51 +265,67 @@ def reward_head(model: PreTrainedModel) -> torch.nn.Linear | None:
     return heads[-1] if heads else None
 
 
-def _fp32_linear(self: torch.nn.Linear, features: torch.Tensor) -> torch.Tensor:
-    with torch.autocast(features.device.type, enabled=False):
-        bias = None if self.bias is None else self.bias.float()
-        return functional.linear(features.float(), self.weight.float(), bias)
+class _Fp32Linear(torch.nn.Linear):
+    """A Linear computed in fp32 whatever autocast or its input says (`_score_head_in_fp32`)."""
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(features.device.type, enabled=False):
+            bias = None if self.bias is None else self.bias.float()
+            return functional.linear(features.float(), self.weight.float(), bias)
 
 
-def _prepacked_linear(self: torch.nn.Linear, features: torch.Tensor) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(
-        features, self.prepacked_weight, self.bias, "none", [], ""
+class _PrepackedLinear(torch.nn.Linear):
+    """The twin of a plain bf16 `Linear` (its reference): the same product through the weight
+    oneDNN laid out once at load (`_prepack_linear_weights`)."""
+
+    prepacked_weight: torch.Tensor
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(
+            features, self.prepacked_weight, self.bias, "none", [], ""
+        )
+
+
+def prepacking_available(device: torch.device) -> bool:
+    """Whether `_prepack_linear_weights` can run here: a CPU with bf16 and a torch build with
+    oneDNN's private linear operators. Elsewhere the loader keeps plain `Linear`."""
+    mkldnn = torch.ops.mkldnn
+    return (
+        device.type == "cpu"
+        and bf16_supported(device)
+        and torch.backends.mkldnn.is_available()
+        and hasattr(mkldnn, "_reorder_linear_weight")
+        and hasattr(mkldnn, "_linear_pointwise")
     )
 
 
 @torch.no_grad()
 def _prepack_linear_weights(model: PreTrainedModel, *, keep: torch.nn.Module | None) -> None:
-    """Lay out every bf16 Linear weight for oneDNN once, at load, instead of on every call:
-    8-14% faster scoring on an AMX CPU, the same scores to the bit. This is how torch.compile's
-    freezing prepares weights, without the compiler. For inference only (no gradients), and
-    skipped where this torch build lacks the operators."""
-    mkldnn = torch.ops.mkldnn
-    if not (
-        torch.backends.mkldnn.is_available()
-        and hasattr(mkldnn, "_reorder_linear_weight")
-        and hasattr(mkldnn, "_linear_pointwise")
-    ):
-        return
+    """Lay out every bf16 Linear weight for oneDNN once, at load, instead of on every call, as
+    torch.compile's freezing prepares weights, without the compiler. The scores are those of the
+    plain bf16 `Linear` to the bit (tests/rewardtrain/test_ml_reward_model.py); the speed-up is
+    in docs/benchmarks_training.md. For inference only: the packed copy does not follow later
+    changes to the weights. The caller checks `prepacking_available` first."""
     for module in model.modules():
         if (
-            isinstance(module, torch.nn.Linear)
+            type(module) is torch.nn.Linear
             and module is not keep
             and module.weight.dtype == torch.bfloat16
         ):
-            module.prepacked_weight = mkldnn._reorder_linear_weight(
+            module.__class__ = _PrepackedLinear
+            module.prepacked_weight = torch.ops.mkldnn._reorder_linear_weight(
                 module.weight, SCORE_BATCH_TOKENS
             )
-            module.forward = types.MethodType(_prepacked_linear, module)  # type: ignore[method-assign]
 
 
 def _score_head_in_fp32(model: PreTrainedModel) -> None:
     """Compute the reward head in fp32 whatever the rest runs in. A bf16 output has 8 bits of
     mantissa: rewards near 0.75 would come in steps of 0.004, so close chosen and rejected
-    responses would tie (and a tie counts as wrong). Only `forward` changes: the weights, their
-    names and the saved checkpoint are the model's own."""
+    responses would tie (and a tie counts as wrong). Only the module's class changes: the
+    weights, their names and the saved checkpoint are the model's own."""
     head = reward_head(model)
     if head is not None:
-        head.forward = types.MethodType(_fp32_linear, head)  # type: ignore[method-assign]
+        head.__class__ = _Fp32Linear
 
 
 def length_sorted_batches(
@@ -333,9 +348,9 @@ def length_sorted_batches(
         yield batch
 
 
-# Padded tokens per forward pass when scoring: batches of similar length waste little on padding.
-# On an AMX CPU 4,096 scored 10-18% faster than 2,048 (larger matrix products) and 8,192 slower;
-# without AMX, 2,048 and 4,096 were within noise (docs/benchmarks_training.md).
+# Padded tokens per forward pass when scoring: batches of similar length waste little on padding,
+# and larger matrix products keep AMX busy. The size that scored fastest among those measured
+# (docs/benchmarks_training.md, "Scoring").
 SCORE_BATCH_TOKENS = 4096
 
 
@@ -410,6 +425,7 @@ def load_reward_model(
     device: str = "auto",
     bf16: bool = True,
     bf16_weights: bool = True,
+    prepack: bool = True,
 ) -> RewardScorer:
     """Verify a version directory, then load it for scoring.
 
@@ -417,12 +433,13 @@ def load_reward_model(
     checksums the database recorded), every file must match them, else those `pairwise.json`
     lists. Pickle-capable files are refused either way.
 
-    With `bf16` and `bf16_weights` on hardware that has bf16, the weights themselves become bf16:
-    scoring is 15-20% faster on the CPU than autocast over fp32 weights, and scores move by
+    With `bf16` and `bf16_weights` on hardware that has bf16, the weights themselves become bf16
+    (faster than autocast over fp32 weights: docs/benchmarks_training.md), and scores move by
     bf16 rounding only (autocast rounds the matrix products' weights the same way). Comparing
     versions wants `bf16_weights=False`, the numerics a freshly trained model is evaluated with.
-    On the CPU the bf16 weights are also laid out for oneDNN once: the returned model is for
-    scoring, and changing its weights afterwards would not reach those copies.
+    With `prepack` where `prepacking_available`, the bf16 weights are also laid out for oneDNN
+    once: the returned model is for scoring, and changing its weights afterwards would not reach
+    those copies. `prepack=False` keeps plain `Linear` layers, the reference it is tested against.
     """
     path = Path(path)
     root = Path(checkpoint_root) if checkpoint_root is not None else path.parent
@@ -435,7 +452,7 @@ def load_reward_model(
         head = reward_head(model)
         if head is not None:
             cast_parameters(head, torch.float32)  # a few hundred weights: keep them exact
-        if target.type == "cpu":
+        if prepack and prepacking_available(target):
             _prepack_linear_weights(model, keep=head)
     model.eval()
     spec = InputSpec.from_dict(manifest["input"])

@@ -5,8 +5,6 @@ Nothing here imports torch: the web process uses these selectors.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
 import tarfile
 import zlib
@@ -18,7 +16,9 @@ from typing import Any, Literal
 
 from django.conf import settings
 from django.db.models import Count, Exists, Max, OuterRef, Q, QuerySet, Sum
+from django.utils.http import content_disposition_header
 
+from annotation.agreement.charts import Axis, LineChart, value_chart
 from annotation.exports.adjudicated import adjudicated_decision, live_adjudication
 from annotation.exports.aggregation import (
     FULL_STRENGTH,
@@ -30,6 +30,7 @@ from annotation.exports.aggregation import (
 from annotation.exports.labels import Aggregation
 from annotation.models import AgreementReport, Judgment, Pair, Project
 from annotation.selectors.labels import label_estimate
+from rewardtrain.checkpoints import CheckpointError, checkpoint_verify
 from rewardtrain.data import PreferencePair
 from rewardtrain.length_bias import length_sentence
 from rewardtrain.models import ModelVersion, TrainingRun
@@ -71,8 +72,29 @@ def training_data_at(
     estimate = None
     if rule.aggregation != "majority":
         estimate = label_estimate(judgments=judgments, aggregation=rule.aggregation)
+    pairs: list[PreferencePair] = []
+    from_judgments = from_seed = 0
+    candidates = _candidate_pairs(
+        project=project, judgment_cutoff=judgment_cutoff, pair_cutoff=pair_cutoff
+    )
+    for pair in candidates.iterator(chunk_size=2000):  # memory: one chunk of pairs at a time
+        p_a = None if estimate is None else estimate.p_a_for(pair.id)
+        labelled = _pair_label(pair, tally=tallies.get(pair.id, {}), p_a=p_a, rule=rule)
+        if labelled is None:
+            continue
+        if labelled.from_seed:
+            from_seed += 1
+        else:
+            from_judgments += 1
+        pairs.append(_preference(pair, labelled))
+    return TrainingData(pairs=pairs, from_judgments=from_judgments, from_seed=from_seed)
+
+
+def _candidate_pairs(*, project: Project, judgment_cutoff: int, pair_cutoff: int) -> QuerySet[Pair]:
+    """The project's active pairs up to `pair_cutoff` that have something to be labelled by: a
+    judgment up to `judgment_cutoff`, a seed label, or a live adjudication; in id order."""
     judged = Judgment.objects.filter(pair=OuterRef("pk"), id__lte=judgment_cutoff)
-    candidates = (
+    return (
         Pair.objects.filter(project=project, is_active=True, id__lte=pair_cutoff)
         .annotate(adjudicated=live_adjudication())
         .filter(
@@ -83,44 +105,40 @@ def training_data_at(
         .select_related("prompt", "response_a", "response_b")
         .order_by("id")
     )
-    pairs: list[PreferencePair] = []
-    from_judgments = from_seed = 0
-    for pair in candidates.iterator(chunk_size=2000):
-        tally = tallies.get(pair.id, {})
-        if pair.adjudicated is not None:
-            labelled = _adjudicated_label(pair.adjudicated, rule)
-            if labelled is None:
-                continue
-            from_judgments += 1
-        elif (
-            labelled := _label(tally, None if estimate is None else estimate.p_a_for(pair.id), rule)
-        ) is not None:
-            from_judgments += 1
-        else:
-            decision = decide_by_known_answer(pair.seed_choice)
-            if decision is None:
-                continue
-            from_seed += 1
-            labelled = _Label(decision.winner, decision.margin, None, decision.p_chosen, False)
-        chosen, rejected = (
-            (pair.response_a, pair.response_b)
-            if labelled.winner == "a"
-            else (pair.response_b, pair.response_a)
-        )
-        prompt = pair.prompt
-        pairs.append(
-            PreferencePair(
-                prompt=prompt.messages if prompt.messages else prompt.text,
-                chosen=chosen.text,
-                rejected=rejected.text,
-                margin=labelled.margin,
-                strength=labelled.strength,
-                p_chosen=labelled.p_chosen,
-                tie=labelled.tie,
-                group=prompt.content_hash,
-            )
-        )
-    return TrainingData(pairs=pairs, from_judgments=from_judgments, from_seed=from_seed)
+
+
+def _pair_label(pair: Pair, *, tally: _Tally, p_a: float | None, rule: LabelRule) -> _Label | None:
+    """The first label that applies: a lead's adjudication, the raters' votes under `rule`, the
+    imported seed label; None when none does."""
+    adjudicated = getattr(pair, "adjudicated", None)  # annotated by _candidate_pairs
+    if adjudicated is not None:
+        return _adjudicated_label(adjudicated, rule)
+    labelled = _label(tally, p_a, rule)
+    if labelled is not None:
+        return labelled
+    decision = decide_by_known_answer(pair.seed_choice)
+    if decision is None:
+        return None
+    return _Label(decision.winner, decision.margin, None, decision.p_chosen, False, from_seed=True)
+
+
+def _preference(pair: Pair, labelled: _Label) -> PreferencePair:
+    chosen, rejected = (
+        (pair.response_a, pair.response_b)
+        if labelled.winner == "a"
+        else (pair.response_b, pair.response_a)
+    )
+    prompt = pair.prompt
+    return PreferencePair(
+        prompt=prompt.messages if prompt.messages else prompt.text,
+        chosen=chosen.text,
+        rejected=rejected.text,
+        margin=labelled.margin,
+        strength=labelled.strength,
+        p_chosen=labelled.p_chosen,
+        tie=labelled.tie,
+        group=prompt.content_hash,
+    )
 
 
 _Tally = dict[str, tuple[int, int, int]]  # choice: (count, strength sum, strength count)
@@ -149,6 +167,7 @@ class _Label:
     strength: int | None
     p_chosen: float
     tie: bool
+    from_seed: bool = False  # an imported seed label, not the raters' or a lead's
 
 
 def _label(tally: _Tally, p_a: float | None, rule: LabelRule) -> _Label | None:
@@ -262,42 +281,37 @@ class ArchiveError(Exception):
 
 @dataclass(frozen=True, kw_only=True)
 class VersionArchive:
+    """A version's files as one download, the same for the page and the API."""
+
     filename: str
     chunks: Iterator[bytes]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {
+            "Content-Type": "application/gzip",
+            "Content-Disposition": content_disposition_header(True, self.filename) or "",
+        }
 
 
 def model_version_archive(*, version: ModelVersion) -> VersionArchive:
     """A streamed .tar.gz of a version directory, as `<project>-v<N>/...`.
 
-    Every file is checked against the checksums in the database first (no symlinks, nothing
-    outside the checkpoint root, nothing missing or extra), so a tampered version is never
-    handed out. Memory stays bounded: files are read and compressed 1 MiB at a time.
+    The directory is checked against the checksums in the database first, by the same rule as
+    before loading it (`checkpoint_verify`: no symlinks, nothing outside the checkpoint root,
+    nothing missing, extra or changed), so a tampered version is never handed out. Memory stays
+    bounded: files are read and compressed 1 MiB at a time.
     """
-    root = Path(settings.CHECKPOINT_ROOT).resolve()
-    directory = (root / version.path).resolve()
-    if not directory.is_relative_to(root) or not directory.is_dir():
-        raise ArchiveError(f"v{version.version}: {version.path} is not in the checkpoint store")
-    present = {
-        entry.relative_to(directory).as_posix(): entry
-        for entry in sorted(directory.rglob("*"))
-        if entry.is_file() or entry.is_symlink()
-    }
-    if set(present) != set(version.file_sha256) or any(p.is_symlink() for p in present.values()):
-        raise ArchiveError(f"v{version.version}: the files on disk are not the recorded ones")
-    for name, path in present.items():
-        if not hmac.compare_digest(_sha256(path), str(version.file_sha256[name])):
-            raise ArchiveError(f"v{version.version}: {name} does not match its sha256")
+    root = Path(settings.CHECKPOINT_ROOT)
+    directory = root / version.path
+    try:
+        checkpoint_verify(directory, root=root, expected_sha256=version.file_sha256)
+    except CheckpointError as error:
+        raise ArchiveError(f"v{version.version}: {error}") from error
+    present = {name: directory / name for name in sorted(version.file_sha256)}
     prefix = f"{version.project.slug}-v{version.version}"
     chunks = (chunk for chunk in _tar_gz(prefix, present) if chunk)
     return VersionArchive(filename=f"{prefix}.tar.gz", chunks=chunks)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _tar_gz(prefix: str, files: dict[str, Path]) -> Iterator[bytes]:
@@ -367,57 +381,15 @@ def version_accuracy(version: ModelVersion) -> Accuracy | None:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ChartPoint:
-    x: float
-    y: float
-    label: str
-    tentative: bool = False  # drawn hollow: rests on fewer held-out pairs than the minimum
-
-
-CHART_WIDTH, CHART_HEIGHT = 360, 170
-# The plot area inside the SVG box: room on the left for the y ticks, below for the x ticks
-# and the x axis title.
-PLOT_LEFT, PLOT_RIGHT, PLOT_TOP, PLOT_BOTTOM = 46, 12, 12, 36
-
-
-@dataclass(frozen=True, kw_only=True)
 class Chart:
-    """SVG geometry, drawn by the server: a line through `points` in a width x height box, with
-    both axes labelled (ends and title with its unit) and an optional reference line."""
+    """A training chart: the geometry from the agreement dashboard's kit
+    (`annotation.agreement.charts`), with what the page says about it."""
 
     key: str  # unique on the page: the prefix of the SVG's element ids
     title: str  # what a screen reader announces
-    points: list[ChartPoint]
-    y_top: str  # tick labels at the ends of the axes
-    y_bottom: str
-    x_start: str
-    x_end: str
     x_title: str  # axis titles, with their units
     y_title: str
-    reference_y: float | None = None  # a horizontal reference line, e.g. the raters' agreement
-    reference_label: str = ""
-    width: int = CHART_WIDTH
-    height: int = CHART_HEIGHT
-    left: int = PLOT_LEFT
-    right: int = CHART_WIDTH - PLOT_RIGHT
-    top: int = PLOT_TOP
-    bottom: int = CHART_HEIGHT - PLOT_BOTTOM
-
-    @property
-    def polyline(self) -> str:
-        return " ".join(f"{p.x:.1f},{p.y:.1f}" for p in self.points)
-
-    @property
-    def middle(self) -> float:
-        return (self.left + self.right) / 2
-
-
-def _x(fraction: float) -> float:
-    return PLOT_LEFT + fraction * (CHART_WIDTH - PLOT_LEFT - PLOT_RIGHT)
-
-
-def _y(fraction: float) -> float:
-    return CHART_HEIGHT - PLOT_BOTTOM - fraction * (CHART_HEIGHT - PLOT_TOP - PLOT_BOTTOM)
+    plot: LineChart
 
 
 def loss_chart(*, run: TrainingRun) -> Chart | None:
@@ -428,25 +400,21 @@ def loss_chart(*, run: TrainingRun) -> Chart | None:
         return None
     top = max(max(loss for _, loss in curve), math.log(2)) or 1.0
     last_step = curve[-1][0] or 1.0
-    points = [
-        ChartPoint(x=_x(step / last_step), y=_y(loss / top), label=f"step {step:g}: {loss:.3f}")
-        for step, loss in curve
-    ]
+    plot = value_chart(
+        points=[(step, loss, f"step {step:g}: {loss:.3f}", False) for step, loss in curve],
+        x_axis=Axis(0.0, last_step, ((0.0, "0"), (last_step, f"{last_step:g}"))),
+        y_axis=Axis(0.0, top, ((0.0, "0"), (top, f"{top:.2f}"))),
+        reference=(math.log(2), "chance: ln 2 = 0.693"),
+    )
     return Chart(
         key=f"loss-chart-{run.id}",
         title=(
             f"Training loss of run {run.id} per step, from {curve[0][1]:.3f} "
             f"to {curve[-1][1]:.3f} nats"
         ),
-        points=points,
-        y_top=f"{top:.2f}",
-        y_bottom="0",
-        x_start="0",
-        x_end=f"{last_step:g}",
         x_title="training step",
         y_title="loss (nats)",
-        reference_y=_y(math.log(2) / top),
-        reference_label="chance: ln 2 = 0.693",
+        plot=plot,
     )
 
 
@@ -460,35 +428,24 @@ def accuracy_chart(*, versions: list[ModelVersion], ceiling: float | None) -> Ch
     ]
     if not measured:
         return None
-    low, high = 0.4, 1.0
-    span = max(1, len(measured) - 1)
-    points = [
-        ChartPoint(
-            x=_x(index / span),
-            y=_y((min(max(figure.value, low), high) - low) / (high - low)),
-            label=_point_label(number, figure),
-            tentative=not figure.meaningful,
-        )
-        for index, (number, figure) in enumerate(measured)
-    ]
-    reference_y = None
-    if ceiling is not None:
-        reference_y = _y((min(max(ceiling, low), high) - low) / (high - low))
+    span = float(max(1, len(measured) - 1))
+    x_ticks = [(0.0, f"v{measured[0][0]}")]
+    if len(measured) > 1:
+        x_ticks.append((span, f"v{measured[-1][0]}"))
+    plot = value_chart(
+        points=[
+            (float(index), figure.value, _point_label(number, figure), not figure.meaningful)
+            for index, (number, figure) in enumerate(measured)
+        ],
+        x_axis=Axis(0.0, span, x_ticks),
+        y_axis=Axis(0.4, 1.0, ((0.4, "40%"), (1.0, "100%"))),
+        reference=None if ceiling is None else (ceiling, f"raters agree {ceiling:.0%}"),
+    )
     title = "Held-out accuracy per version"
     if ceiling is not None:
         title += f", against the raters' agreement of {ceiling:.3f}"
     return Chart(
-        key="accuracy-chart",
-        title=title,
-        points=points,
-        y_top="100%",
-        y_bottom="40%",
-        x_start=f"v{measured[0][0]}",
-        x_end=f"v{measured[-1][0]}" if len(measured) > 1 else "",
-        x_title="version",
-        y_title="accuracy (%)",
-        reference_y=reference_y,
-        reference_label=f"raters agree {ceiling:.0%}" if ceiling is not None else "",
+        key="accuracy-chart", title=title, x_title="version", y_title="accuracy (%)", plot=plot
     )
 
 

@@ -9,13 +9,14 @@ version against the published one on the same held-out pairs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from rewardtrain.config import TrainConfig
 from rewardtrain.data import PreferencePair
 from rewardtrain.length_bias import length_bias
 from rewardtrain.model import (
+    Encoded,
     InputEncoder,
     InputSpec,
     RewardScorer,
@@ -78,6 +80,35 @@ class TrainResult:
             "bf16": self.bf16,
             "loss_history": [round(loss, 5) for loss in self.loss_history],
         }
+
+
+def version_metadata(
+    result: TrainResult,
+    *,
+    data_cutoff: int | str | None,
+    data_sha256: str,
+    counts: Mapping[str, int],
+    metrics: Mapping[str, Any],
+    launch: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What `pairwise.json` records of a trained version (`checkpoint_write`'s metadata): its base,
+    input rule, data, held-out metrics, training config and statistics, and how it was launched
+    (`launcher`, `world_size`, `devices`; without `launch`, one process inline)."""
+    launched = dict(launch or {"launcher": "inline", "world_size": 1})
+    return {
+        "base_model": result.base_model,
+        "init_from": result.init_from,
+        "input": result.spec.to_dict(),
+        "max_length": result.spec.max_length,
+        "truncation_side": result.spec.truncation_side,
+        "data_cutoff": data_cutoff,
+        "data_sha256": data_sha256,
+        "counts": dict(counts),
+        "metrics": dict(metrics),
+        "train": {"config": result.config.to_dict(), **result.stats()},
+        "world_size": launched.get("world_size", 1),
+        "launch": launched,
+    }
 
 
 def bradley_terry_loss(chosen: Tensor, rejected: Tensor, margin: Tensor | None = None) -> Tensor:
@@ -159,44 +190,131 @@ def train(
     if not train_pairs:
         raise ValueError("no pairs to train on")
     started = time.perf_counter()
+    device = _device_for(config)
+    rank, world_size = _rank_and_world_size()
+    torch.manual_seed(config.seed)  # the new reward head's initial weights
+    source = str(init_from) if init_from is not None else config.base_model
+    model, tokenizer = _load_for_training(source, config=config, device=device)
+    spec = input_spec_for(tokenizer, max_length=config.max_length)
+    data = _encode_pairs(train_pairs, tokenizer=tokenizer, spec=spec, config=config)
+    batches = _epoch_batches(data.lengths, config=config, world_size=world_size)
+    bf16 = config.bf16 and bf16_supported(device)
+    weights = _MasterWeights(model, bf16=bf16)
+    optimizer, scheduler = _optimizer_for(weights, config=config, device=device, steps=len(batches))
+    result = TrainResult(
+        model=model,
+        tokenizer=tokenizer,
+        spec=spec,
+        config=config,
+        base_model=config.base_model,
+        init_from=str(init_from) if init_from is not None else None,
+        responses_cut=data.responses_cut,
+        device=str(device),
+        bf16=bf16,
+    )
+    with _training_mode(model, config=config, device=device, bf16=bf16):
+        loop = _Loop(
+            forward=_distributed_model(model, device) if world_size > 1 else model,
+            weights=weights,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            data=data,
+            config=config,
+            device=device,
+            rank=rank,
+            world_size=world_size,
+        )
+        _run_steps(loop, batches, result=result, progress=progress, should_stop=should_stop)
+    weights.finish()
+    model.eval()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _device_for(config: TrainConfig) -> torch.device:
     device = resolve_device(config.device)
     if device.type == "cpu":
         torch.set_num_threads(config.num_threads or len(os.sched_getaffinity(0)))
-    rank, world_size = _rank_and_world_size()
-    random_order = random.Random(config.seed)  # noqa: S311 - reproducible, not secret
-    torch.manual_seed(config.seed)  # the new reward head's initial weights
+    return device
 
-    source = str(init_from) if init_from is not None else config.base_model
+
+def _load_for_training(
+    source: str, *, config: TrainConfig, device: torch.device
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     model, tokenizer = load_model(source, device=device)
     if config.disable_dropout:
         for module in model.modules():
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
-    spec = input_spec_for(tokenizer, max_length=config.max_length)
-    encoder = InputEncoder(tokenizer, spec)
-    prompts = [pair.prompt for pair in train_pairs]
-    chosen = encoder.encode(prompts, [pair.chosen for pair in train_pairs])
-    rejected = encoder.encode(prompts, [pair.rejected for pair in train_pairs])
-    lengths = [
-        max(len(c.input_ids), len(r.input_ids)) for c, r in zip(chosen, rejected, strict=True)
-    ]
-    margins = [pair.margin for pair in train_pairs]
-    targets = [pair.p_chosen if config.soft_labels else 1.0 for pair in train_pairs]
-    ties = [pair.tie for pair in train_pairs]
-    tie_weight = config.tie_weight if config.tie_policy == "model" else None
+    return model, tokenizer
 
-    batches = [
+
+def _epoch_batches(
+    lengths: Sequence[int], *, config: TrainConfig, world_size: int
+) -> list[list[int]]:
+    """Every epoch's global batches (`batch_size` per rank), bucketed by length, in an order
+    fixed by `config.seed`."""
+    rng = random.Random(config.seed)  # noqa: S311 - reproducible, not secret
+    return [
         batch
         for _ in range(config.epochs)
         for batch in bucketed_batches(
             lengths,
-            batch_size=config.batch_size * world_size,  # the global batch, cut per rank below
+            batch_size=config.batch_size * world_size,  # the global batch, cut per rank later
             bucket_batches=config.length_bucket_batches,
-            rng=random_order,
+            rng=rng,
         )
     ]
-    bf16 = config.bf16 and bf16_supported(device)
-    weights = _MasterWeights(model, bf16=bf16)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _EncodedPairs:
+    """Every training pair tokenized once, as parallel lists indexed like the pairs."""
+
+    chosen: list[Encoded]
+    rejected: list[Encoded]
+    lengths: list[int]  # the longer of the two sequences: what a batch pads to
+    margins: list[float]
+    targets: list[float]  # p_chosen with soft labels, else 1
+    ties: list[bool]
+    tie_weight: float | None  # Davidson's nu when ties are modelled, else None
+    responses_cut: int
+    pad_token_id: int
+    token_type_ids: bool  # whether the model takes segment ids (a BERT text pair)
+
+
+def _encode_pairs(
+    pairs: Sequence[PreferencePair],
+    *,
+    tokenizer: PreTrainedTokenizerBase,
+    spec: InputSpec,
+    config: TrainConfig,
+) -> _EncodedPairs:
+    encoder = InputEncoder(tokenizer, spec)
+    prompts = [pair.prompt for pair in pairs]
+    chosen = encoder.encode(prompts, [pair.chosen for pair in pairs])
+    rejected = encoder.encode(prompts, [pair.rejected for pair in pairs])
+    return _EncodedPairs(
+        chosen=chosen,
+        rejected=rejected,
+        lengths=[
+            max(len(c.input_ids), len(r.input_ids)) for c, r in zip(chosen, rejected, strict=True)
+        ],
+        margins=[pair.margin for pair in pairs],
+        targets=[pair.p_chosen if config.soft_labels else 1.0 for pair in pairs],
+        ties=[pair.tie for pair in pairs],
+        tie_weight=config.tie_weight if config.tie_policy == "model" else None,
+        responses_cut=sum(item.response_cut for item in (*chosen, *rejected)),
+        pad_token_id=tokenizer.pad_token_id,
+        token_type_ids=spec.token_type_ids,
+    )
+
+
+def _optimizer_for(
+    weights: _MasterWeights, *, config: TrainConfig, device: torch.device, steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over the trained (master) weights, decaying matrices only, with linear warm-up and
+    decay over `steps`."""
     decay = [p for p in weights.trained if p.ndim >= 2]
     no_decay = [p for p in weights.trained if p.ndim < 2]
     optimizer = torch.optim.AdamW(
@@ -207,84 +325,110 @@ def train(
         lr=config.learning_rate,
         fused=device.type in ("cpu", "cuda"),
     )
-    warmup_steps = math.ceil(config.warmup_ratio * len(batches))
+    warmup_steps = math.ceil(config.warmup_ratio * steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: _linear_warmup_decay(step, warmup_steps, len(batches))
+        optimizer, lambda step: _linear_warmup_decay(step, warmup_steps, steps)
     )
-    result = TrainResult(
-        model=model,
-        tokenizer=tokenizer,
-        spec=spec,
-        config=config,
-        base_model=config.base_model,
-        init_from=str(init_from) if init_from is not None else None,
-        responses_cut=sum(item.response_cut for item in (*chosen, *rejected)),
-        device=str(device),
-        bf16=bf16,
-    )
-    report_every = max(1, len(batches) // 100)
+    return optimizer, scheduler
 
+
+@contextlib.contextmanager
+def _training_mode(
+    model: PreTrainedModel, *, config: TrainConfig, device: torch.device, bf16: bool
+) -> Iterator[None]:
+    """The model in train mode, with the CPU bf16 attention (`rewardtrain.attention`, unless
+    `config.fast_attention` is off) and activation recomputation on, both undone afterwards so
+    the saved model names neither."""
     attention = model.config._attn_implementation
-    if bf16 and device.type == "cpu":
+    if config.fast_attention and bf16 and device.type == "cpu":
         try:
             model.set_attn_implementation(ATTENTION)
         except ValueError as error:  # an architecture that cannot take it keeps its own
             logger.warning("training with %s attention: %s", attention, error)
-    forward = _distributed_model(model, device) if world_size > 1 else model
     if config.recompute_activations:
         model.activation_checkpointing_enable({"use_reentrant": False})
     model.train()
     try:
-        for step, global_batch in enumerate(batches, start=1):
-            if should_stop is not None and should_stop():
-                raise TrainingCancelled(f"stopped before step {step} of {len(batches)}")
-            batch, share = rank_share(global_batch, rank=rank, world_size=world_size)
-            inputs = pad_batch(
-                [chosen[i] for i in batch] + [rejected[i] for i in batch],
-                pad_token_id=tokenizer.pad_token_id,
-                token_type_ids=spec.token_type_ids,
-                device=device,
-            )
-            rewards = forward(**inputs).logits[:, 0].float()
-            margin = None
-            if config.use_margin:  # a tie pair's margin is 0: there is no side to favour
-                margin = torch.tensor([margins[i] for i in batch], device=device)
-            loss = preference_loss(
-                rewards[: len(batch)],
-                rewards[len(batch) :],
-                margin=margin,
-                target=torch.tensor([targets[i] for i in batch], device=device),
-                tie=torch.tensor([ties[i] for i in batch], device=device),
-                tie_weight=tie_weight,
-            )
-            (loss * share).backward()  # DDP averages over ranks: the global batch's mean
-            weights.gradients_to_master()
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(weights.trained, config.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            weights.master_to_model()
-
-            result.loss_history.append(_global_loss(loss, share, world_size))
-            result.pairs += len(global_batch)
-            if progress is not None and (step % report_every == 0 or step == len(batches)):
-                progress(
-                    step / len(batches),
-                    {
-                        "step": step,
-                        "loss": result.loss_history[-1],
-                        "learning_rate": float(scheduler.get_last_lr()[0]),
-                    },
-                )
+        yield
     finally:
         model.set_attn_implementation(attention)
         if model.is_activation_checkpointing:
             model.activation_checkpointing_disable()
-    weights.finish()
-    model.eval()
-    result.seconds = time.perf_counter() - started
-    return result
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Loop:
+    """What every step uses: the model to call, the weights and their optimizer, the data."""
+
+    forward: torch.nn.Module  # the model, or DDP around it
+    weights: _MasterWeights
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    data: _EncodedPairs
+    config: TrainConfig
+    device: torch.device
+    rank: int
+    world_size: int
+
+
+def _run_steps(
+    loop: _Loop,
+    batches: Sequence[list[int]],
+    *,
+    result: TrainResult,
+    progress: Progress | None,
+    should_stop: Callable[[], bool] | None,
+) -> None:
+    """One optimizer step per global batch, recording each step's loss on `result`."""
+    report_every = max(1, len(batches) // 100)
+    for step, global_batch in enumerate(batches, start=1):
+        if should_stop is not None and should_stop():
+            raise TrainingCancelled(f"stopped before step {step} of {len(batches)}")
+        result.loss_history.append(_step(loop, global_batch))
+        result.pairs += len(global_batch)
+        if progress is not None and (step % report_every == 0 or step == len(batches)):
+            progress(
+                step / len(batches),
+                {
+                    "step": step,
+                    "loss": result.loss_history[-1],
+                    "learning_rate": float(loop.scheduler.get_last_lr()[0]),
+                },
+            )
+
+
+def _step(loop: _Loop, global_batch: list[int]) -> float:
+    """Forward chosen and rejected of this rank's share in one padded batch, back-propagate the
+    preference loss, update; return the global batch's mean loss."""
+    data, device = loop.data, loop.device
+    batch, share = rank_share(global_batch, rank=loop.rank, world_size=loop.world_size)
+    inputs = pad_batch(
+        [data.chosen[i] for i in batch] + [data.rejected[i] for i in batch],
+        pad_token_id=data.pad_token_id,
+        token_type_ids=data.token_type_ids,
+        device=device,
+    )
+    rewards = loop.forward(**inputs).logits[:, 0].float()
+    margin = None
+    if loop.config.use_margin:  # a tie pair's margin is 0: there is no side to favour
+        margin = torch.tensor([data.margins[i] for i in batch], device=device)
+    loss = preference_loss(
+        rewards[: len(batch)],
+        rewards[len(batch) :],
+        margin=margin,
+        target=torch.tensor([data.targets[i] for i in batch], device=device),
+        tie=torch.tensor([data.ties[i] for i in batch], device=device),
+        tie_weight=data.tie_weight,
+    )
+    (loss * share).backward()  # DDP averages over ranks: the global batch's mean
+    loop.weights.gradients_to_master()
+    if loop.config.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(loop.weights.trained, loop.config.grad_clip)
+    loop.optimizer.step()
+    loop.scheduler.step()
+    loop.optimizer.zero_grad(set_to_none=True)
+    loop.weights.master_to_model()
+    return _global_loss(loss, share, loop.world_size)
 
 
 class _MasterWeights:
@@ -293,9 +437,9 @@ class _MasterWeights:
     updates fp32 copies of the trainable weights, so small updates are not rounded away. Without
     bf16 the optimizer works on the model's own weights.
 
-    Chosen over autocast: on the CPU, autocast's casts of weights and activations between fp32
-    and bf16 took 13% of a MiniLM step, and its fp32 activations double the memory traffic of
-    every element-wise operation (docs/benchmarks_training.md).
+    Chosen over autocast: on the CPU, autocast casts weights and activations between fp32 and bf16
+    on every call, and its fp32 activations double the memory traffic of every element-wise
+    operation (the profile is in docs/benchmarks_training.md).
     """
 
     def __init__(self, model: PreTrainedModel, *, bf16: bool) -> None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.middleware import HtmxDetails
 
 from annotation.models import Membership
 from annotation.selectors.access import project_access
@@ -27,13 +29,21 @@ RUN_FINISHED_EVENT = "training-run-finished"
 REFRESHED_PARTS = ("training-summary", "training-versions")
 
 
+class SignedInRequest(HttpRequest):
+    """What every view here receives: `login_required` lets only a signed-in user through, and
+    django-htmx's middleware sets `htmx`."""
+
+    user: User
+    htmx: HtmxDetails
+
+
 @login_required
 @require_GET
-def training(request: HttpRequest, slug: str) -> HttpResponse:
+def training(request: SignedInRequest, slug: str) -> HttpResponse:
     access = project_access(user=request.user, slug=slug, min_role=LEAD)
     page = selectors.training_page(project=access.project)
     template = "rewardtrain/training.html"
-    target = request.htmx.target if request.htmx else None  # type: ignore[attr-defined]
+    target = request.htmx.target if request.htmx else None
     if target in REFRESHED_PARTS:
         template += f"#{target}"
     return render(request, template, {"access": access, "project": access.project, "page": page})
@@ -41,7 +51,7 @@ def training(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_GET
-def run_status(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
+def run_status(request: SignedInRequest, slug: str, run_id: int) -> HttpResponse:
     access = project_access(user=request.user, slug=slug, min_role=LEAD)
     run = selectors.training_run_get(run_id=run_id)
     if run is None or run.project_id != access.project.id:
@@ -59,13 +69,13 @@ def run_status(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def train_now(request: HttpRequest, slug: str) -> HttpResponse:
+def train_now(request: SignedInRequest, slug: str) -> HttpResponse:
     access = project_access(user=request.user, slug=slug, min_role=LEAD)
     try:
         run, created = training_run_request(
             project=access.project,
             trigger=TrainingRun.Trigger.MANUAL,
-            user=request.user,  # type: ignore[arg-type]
+            user=request.user,
         )
     except TrainingRequestError as error:
         messages.error(request, str(error))
@@ -83,13 +93,13 @@ def train_now(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_POST
-def version_publish(request: HttpRequest, slug: str, version: int) -> HttpResponse:
+def version_publish(request: SignedInRequest, slug: str, version: int) -> HttpResponse:
     access = project_access(user=request.user, slug=slug, min_role=LEAD)
     target = selectors.model_version_get(project=access.project, version=version)
     if target is None:
         raise Http404("No such model version in this project.")
     try:
-        model_version_publish(version=target, user=request.user)  # type: ignore[arg-type]
+        model_version_publish(version=target, user=request.user)
     except PublishError as error:
         messages.error(request, str(error))
     else:
@@ -100,7 +110,7 @@ def version_publish(request: HttpRequest, slug: str, version: int) -> HttpRespon
 @login_required
 @require_GET
 def version_download(
-    request: HttpRequest, slug: str, version: int
+    request: SignedInRequest, slug: str, version: int
 ) -> HttpResponse | StreamingHttpResponse:
     access = project_access(user=request.user, slug=slug, min_role=LEAD)
     target = selectors.model_version_get(project=access.project, version=version)
@@ -110,11 +120,4 @@ def version_download(
         archive = selectors.model_version_archive(version=target)
     except selectors.ArchiveError as error:
         return HttpResponse(str(error), status=409, content_type="text/plain; charset=utf-8")
-    return version_archive_response(archive)
-
-
-def version_archive_response(archive: selectors.VersionArchive) -> StreamingHttpResponse:
-    """The archive streamed as an attachment (shared with the API's download)."""
-    response = StreamingHttpResponse(archive.chunks, content_type="application/gzip")
-    response["Content-Disposition"] = f'attachment; filename="{archive.filename}"'
-    return response
+    return StreamingHttpResponse(archive.chunks, headers=archive.headers)

@@ -31,6 +31,16 @@ class Series:
 
 
 @dataclass(frozen=True)
+class Mark:
+    """A point drawn as a dot whose hover title gives its exact value."""
+
+    x: float
+    y: float
+    title: str
+    hollow: bool = False  # drawn hollow: a value that rests on too little to be read alone
+
+
+@dataclass(frozen=True)
 class LineChart:
     width: int
     height: int
@@ -41,6 +51,21 @@ class LineChart:
     plot_right: float = 0.0
     plot_top: float = TOP
     plot_bottom: float = 0.0
+    marks: list[Mark] = field(default_factory=list)
+    reference: Tick | None = None  # a dashed horizontal line at `position`, e.g. a ceiling
+
+
+@dataclass(frozen=True)
+class Axis:
+    """A fixed value range; values outside it are drawn at its ends."""
+
+    low: float
+    high: float
+    ticks: Sequence[tuple[float, str]] = ()  # (value, label)
+
+    def fraction(self, value: float) -> float:
+        span = self.high - self.low or 1.0
+        return (min(max(value, self.low), self.high) - self.low) / span
 
 
 def _nice_range(low: float, high: float) -> tuple[float, float]:
@@ -97,6 +122,40 @@ def line_chart(
         y_ticks=y_ticks,
         plot_right=right,
         plot_bottom=bottom,
+    )
+
+
+def value_chart(
+    *,
+    points: Sequence[tuple[float, float, str, bool]],
+    x_axis: Axis,
+    y_axis: Axis,
+    reference: tuple[float, str] | None = None,
+    width: int = 360,
+    height: int = 170,
+) -> LineChart:
+    """One line over fixed axes: `points` holds (x, y, hover title, hollow), each drawn as a
+    Mark; `reference` is a (y, label) horizontal line."""
+    right, bottom = width - RIGHT, height - BOTTOM
+
+    def x_of(value: float) -> float:
+        return round(LEFT + x_axis.fraction(value) * (right - LEFT), 1)
+
+    def y_of(value: float) -> float:
+        return round(bottom - y_axis.fraction(value) * (bottom - TOP), 1)
+
+    marks = [Mark(x_of(x), y_of(y), title, hollow) for x, y, title, hollow in points]
+    line = " ".join(f"{mark.x},{mark.y}" for mark in marks)
+    return LineChart(
+        width=width,
+        height=height,
+        series=[Series("", "line", line, [(mark.x, mark.y) for mark in marks])],
+        x_ticks=[Tick(x_of(value), label) for value, label in x_axis.ticks],
+        y_ticks=[Tick(y_of(value), label) for value, label in y_axis.ticks],
+        plot_right=right,
+        plot_bottom=bottom,
+        marks=marks,
+        reference=None if reference is None else Tick(y_of(reference[0]), reference[1]),
     )
 
 

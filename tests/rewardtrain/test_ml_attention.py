@@ -156,3 +156,47 @@ def test_an_architecture_that_refuses_it_trains_with_its_own_attention(
     assert not calls
     assert len(result.loss_history) == 2
     assert "does not support custom attention" in caplog.text
+
+
+def _spied_training(tiny_model_dir, monkeypatch, **changes):
+    """Train the tiny model; return the result and the dtypes the chunked kernel was called on."""
+    seen = []
+    original = attention._ChunkedAttention.apply
+
+    def spy(*args):
+        seen.append(args[0].dtype)
+        return original(*args)
+
+    monkeypatch.setattr(attention._ChunkedAttention, "apply", spy)
+    pairs = [
+        PreferencePair(prompt=f"question {i}", chosen="yes, gladly", rejected="no")
+        for i in range(16)
+    ]
+    settings = {"base_model": str(tiny_model_dir), "max_length": 32, "batch_size": 8}
+    config = TrainConfig(**settings, device="cpu", **changes)
+    return train(config, pairs), seen
+
+
+def test_the_sdpa_reference_can_be_forced_and_trains_like_the_chunked_kernel(
+    tiny_model_dir, monkeypatch
+):
+    """Runs on every CPU: with `fast_attention=False` training never calls the chunked kernel,
+    and its losses match the default's within bf16 rounding (identical where the CPU has no
+    bf16, since both then run SDPA in fp32)."""
+    fast, fast_calls = _spied_training(tiny_model_dir, monkeypatch)
+    reference, reference_calls = _spied_training(tiny_model_dir, monkeypatch, fast_attention=False)
+
+    assert not reference_calls
+    assert bool(fast_calls) == fast.bf16
+    assert len(reference.loss_history) == len(fast.loss_history) == 2
+    assert reference.loss_history == pytest.approx(fast.loss_history, rel=0.02)
+
+
+def test_a_cpu_without_bf16_trains_with_the_sdpa_reference_in_fp32(tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(training, "bf16_supported", lambda device: False)
+
+    result, calls = _spied_training(tiny_model_dir, monkeypatch)
+
+    assert not calls
+    assert not result.bf16
+    assert result.model.config._attn_implementation != ATTENTION

@@ -5,11 +5,13 @@ import time
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
 )
 
+from rewardtrain import model as reward_model
 from rewardtrain.checkpoints import CheckpointError, checkpoint_write, sweep_partial
 from rewardtrain.config import TrainConfig
 from rewardtrain.data import PreferencePair
@@ -21,6 +23,7 @@ from rewardtrain.model import (
     input_spec_for,
     length_sorted_batches,
     load_reward_model,
+    prepacking_available,
     reward_head,
 )
 from rewardtrain.train import (
@@ -30,6 +33,7 @@ from rewardtrain.train import (
     mcnemar_exact_test,
     preference_metrics,
     train,
+    version_metadata,
 )
 from tests.rewardtrain.helpers import WORDS, build_tiny_model
 
@@ -182,16 +186,20 @@ def test_the_paired_test_needs_disagreements_to_favour_one_side():
     assert clearly_better["p_value"] == pytest.approx(2 / 2**10)
 
 
-def _write(root, trained, version=1, **changes):
+def _write(root, trained, version=1, metrics=None, **changes):
     arguments = {
         "root": root,
         "project": "alpha",
         "version": version,
-        "result": trained,
-        "data_cutoff": 42,
-        "data_sha256": "0" * 64,
-        "counts": {"train": 64, "heldout": 0},
-        "metrics": {"accuracy": 1.0},
+        "model": trained.model,
+        "tokenizer": trained.tokenizer,
+        "metadata": version_metadata(
+            trained,
+            data_cutoff=42,
+            data_sha256="0" * 64,
+            counts={"train": 64, "heldout": 0},
+            metrics={"accuracy": 1.0} if metrics is None else metrics,
+        ),
     }
     return checkpoint_write(**(arguments | changes))
 
@@ -243,14 +251,28 @@ def test_served_weights_are_bf16_and_score_within_bf16_rounding(tmp_path, traine
     assert not all(torch.tensor(s).to(torch.bfloat16).item() == s for s in served)
 
 
-@pytest.mark.skipif(not bf16_supported(torch.device("cpu")), reason="this CPU has no bf16")
-def test_prepacked_weights_score_exactly_like_plain_bf16_weights(tmp_path, trained):
+def _plain_bf16_scorer(path, root):
+    """The reference of the prepacked twin: bf16 weights through plain `Linear` layers, the
+    reward head in fp32, as the loader lays them out."""
+    plain = load_reward_model(path, checkpoint_root=root, bf16_weights=False)
+    cast_parameters(plain.model, torch.bfloat16)
+    cast_parameters(reward_head(plain.model), torch.float32)
+    return plain
+
+
+def _linear_kinds(model):
+    return sorted({type(m).__name__ for m in model.modules() if isinstance(m, torch.nn.Linear)})
+
+
+@pytest.mark.skipif(
+    not prepacking_available(torch.device("cpu")),
+    reason="no bf16 or no oneDNN linear operators: the loader keeps plain Linear (tested below)",
+)
+def test_prepacked_weights_score_exactly_like_plain_bf16_linear(tmp_path, trained):
     written = _write(tmp_path, trained)
     prompts = [f"tell me about the {word}" for word in WORDS]
     responses = [f"sure, the {word} is lovely, thank you" for word in WORDS[::-1]]
-    plain = load_reward_model(written.path, checkpoint_root=tmp_path, bf16_weights=False)
-    cast_parameters(plain.model, torch.bfloat16)
-    cast_parameters(reward_head(plain.model), torch.float32)
+    plain = _plain_bf16_scorer(written.path, tmp_path)
 
     served = load_reward_model(written.path, checkpoint_root=tmp_path)
 
@@ -258,6 +280,29 @@ def test_prepacked_weights_score_exactly_like_plain_bf16_weights(tmp_path, train
     linears = [m for m in served.model.modules() if isinstance(m, torch.nn.Linear)]
     assert len(packed) == len(linears) - 1  # all but the fp32 head
     assert served.score(prompts, responses) == plain.score(prompts, responses)
+
+
+@pytest.mark.parametrize("why", ["asked", "no bf16"])
+def test_the_reference_plain_linear_can_be_forced_and_scores_the_same(
+    tmp_path, trained, monkeypatch, why
+):
+    """Runs on every CPU: `prepack=False`, or a CPU without bf16 (simulated here), loads plain
+    `Linear` layers, and they score exactly like the reference built by hand."""
+    written = _write(tmp_path, trained)
+    prompts = [f"tell me about the {word}" for word in WORDS]
+    responses = [f"sure, the {word} is lovely, thank you" for word in WORDS[::-1]]
+    if why == "no bf16":
+        monkeypatch.setattr(reward_model, "bf16_supported", lambda device: False)
+        assert not reward_model.prepacking_available(torch.device("cpu"))
+    if bf16_supported(torch.device("cpu")) and why == "asked":
+        reference = _plain_bf16_scorer(written.path, tmp_path)
+    else:  # no bf16: fp32 weights, no autocast
+        reference = load_reward_model(written.path, checkpoint_root=tmp_path, bf16=False)
+
+    served = load_reward_model(written.path, checkpoint_root=tmp_path, prepack=why != "asked")
+
+    assert _linear_kinds(served.model) == ["Linear", "_Fp32Linear"]
+    assert served.score(prompts, responses) == reference.score(prompts, responses)
 
 
 def test_scoring_batches_keep_padded_tokens_under_the_budget():
@@ -383,3 +428,31 @@ def test_casting_parameters_leaves_buffers_such_as_rotary_frequencies_alone():
     for name, buffer in model.named_buffers():
         assert torch.equal(buffer, buffers[name])
         assert buffer.dtype == buffers[name].dtype
+
+
+def test_extra_tensors_are_written_beside_the_model_and_checksummed(tmp_path, trained):
+    heads = {"weight": torch.arange(6.0).reshape(2, 3), "bias": torch.zeros(2)}
+
+    written = _write(tmp_path, trained, extra_tensors={"heads": heads})
+
+    stored = load_file(written.path / "heads.safetensors")
+    assert "heads.safetensors" in written.files_sha256
+    assert set(stored) == {"weight", "bias"}
+    assert torch.equal(stored["weight"], heads["weight"])
+    manifest = json.loads((written.path / "pairwise.json").read_text())
+    assert "heads.safetensors" in manifest["files"]
+    load_reward_model(written.path, checkpoint_root=tmp_path)  # still verifies and loads
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"extra_tensors": {"model": {"x": torch.zeros(1)}}}, "cannot name an extra"),
+        ({"extra_tensors": {"../up": {"x": torch.zeros(1)}}}, "cannot name an extra"),
+        ({"metadata": {"base_model": "x"}}, "the metadata lacks"),
+    ],
+)
+def test_a_checkpoint_with_bad_extras_or_metadata_is_refused(tmp_path, trained, changes, message):
+    with pytest.raises(CheckpointError, match=message):
+        _write(tmp_path, trained, **changes)
+    assert not list(tmp_path.glob("alpha/*"))
