@@ -1,12 +1,11 @@
 """The Celery app: configured from Django settings (CELERY_*), tasks found in the apps."""
 
-import importlib
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
-from celery import Celery
+from celery import Celery, Signature, Task
 from django.db import transaction
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -26,27 +25,25 @@ def _make_broker_folders(sender: Celery, **kwargs: Any) -> None:
             Path(folder).mkdir(parents=True, exist_ok=True)
 
 
-def enqueue_on_commit(task: Any, *args: Any) -> None:
+def enqueue_on_commit(task: Task | str, *args: Any) -> None:
     """Send `task` once the current transaction commits, never blocking on a dead broker.
 
-    `task` is a task or a registered task's name: services name the tasks they send rather than
-    import the task modules that import them. A name is looked up now, so a wrong one fails here.
+    `task` is a task or a task's registered name: services name the tasks they send rather than
+    import the task modules that import them (and, for training, torch). A name is sent as a
+    signature, routed by CELERY_TASK_ROUTES like the task itself; tests/test_architecture.py
+    checks every name a service sends against the registry.
 
     With Redis down the user's request must still succeed (votes and imports live in PostgreSQL):
     a failed send is logged, and the periodic tasks of beat pick the work up later.
     """
-
-    if isinstance(task, str):
-        # The task's module registers it on import; the web process may not have imported it.
-        importlib.import_module(task.rpartition(".")[0])
-        task = app.tasks[task]
+    sendable: Task | Signature = app.signature(task) if isinstance(task, str) else task
 
     def send() -> None:
         try:
-            task.apply_async(args=args, retry=False)
+            sendable.apply_async(args=args, retry=False)
         except Exception:  # kombu raises several unrelated types for "broker unreachable"
             logger.warning(
-                "could not enqueue %s%r; beat will catch up", task.name, args, exc_info=True
+                "could not enqueue %s%r; beat will catch up", sendable.name, args, exc_info=True
             )
 
     transaction.on_commit(send)

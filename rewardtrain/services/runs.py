@@ -132,7 +132,7 @@ def training_run_request(
                 },
             )
             if enqueue:
-                enqueue_on_commit(_execute_task(), run.id)
+                enqueue_on_commit(EXECUTE_TASK, run.id)
     except IntegrityError:
         active = TrainingRun.objects.filter(
             project=project, status__in=TrainingRun.ACTIVE_STATUSES
@@ -221,7 +221,7 @@ def _retry_or_fail(run: TrainingRun, *, stopped: str, now: datetime) -> bool:
         run.status = TrainingRun.Status.QUEUED
         run.error = f"Attempt {run.attempts} stopped ({stopped}); queued again."
         run.save(update_fields=["status", "error"])
-        enqueue_on_commit(_execute_task(), run.id)
+        enqueue_on_commit(EXECUTE_TASK, run.id)
         return True
     run.status = TrainingRun.Status.FAILED
     run.error = (
