@@ -27,6 +27,7 @@ import torch
 from safetensors.torch import load_file
 
 if TYPE_CHECKING:
+    from rewardtrain.ensemble import EnsembleHeads
     from rewardtrain.train import TrainResult
 
 MANIFEST_NAME = "pairwise.json"
@@ -59,12 +60,14 @@ def checkpoint_write(
     counts: Mapping[str, int],
     metrics: Mapping[str, Any],
     launch: Mapping[str, Any] | None = None,
+    ensemble: EnsembleHeads | None = None,
     created_at: datetime | None = None,
 ) -> WrittenCheckpoint:
     """Write `<root>/<project>/v<version>/` and return its path and every file's checksum.
 
     `launch` says how it was trained: `launcher`, `world_size` (also a top-level key) and
-    `devices`; without it, one process.
+    `devices`; without it, one process. `ensemble`: the uncertainty heads, written to their own
+    file and listed under "ensemble" in pairwise.json.
 
     Refuses to replace an existing version. `metrics` must be JSON-serialisable, without NaN.
     """
@@ -100,6 +103,8 @@ def checkpoint_write(
             "world_size": (launch or {}).get("world_size", 1),
             "launch": dict(launch or {"launcher": "inline", "world_size": 1}),
         }
+        if ensemble is not None:
+            manifest["ensemble"] = ensemble.save(staging)
         (staging / CARD_NAME).write_text(_model_card(manifest), encoding="utf-8")
         manifest["files"] = {name: _sha256(staging / name) for name in _file_names(staging)}
         text = json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False)
@@ -109,7 +114,9 @@ def checkpoint_write(
         _fsync_dir(staging)
 
         files_sha256 = checkpoint_verify(staging, root=project_dir, expected_sha256=None)
-        _check_weights_match(staging, result.model.state_dict())
+        _check_weights_match(
+            staging, result.model.state_dict(), besides=manifest.get("ensemble", {}).get("file")
+        )
         # rename() would silently replace an empty directory created meanwhile: look again.
         if final.exists():
             raise FileExistsError(f"{final} already exists; versions are never overwritten")
@@ -213,11 +220,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(descriptor)
 
 
-def _check_weights_match(directory: Path, state: Mapping[str, torch.Tensor]) -> None:
-    """Read the written weights back: what is on disk must be exactly what was trained."""
+def _check_weights_match(
+    directory: Path, state: Mapping[str, torch.Tensor], *, besides: str | None
+) -> None:
+    """Read the written weights back: what is on disk must be exactly what was trained.
+    `besides`: a safetensors file that is not the model's (the ensemble heads)."""
     stored: dict[str, torch.Tensor] = {}
     for weights in sorted(directory.glob("*.safetensors")):
-        stored.update(load_file(weights))
+        if weights.name != besides:
+            stored.update(load_file(weights))
     if not stored:
         raise CheckpointError("no safetensors weights were written")
     for name, tensor in stored.items():
