@@ -1,12 +1,17 @@
 """Celery tasks of the annotation app: thin hand-overs to services, ids in, nothing out."""
 
-from celery import shared_task
+from celery import shared_task, signature
 from django.conf import settings
 
 from annotation.models import Project
 from annotation.selectors.agreement import AgreementScope, projects_due_for_report
 from annotation.services.agreement import agreement_report_refresh as _agreement_report_refresh
 from annotation.services.stats import project_stats_refresh as _project_stats_refresh
+
+# rewardtrain's pool scoring, sent by name: annotation never imports rewardtrain. Sent after an
+# import, so new pairs get the published version's p(a wins) and uncertainty (the task does
+# nothing while no version is published).
+pool_score = signature("rewardtrain.tasks.pool_score")
 
 
 @shared_task(acks_late=True, time_limit=300)

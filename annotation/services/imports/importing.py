@@ -47,7 +47,7 @@ from annotation.services.imports.staging import (
     staged_upload_open,
 )
 from annotation.services.imports.writer import ChunkBuilder, record_chunks, writer_for
-from annotation.tasks import project_stats_refresh
+from annotation.tasks import pool_score, project_stats_refresh
 from config.celery import enqueue_on_commit
 
 logger = logging.getLogger(__name__)
@@ -333,7 +333,7 @@ def _write(
             rejects.discard()
         raise
     if rejects is None:
-        enqueue_on_commit(project_stats_refresh, batch.project_id)
+        _written(batch)
         return ()
     rejects.close()
     batch.skipped = rejects.count
@@ -341,8 +341,14 @@ def _write(
     batch.rejects_file = rejects.name
     batch.rejects_kept = rejects.kept
     batch.save(update_fields=["skipped", "skipped_reasons", "rejects_file", "rejects_kept"])
-    enqueue_on_commit(project_stats_refresh, batch.project_id)
+    _written(batch)
     return tuple(rejects.listed)
+
+
+def _written(batch: Batch) -> None:
+    """Once the import commits: refresh the project's counts, score the new pairs."""
+    enqueue_on_commit(project_stats_refresh, batch.project_id)
+    enqueue_on_commit(pool_score, batch.project_id)
 
 
 def _write_records(
