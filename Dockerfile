@@ -1,4 +1,4 @@
-# One image for every Pairwise process (web, worker, beat, scorer); the command picks the role.
+# One image for every Pairwise process (web, worker, beat, score server); the command picks the role.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -1,5 +1,5 @@
 # Pairwise: `make run` starts the app with a demo project; `make test` runs every check.
-# make run starts web, worker, beat and the scorer (the process behind the score API).
+# make run starts web, worker, beat and the score server (the process behind the score API).
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -27,7 +27,7 @@ run: $(STAMP)
 	@mkdir -p var
 	$(RUN_ENV) $(PY) manage.py migrate --noinput
 	$(RUN_ENV) $(PY) manage.py demo --simulate $(SIMULATE) > var/demo.txt
-	@# manage.py run starts web, worker, beat and the scorer, each in its own process group, and
+	@# manage.py run starts web, worker, beat and the score server, each in its own process group, and
 	@# stops them all on Ctrl-C or SIGTERM (see annotation/management/commands/run.py).
 	$(RUN_ENV) exec $(PY) manage.py run --host $(HOST) --port $(PORT) --banner var/demo.txt
 

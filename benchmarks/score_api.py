@@ -4,11 +4,11 @@
 
 Creates a fresh PostgreSQL database (dropped at the end), a project with one member and an API
 token, and publishes MiniLM with a fresh reward head as version 1 (speed does not depend on the
-head's weights). Then it starts the scorer (`manage.py scorer`, which loads the published version
-from the database and CHECKPOINT_ROOT, checksums verified) and gunicorn (the web process, which
-never imports torch and forwards `POST /api/v1/projects/{slug}/score/` to the scorer). Each client
-sends 32 HH pairs per request on a keep-alive connection. Prints pairs per second and the p50 and
-p99 of a request for each number of clients.
+head's weights). Then it starts the score server (`manage.py score_server`, which loads the
+published version from the database and CHECKPOINT_ROOT, checksums verified) and gunicorn (the web
+process, which never imports torch and forwards `POST /api/v1/projects/{slug}/score/` to the score
+server). Each client sends 32 HH pairs per request on a keep-alive connection. Prints pairs per
+second and the p50 and p99 of a request for each number of clients.
 """
 
 from __future__ import annotations
@@ -170,9 +170,9 @@ def main() -> None:
 
     database = f"pw_score_bench_{os.getpid()}"
     checkpoints = Path(tempfile.mkdtemp(prefix="score-api-"))
-    scorer_port, web_port = _free_port(), _free_port()
+    server_port, web_port = _free_port(), _free_port()
     env = _server_env(f"{PG_SERVER}/{database}")
-    env.update(CHECKPOINT_ROOT=str(checkpoints), SCORER_URL=f"http://127.0.0.1:{scorer_port}")
+    env.update(CHECKPOINT_ROOT=str(checkpoints), SCORE_SERVER_URL=f"http://127.0.0.1:{server_port}")
     os.environ.update({k: env[k] for k in ("DEBUG", "SECRET_KEY", "DATABASE_URL")})
     os.environ.update(
         CHECKPOINT_ROOT=env["CHECKPOINT_ROOT"], DJANGO_SETTINGS_MODULE="config.settings"
@@ -191,13 +191,13 @@ def main() -> None:
         token = _publish(checkpoints)
         connection.close()
 
-        scorer = subprocess.Popen(
-            [*manage, "scorer", "--port", str(scorer_port)],
+        score_server = subprocess.Popen(
+            [*manage, "score_server", "--port", str(server_port)],
             cwd=ROOT,
             env=env,
             start_new_session=True,
         )
-        processes.append(scorer)
+        processes.append(score_server)
         web = subprocess.Popen(
             [
                 str(ROOT / ".venv/bin/gunicorn"),
@@ -214,14 +214,14 @@ def main() -> None:
             start_new_session=True,
         )
         processes.append(web)
-        _wait_for(scorer_port, scorer, 120)
+        _wait_for(server_port, score_server, 120)
         _wait_for(web_port, web, 60)
         items = hh_items(1024)
-        _clients(web_port, token, items, 1, 2.0)  # the scorer loads the version on first use
+        _clients(web_port, token, items, 1, 2.0)  # the score server loads the version on first use
 
         print(
             f"{len(items)} HH items, {PER_REQUEST} per request; gunicorn {max(args.clients) + 1} "
-            f"sync workers -> manage.py scorer, {os.cpu_count()} cores"
+            f"sync workers -> manage.py score_server, {os.cpu_count()} cores"
         )
         for clients in args.clients:
             rate, latencies = _clients(web_port, token, items, clients, args.seconds)

@@ -1,11 +1,11 @@
-"""How many (prompt, response) pairs per second the scorer answers, with the MiniLM base.
+"""How many (prompt, response) pairs per second the score server answers, with the MiniLM base.
 
 Scores HH-RLHF responses (max length 256, the prompt cut from the left) three ways: the
-RewardScorer in process, and the scorer's HTTP app (wsgiref, threaded, one model thread that
+RewardModel in process, and the score server's HTTP app (wsgiref, threaded, one model thread that
 batches concurrent requests) with 1 and 4 concurrent clients sending 32 pairs per request.
 The model is MiniLM with a fresh reward head (speed does not depend on the head's weights),
-written as a real version directory and loaded the way the scorer loads it (`load_reward_model`:
-checksums verified, bf16 weights where the CPU has bf16).
+written as a real version directory and loaded the way the score server loads it
+(`load_reward_model`: checksums verified, bf16 weights where the CPU has bf16).
 
     .venv/bin/python benchmarks/score_speed.py [--seconds 15]
 """
@@ -34,22 +34,22 @@ django.setup()
 import torch  # noqa: E402
 from score_api import PER_REQUEST, concurrently, hh_items, write_minilm_version  # noqa: E402
 
-from rewardtrain.model import RewardScorer, load_reward_model  # noqa: E402
-from rewardtrain.scorer import Batcher, ModelCache, scorer_app  # noqa: E402
+from rewardtrain.model import RewardModel, load_reward_model  # noqa: E402
+from rewardtrain.score_server import Batcher, ModelCache, score_server_app  # noqa: E402
 
 
 class _FixedModel(ModelCache):
     """The benchmark's model, without a database: the lookup is not what is measured."""
 
-    def __init__(self, model: RewardScorer) -> None:
+    def __init__(self, model: RewardModel) -> None:
         super().__init__()
         self.model = model
 
-    def published(self, project: str) -> tuple[int, RewardScorer]:
+    def published(self, project: str) -> tuple[int, RewardModel]:
         return 1, self.model
 
 
-def _served_minilm(root: Path) -> RewardScorer:
+def _served_minilm(root: Path) -> RewardModel:
     path, sha256 = write_minilm_version(root)
     return load_reward_model(path, checkpoint_root=root, expected_sha256=sha256)
 
@@ -79,14 +79,14 @@ def main() -> None:
     args = parser.parse_args()
     from wsgiref.simple_server import make_server
 
-    from rewardtrain.scorer import _QuietHandler, _ThreadingServer
+    from rewardtrain.score_server import _QuietHandler, _ThreadingServer
 
-    scorer = _served_minilm(Path(tempfile.mkdtemp(prefix="score-speed-")))
+    reward_model = _served_minilm(Path(tempfile.mkdtemp(prefix="score-speed-")))
     items = hh_items(1024)
     mean_tokens = (
         sum(
             len(e.input_ids)
-            for e in scorer.encoder.encode(
+            for e in reward_model.encoder.encode(
                 [i["prompt"] for i in items[:256]], [i["response"] for i in items[:256]]
             )
         )
@@ -94,21 +94,21 @@ def main() -> None:
     )
     print(
         f"{len(items)} HH items, mean {mean_tokens:.0f} tokens (max 256), torch threads "
-        f"{torch.get_num_threads()}, weights {scorer.model.dtype}"
+        f"{torch.get_num_threads()}, weights {reward_model.model.dtype}"
     )
 
-    scorer.score([i["prompt"] for i in items[:64]], [i["response"] for i in items[:64]])
+    reward_model.score([i["prompt"] for i in items[:64]], [i["response"] for i in items[:64]])
     started, scored = time.monotonic(), 0
     while time.monotonic() - started < args.seconds:
         chunk = items[scored % len(items) :][:256]
-        scorer.score([i["prompt"] for i in chunk], [i["response"] for i in chunk])
+        reward_model.score([i["prompt"] for i in chunk], [i["response"] for i in chunk])
         scored += len(chunk)
     print(f"in process, 256 per call: {scored / (time.monotonic() - started):.0f} pairs/s")
 
     server = make_server(
         "127.0.0.1",
         0,
-        scorer_app(Batcher(_FixedModel(scorer))),
+        score_server_app(Batcher(_FixedModel(reward_model))),
         server_class=_ThreadingServer,
         handler_class=_QuietHandler,
     )
@@ -118,7 +118,7 @@ def main() -> None:
         for clients in (1, 4):
             rate = _http_rate(url, items, clients, args.seconds)
             print(
-                f"HTTP scorer, {clients} client(s) x {PER_REQUEST} pairs/request: "
+                f"HTTP score server, {clients} client(s) x {PER_REQUEST} pairs/request: "
                 f"{rate:.0f} pairs/s"
             )
     finally:

@@ -322,11 +322,11 @@ if TRAINING_PROCESSES < 1:
     raise environ.ImproperlyConfigured("TRAINING_PROCESSES must be at least 1")
 TRAINING_TORCHRUN_ARGS = env.str("TRAINING_TORCHRUN_ARGS", default="--standalone")
 TRAINING_LAUNCH_COMMAND = env.str("TRAINING_LAUNCH_COMMAND", default="")
-# The scorer process (manage.py scorer) that answers the score API; never exposed publicly.
-SCORER_URL = env.str("SCORER_URL", default="http://127.0.0.1:8765")
-SCORER_TIMEOUT = env.float("SCORER_TIMEOUT", default=30.0)
-# The secret every score request carries to the scorer; blank: derived from SECRET_KEY.
-SCORER_SECRET = env.str("SCORER_SECRET", default="")
+# The score server (manage.py score_server) that answers the score API; never exposed publicly.
+SCORE_SERVER_URL = env.str("SCORE_SERVER_URL", default="http://127.0.0.1:8765")
+SCORE_SERVER_TIMEOUT = env.float("SCORE_SERVER_TIMEOUT", default=30.0)
+# The secret every score request carries to the score server; blank: derived from SECRET_KEY.
+SCORE_SERVER_SECRET = env.str("SCORE_SERVER_SECRET", default="")
 # Base models a project may train from: model directories under these roots (comma-separated
 # absolute paths), besides the bundled MiniLM. The checkpoint store never counts as one.
 BASE_MODEL_ROOTS = [Path(root) for root in env.list("BASE_MODEL_ROOTS", default=[])]

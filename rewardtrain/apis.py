@@ -20,7 +20,7 @@ from annotation.selectors.access import project_access
 from rewardtrain import selectors
 from rewardtrain.models import ModelVersion, TrainingRun
 from rewardtrain.services.runs import TrainingRequestError, training_run_request
-from rewardtrain.services.scoring import ScoringUnavailable, scores_for
+from rewardtrain.services.score_client import ScoresUnavailable, scores_for
 from rewardtrain.services.versions import PublishError, model_version_publish
 from rewardtrain.views import version_archive_response
 
@@ -230,7 +230,7 @@ class ScoreApi(APIView):
         request=ScoreInputSerializer,
         responses={
             200: ScoreOutputSerializer,
-            503: OpenApiResponse(description="No model is published, or the scorer is down."),
+            503: OpenApiResponse(description="No model is published, or the score server is down."),
         },
     )
     def post(self, request: Request, slug: str) -> Response:
@@ -239,6 +239,6 @@ class ScoreApi(APIView):
         serializer.is_valid(raise_exception=True)
         try:
             scores = scores_for(project=access.project, items=serializer.validated_data["items"])
-        except ScoringUnavailable as error:
+        except ScoresUnavailable as error:
             return Response({"detail": str(error)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         return Response({"model_version": scores.model_version, "scores": scores.scores})

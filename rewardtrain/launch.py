@@ -184,7 +184,7 @@ def _evaluate_published(bundle: Bundle, *, correct_new: list[bool]) -> dict[str,
     """The published version on the same held-out pairs, and the paired test against it."""
     published, config = bundle.job["published"], bundle.config
     try:
-        scorer = load_reward_model(
+        reward_model = load_reward_model(
             bundle.checkpoint_root / published["path"],
             checkpoint_root=bundle.checkpoint_root,
             expected_sha256=published["file_sha256"],
@@ -195,9 +195,9 @@ def _evaluate_published(bundle: Bundle, *, correct_new: list[bool]) -> dict[str,
     except Exception as error:  # a published version that cannot load cannot serve either
         return {"version": published["version"], "error": f"{type(error).__name__}: {error}"}
     old = evaluate(
-        scorer.model,
-        scorer.tokenizer,
-        scorer.spec,
+        reward_model.model,
+        reward_model.tokenizer,
+        reward_model.spec,
         bundle.heldout,
         batch_size=config.eval_batch_size,
         bf16=config.bf16,

@@ -339,7 +339,7 @@ def length_sorted_batches(
 SCORE_BATCH_TOKENS = 4096
 
 
-class RewardScorer:
+class RewardModel:
     """Scores (prompt, response) pairs with a reward model, batched, without gradients."""
 
     def __init__(
@@ -410,7 +410,7 @@ def load_reward_model(
     device: str = "auto",
     bf16: bool = True,
     bf16_weights: bool = True,
-) -> RewardScorer:
+) -> RewardModel:
     """Verify a version directory, then load it for scoring.
 
     With `checkpoint_root`, the directory must lie inside it; with `expected_sha256` (the
@@ -439,4 +439,4 @@ def load_reward_model(
             _prepack_linear_weights(model, keep=head)
     model.eval()
     spec = InputSpec.from_dict(manifest["input"])
-    return RewardScorer(model, tokenizer, spec, bf16=bf16, manifest=manifest)
+    return RewardModel(model, tokenizer, spec, bf16=bf16, manifest=manifest)

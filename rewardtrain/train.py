@@ -32,7 +32,7 @@ from rewardtrain.data import PreferencePair
 from rewardtrain.model import (
     InputEncoder,
     InputSpec,
-    RewardScorer,
+    RewardModel,
     bf16_supported,
     cast_parameters,
     input_spec_for,
@@ -401,11 +401,11 @@ def evaluate(
     bf16: bool = True,
 ) -> dict[str, Any]:
     """Held-out metrics of a model on `pairs`, with the input rule it was trained with."""
-    scorer = RewardScorer(model, tokenizer, spec, bf16=bf16)
+    reward_model = RewardModel(model, tokenizer, spec, bf16=bf16)
     prompts = [pair.prompt for pair in pairs]
-    encoded = scorer.encoder.encode(prompts, [pair.chosen for pair in pairs])
-    encoded += scorer.encoder.encode(prompts, [pair.rejected for pair in pairs])
-    scores = scorer.score_encoded(encoded, batch_size=batch_size)
+    encoded = reward_model.encoder.encode(prompts, [pair.chosen for pair in pairs])
+    encoded += reward_model.encoder.encode(prompts, [pair.rejected for pair in pairs])
+    scores = reward_model.score_encoded(encoded, batch_size=batch_size)
     return preference_metrics(scores[: len(pairs)], scores[len(pairs) :], pairs)
 
 

@@ -1,6 +1,6 @@
 """`make run` (through `manage.py run`, which it execs) stops every process it started on Ctrl-C:
-the web server, the Celery worker with its pool, beat and the scorer. Started here on the embedded
-default in a temporary folder, as a laptop would run it."""
+the web server, the Celery worker with its pool, beat and the score server. Started here on the
+embedded default in a temporary folder, as a laptop would run it."""
 
 import contextlib
 import os
@@ -67,7 +67,7 @@ def _wait_until_up(supervisor: subprocess.Popen, port: int, log: Path) -> set[in
         except OSError:
             time.sleep(0.5)
             continue
-        # web, worker, beat, scorer and the worker's pool
+        # web, worker, beat, score server and the worker's pool
         if len(started) >= 4 + WORKER_POOL:
             return started
         time.sleep(0.5)
@@ -81,7 +81,7 @@ def test_ctrl_c_stops_every_process_make_run_started(tmp_path):
         DEBUG="true",
         PAIRWISE_VAR_DIR=str(tmp_path),
         SECRET_KEY="",
-        SCORER_URL=f"http://127.0.0.1:{_free_port()}",
+        SCORE_SERVER_URL=f"http://127.0.0.1:{_free_port()}",
     )
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run(

@@ -73,5 +73,5 @@ def base_model_resolve(value: str) -> Path:
 
 def without_server_paths(text: str) -> str:
     """`text` with every absolute server path replaced by "<path>": for error messages that
-    non-staff users read (a failed run, a scorer that could not load a model)."""
+    non-staff users read (a failed run, a score server that could not load a model)."""
     return _ABSOLUTE_PATH.sub("<path>", text)

@@ -13,7 +13,7 @@ from annotation.selectors.server_paths import without_server_paths
             "OSError: [Errno 2] No such file or directory: '<path>'",
         ),
         ("/srv/ckpt/alpha/v1 is not a directory", "<path> is not a directory"),
-        ("see http://scorer:8765/score and v1/model.safetensors", None),
+        ("see http://score-server:8765/score and v1/model.safetensors", None),
         ("accuracy 0.5 / 0.7, 3/4 pairs", None),
     ],
 )

@@ -12,7 +12,7 @@ import pytest
 from django.urls import reverse
 
 from rewardtrain.models import ModelVersion, TrainingRun
-from rewardtrain.services.scoring import scorer_secret
+from rewardtrain.services.score_client import score_server_secret
 from tests.conftest import login
 from tests.rewardtrain.helpers import fake_version
 
@@ -184,16 +184,18 @@ def test_scoring_without_a_published_model_is_a_clear_503(client, project, rater
     assert "No model is published for project alpha" in response.json()["detail"]
 
 
-def test_scoring_with_the_scorer_down_is_a_clear_503(client, project, rater, settings, checkpoints):
+def test_scoring_with_the_score_server_down_is_a_clear_503(
+    client, project, rater, settings, checkpoints
+):
     fake_version(project, 1, state=ModelVersion.State.PUBLISHED)
-    settings.SCORER_URL = "http://127.0.0.1:1"  # nothing listens on port 1
+    settings.SCORE_SERVER_URL = "http://127.0.0.1:1"  # nothing listens on port 1
     url = reverse("training-api:score", args=["alpha"])
     body = {"items": [{"prompt": "hi", "response": "hello"}]}
 
     response = login(client, rater).post(url, body, content_type="application/json")
 
     assert response.status_code == 503
-    assert "manage.py scorer" in response.json()["detail"]
+    assert "manage.py score_server" in response.json()["detail"]
 
 
 def test_score_input_is_validated_and_outsiders_get_404(client, project, rater, outsider):
@@ -208,14 +210,14 @@ def test_score_input_is_validated_and_outsiders_get_404(client, project, rater, 
     assert hidden.status_code == 404
 
 
-class _FailingScorer(BaseHTTPRequestHandler):
-    """Answers every score request as the scorer does when the published files are gone, and
+class _FailingScoreServer(BaseHTTPRequestHandler):
+    """Answers every score request as the score server does when the published files are gone, and
     remembers the secret it was sent."""
 
     secrets: ClassVar[list[str]] = []
 
     def do_POST(self) -> None:
-        self.secrets.append(self.headers.get("X-Scorer-Secret", ""))
+        self.secrets.append(self.headers.get("X-Score-Server-Secret", ""))
         self.rfile.read(int(self.headers["Content-Length"]))
         body = json.dumps(
             {
@@ -234,18 +236,18 @@ class _FailingScorer(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def failing_scorer(settings):
-    server = HTTPServer(("127.0.0.1", 0), _FailingScorer)
+def failing_score_server(settings):
+    server = HTTPServer(("127.0.0.1", 0), _FailingScoreServer)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    settings.SCORER_URL = f"http://127.0.0.1:{server.server_address[1]}"
-    yield _FailingScorer.secrets
+    settings.SCORE_SERVER_URL = f"http://127.0.0.1:{server.server_address[1]}"
+    yield _FailingScoreServer.secrets
     server.shutdown()
     server.server_close()
 
 
-def test_a_scorer_error_reaches_the_member_without_server_paths(
-    client, project, rater, checkpoints, failing_scorer
+def test_a_score_server_error_reaches_the_member_without_server_paths(
+    client, project, rater, checkpoints, failing_score_server
 ):
     fake_version(project, 1, state=ModelVersion.State.PUBLISHED)
     url = reverse("training-api:score", args=["alpha"])
@@ -257,14 +259,14 @@ def test_a_scorer_error_reaches_the_member_without_server_paths(
     detail = response.json()["detail"]
     assert "v1 of alpha was refused" in detail
     assert "/srv/ckpt" not in detail
-    assert failing_scorer[-1] == scorer_secret()  # the web sends the shared secret
+    assert failing_score_server[-1] == score_server_secret()  # the web sends the shared secret
 
 
-def test_the_scorer_down_message_names_no_internal_address(
+def test_the_score_server_down_message_names_no_internal_address(
     client, project, rater, settings, checkpoints
 ):
     fake_version(project, 1, state=ModelVersion.State.PUBLISHED)
-    settings.SCORER_URL = "http://127.0.0.1:1"
+    settings.SCORE_SERVER_URL = "http://127.0.0.1:1"
     url = reverse("training-api:score", args=["alpha"])
     body = {"items": [{"prompt": "hi", "response": "hello"}]}
 

@@ -1,6 +1,6 @@
 """End to end: preference pairs imported as seed labels, a real Celery worker (through Redis)
 retrains a tiny model, the version is published, and the score API answers with it through the
-scorer process."""
+score server."""
 
 import io
 import json
@@ -47,10 +47,10 @@ def checkpoints(settings, tmp_path):
 
 
 @pytest.fixture
-def scorer(settings, checkpoints):
-    """`manage.py scorer` on a free port, in its own process, as in production."""
+def score_server(settings, checkpoints):
+    """`manage.py score_server` on a free port, in its own process, as in production."""
     process = subprocess.Popen(
-        [sys.executable, "manage.py", "scorer", "--port", "0"],
+        [sys.executable, "manage.py", "score_server", "--port", "0"],
         cwd=ROOT,
         env=child_env(),
         stdout=subprocess.PIPE,
@@ -59,8 +59,8 @@ def scorer(settings, checkpoints):
     )
     try:
         line = process.stdout.readline()
-        assert line.startswith("scorer listening on "), process.stderr.read()
-        settings.SCORER_URL = line.split()[-1]
+        assert line.startswith("score server listening on "), process.stderr.read()
+        settings.SCORE_SERVER_URL = line.split()[-1]
         yield process
     finally:
         process.terminate()
@@ -84,7 +84,7 @@ def _preferences(count: int) -> bytes:
 
 
 def test_imported_preferences_are_trained_by_a_worker_published_and_scored(
-    client, tiny_model, training_worker, scorer
+    client, tiny_model, training_worker, score_server
 ):
     project = trainable_project(ProjectFactory(slug="e2e"), tiny_model)
     lead = MembershipFactory(

@@ -15,7 +15,7 @@ from rewardtrain.config import TrainConfig
 from rewardtrain.data import PreferencePair
 from rewardtrain.model import (
     InputEncoder,
-    RewardScorer,
+    RewardModel,
     bf16_supported,
     cast_parameters,
     input_spec_for,
@@ -200,7 +200,7 @@ def test_a_checkpoint_round_trips_and_scores_the_same(tmp_path, trained):
     written = _write(tmp_path, trained)
     prompts, responses = ["tell me about rivers", "hi"], ["sure, thank you", "go away"]
 
-    scorer = load_reward_model(
+    reward_model = load_reward_model(
         written.path,
         checkpoint_root=tmp_path,
         expected_sha256=written.files_sha256,
@@ -213,7 +213,7 @@ def test_a_checkpoint_round_trips_and_scores_the_same(tmp_path, trained):
     assert manifest["data_cutoff"] == 42
     assert set(manifest["files"]) | {"pairwise.json"} == set(written.files_sha256)
     assert "model.safetensors" in written.files_sha256
-    assert scorer.score(prompts, responses) == pytest.approx(
+    assert reward_model.score(prompts, responses) == pytest.approx(
         _scores(trained, prompts, responses), abs=1e-6
     )
     plain = AutoModelForSequenceClassification.from_pretrained(written.path)
@@ -227,16 +227,18 @@ def test_served_weights_are_bf16_and_score_within_bf16_rounding(tmp_path, traine
     prompts = [f"tell me about the {word}" for word in WORDS]
     responses = [f"sure, the {word} is lovely, thank you" for word in WORDS[::-1]]
 
-    scorer = load_reward_model(written.path, checkpoint_root=tmp_path)
+    reward_model = load_reward_model(written.path, checkpoint_root=tmp_path)
     exact = load_reward_model(written.path, checkpoint_root=tmp_path, bf16=False)
 
-    head = reward_head(scorer.model)
-    body = [p for p in scorer.model.parameters() if all(p is not q for q in head.parameters())]
+    head = reward_head(reward_model.model)
+    body = [
+        p for p in reward_model.model.parameters() if all(p is not q for q in head.parameters())
+    ]
     assert {p.dtype for p in body} == {torch.bfloat16}
     assert {p.dtype for p in head.parameters()} == {torch.float32}
     assert {p.dtype for p in exact.model.parameters()} == {torch.float32}
     reference = exact.score(prompts, responses)
-    served = scorer.score(prompts, responses)
+    served = reward_model.score(prompts, responses)
     assert served == pytest.approx(reference, rel=0.01)
     # The head runs in fp32: rewards are not rounded to bf16's 8-bit mantissa (steps of 0.004
     # near 0.75), which would make close responses tie.
@@ -271,20 +273,22 @@ def test_scoring_batches_keep_padded_tokens_under_the_budget():
 
 
 def test_a_score_does_not_depend_on_the_batch_it_was_padded_in(trained):
-    scorer = RewardScorer(trained.model, trained.tokenizer, trained.spec, bf16=False)
+    reward_model = RewardModel(trained.model, trained.tokenizer, trained.spec, bf16=False)
     prompts = [" ".join(WORDS[: 2 + 3 * i]) for i in range(8)]
     responses = [" ".join(WORDS[i : i + 1 + i * 2]) for i in range(8)]
 
-    one_by_one = scorer.score(prompts, responses, batch_size=1)
+    one_by_one = reward_model.score(prompts, responses, batch_size=1)
 
-    assert scorer.score(prompts, responses, max_tokens=10_000) == pytest.approx(
+    assert reward_model.score(prompts, responses, max_tokens=10_000) == pytest.approx(
         one_by_one, abs=1e-5
     )
-    assert scorer.score(prompts, responses, max_tokens=40) == pytest.approx(one_by_one, abs=1e-5)
+    assert reward_model.score(prompts, responses, max_tokens=40) == pytest.approx(
+        one_by_one, abs=1e-5
+    )
 
 
 def _scores(trained, prompts, responses):
-    return RewardScorer(trained.model, trained.tokenizer, trained.spec).score(prompts, responses)
+    return RewardModel(trained.model, trained.tokenizer, trained.spec).score(prompts, responses)
 
 
 def test_a_tampered_checkpoint_file_is_refused(tmp_path, trained):

@@ -7,7 +7,7 @@ import torch
 
 from rewardtrain.config import TrainConfig
 from rewardtrain.data import PreferencePair
-from rewardtrain.model import RewardScorer
+from rewardtrain.model import RewardModel
 from rewardtrain.train import bradley_terry_loss, preference_loss, train
 from tests.rewardtrain.helpers import WORDS, build_tiny_model
 
@@ -88,10 +88,10 @@ def _tie_pairs(count: int) -> list[PreferencePair]:
 
 
 def _gap(result, pairs) -> float:
-    scorer = RewardScorer(result.model, result.tokenizer, result.spec, bf16=False)
+    reward_model = RewardModel(result.model, result.tokenizer, result.spec, bf16=False)
     prompts = [pair.prompt for pair in pairs]
-    a = scorer.score(prompts, [pair.chosen for pair in pairs])
-    b = scorer.score(prompts, [pair.rejected for pair in pairs])
+    a = reward_model.score(prompts, [pair.chosen for pair in pairs])
+    b = reward_model.score(prompts, [pair.rejected for pair in pairs])
     return sum(abs(x - y) for x, y in zip(a, b, strict=True)) / len(pairs)
 
 

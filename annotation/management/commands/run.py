@@ -1,5 +1,5 @@
-"""manage.py run: start web, worker, beat and the scorer (what `make run` serves), and stop every
-one of them on Ctrl-C or SIGTERM.
+"""manage.py run: start web, worker, beat and the score server (what `make run` serves), and
+stop every one of them on Ctrl-C or SIGTERM.
 
 Each process starts in a session, hence a process group, of its own, so a terminal's Ctrl-C
 reaches only this supervisor. The supervisor then asks each process to stop (SIGTERM: a Celery
@@ -39,7 +39,7 @@ def _commands(host: str, port: int) -> dict[str, list[str]]:
             *("worker", "-Q", "default,training", "--concurrency", "2", "--loglevel", "WARNING"),
         ],
         "beat": [*celery, "beat", "--loglevel", "WARNING"],
-        "scorer": [*manage, "scorer"],
+        "score-server": [*manage, "score_server"],
         "web": [*manage, "runserver", "--noreload", f"{host}:{port}"],
     }
 
@@ -107,7 +107,7 @@ def _answers(host: str, port: int) -> bool:
 
 
 class Command(BaseCommand):
-    help = "Run web, worker, beat and the scorer; Ctrl-C or SIGTERM stops them all."
+    help = "Run web, worker, beat and the score server; Ctrl-C or SIGTERM stops them all."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
@@ -140,4 +140,4 @@ class Command(BaseCommand):
         if exited is not None:
             code = supervisor.children[exited].returncode
             raise CommandError(f"{exited} exited with status {code}; stopped the others.")
-        self.stdout.write("Pairwise stopped: web, worker, beat and scorer have exited.")
+        self.stdout.write("Pairwise stopped: web, worker, beat and score server have exited.")

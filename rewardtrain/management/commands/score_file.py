@@ -1,4 +1,4 @@
-"""manage.py score <slug> FILE: score a JSONL file of {"prompt", "response"} objects with the
+"""manage.py score_file <slug> FILE: score a JSONL file of {"prompt", "response"} objects with the
 project's published model, in this process; prints each object with its "score" added."""
 
 import json

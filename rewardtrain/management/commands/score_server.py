@@ -1,4 +1,5 @@
-"""manage.py scorer: serve the score API's models over HTTP on SCORER_URL's host and port."""
+"""manage.py score_server: serve the score API's models over HTTP on SCORE_SERVER_URL's host
+and port."""
 
 from typing import Any
 from urllib.parse import urlsplit
@@ -8,28 +9,28 @@ from django.core.management.base import BaseCommand, CommandParser
 
 
 class Command(BaseCommand):
-    help = "Run the scorer: each project's published reward model, for the score API."
+    help = "Run the score server: each project's published reward model, for the score API."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        url = urlsplit(settings.SCORER_URL)
+        url = urlsplit(settings.SCORE_SERVER_URL)
         parser.add_argument("--host", default=url.hostname or "127.0.0.1")
         parser.add_argument("--port", type=int, default=url.port or 8765, help="0: any free port")
         parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from rewardtrain.scorer import scorer_server  # torch: the scorer is not the web
-        from rewardtrain.services.scoring import scorer_secret
+        from rewardtrain.score_server import score_server  # torch: the score server is not the web
+        from rewardtrain.services.score_client import score_server_secret
 
-        with scorer_server(
+        with score_server(
             host=options["host"],
             port=options["port"],
-            secret=scorer_secret(),
+            secret=score_server_secret(),
             device=options["device"],
         ) as server:
             port = server.server_address[1]
-            self.stdout.write(f"scorer listening on http://{options['host']}:{port}")
+            self.stdout.write(f"score server listening on http://{options['host']}:{port}")
             self.stdout.flush()
             try:
                 server.serve_forever()
             except KeyboardInterrupt:
-                self.stdout.write("scorer stopped")
+                self.stdout.write("score server stopped")

@@ -1,11 +1,11 @@
-"""The scorer answers score requests only with the secret it shares with the web process."""
+"""The score server answers score requests only with the secret it shares with the web process."""
 
 import io
 import json
 
 import pytest
 
-from rewardtrain.scorer import Batcher, ModelCache, scorer_app
+from rewardtrain.score_server import Batcher, ModelCache, score_server_app
 
 
 def _post(app, headers: dict[str, str]) -> tuple[str, dict]:
@@ -24,10 +24,12 @@ def _post(app, headers: dict[str, str]) -> tuple[str, dict]:
 
 @pytest.fixture(scope="module")
 def app():
-    return scorer_app(Batcher(ModelCache(device="cpu")), secret="s3cret-shared")
+    return score_server_app(Batcher(ModelCache(device="cpu")), secret="s3cret-shared")
 
 
-@pytest.mark.parametrize("headers", [{}, {"HTTP_X_SCORER_SECRET": "guess"}], ids=["none", "wrong"])
+@pytest.mark.parametrize(
+    "headers", [{}, {"HTTP_X_SCORE_SERVER_SECRET": "guess"}], ids=["none", "wrong"]
+)
 def test_a_score_request_without_the_shared_secret_is_refused(app, headers):
     status, body = _post(app, headers)
     assert status == "401 Unauthorized"
@@ -35,11 +37,11 @@ def test_a_score_request_without_the_shared_secret_is_refused(app, headers):
 
 
 def test_a_score_request_with_the_secret_goes_on_to_be_read(app):
-    status, body = _post(app, {"HTTP_X_SCORER_SECRET": "s3cret-shared"})
+    status, body = _post(app, {"HTTP_X_SCORE_SERVER_SECRET": "s3cret-shared"})
     assert status == "400 Bad Request"  # past the secret: the empty item list is what is wrong
     assert "items" in body["detail"]
 
 
 def test_a_scorer_without_a_secret_does_not_start():
     with pytest.raises(ValueError, match="shared secret"):
-        scorer_app(Batcher(ModelCache(device="cpu")), secret="")
+        score_server_app(Batcher(ModelCache(device="cpu")), secret="")

@@ -1,4 +1,4 @@
-"""The scorer process (`manage.py scorer`): scores (prompt, response) pairs with each project's
+"""The score server (`manage.py score_server`): scores (prompt, response) pairs with each project's
 published reward model, over HTTP on an internal address, for the web process's score API.
 
 The web process never imports torch (design.md section 1), so it forwards score requests here.
@@ -8,12 +8,12 @@ batches, so concurrent small requests share forward passes. Each batch looks up 
 version (one query) and loads it when it changed, verifying every file's sha256 against the
 database and refusing anything outside CHECKPOINT_ROOT.
 
-Every score request must carry the shared secret (`X-Scorer-Secret`, see
-rewardtrain.services.scoring.scorer_secret): anything else that reaches the port (another
+Every score request must carry the shared secret (`X-Score-Server-Secret`, see
+rewardtrain.services.score_client.score_server_secret): anything else that reaches the port (another
 container, a forwarded port) gets 401. It is still no public service: bind it to an internal
 network only (docker-compose.yml does).
 
-    POST /score   {"project": slug, "items": [{"prompt", "response"}]}, X-Scorer-Secret
+    POST /score   {"project": slug, "items": [{"prompt", "response"}]}, X-Score-Server-Secret
                   -> 200 {"model_version": N, "scores": [...]}, 404 nothing published,
                      503 the published version failed its check, 400 bad input,
                      401 no or a wrong secret
@@ -39,7 +39,7 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from rewardtrain.data import Prompt
-from rewardtrain.model import RewardScorer, load_reward_model
+from rewardtrain.model import RewardModel, load_reward_model
 from rewardtrain.models import ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -77,9 +77,9 @@ class ModelCache:
 
     def __init__(self, *, device: str = "auto") -> None:
         self.device = device
-        self._models: OrderedDict[int, tuple[int, RewardScorer]] = OrderedDict()
+        self._models: OrderedDict[int, tuple[int, RewardModel]] = OrderedDict()
 
-    def published(self, project: str) -> tuple[int, RewardScorer]:
+    def published(self, project: str) -> tuple[int, RewardModel]:
         version = (
             ModelVersion.objects.filter(project__slug=project, state=ModelVersion.State.PUBLISHED)
             .only("id", "project_id", "version", "path", "file_sha256")
@@ -103,7 +103,7 @@ class ModelCache:
             raise ModelRefused(
                 f"v{version.version} of {project} was refused: {type(error).__name__}: {error}"
             ) from error
-        logger.info("scorer loaded %s v%s", project, version.version)
+        logger.info("score server loaded %s v%s", project, version.version)
         self._models[version.project_id] = (version.id, model)
         self._models.move_to_end(version.project_id)
         while len(self._models) > MODELS_KEPT:
@@ -117,7 +117,7 @@ class Batcher:
     def __init__(self, cache: ModelCache) -> None:
         self.cache = cache
         self._jobs: queue.Queue[_Job] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="scorer-models", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="score-server-models", daemon=True)
         self._thread.start()
 
     def score(self, project: str, prompts: list[Prompt], responses: list[str]) -> _Job:
@@ -166,11 +166,11 @@ class Batcher:
             job.done.set()
 
 
-def scorer_app(
+def score_server_app(
     batcher: Batcher, *, secret: str
 ) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
     if not secret:
-        raise ValueError("the scorer needs a shared secret")
+        raise ValueError("the score server needs a shared secret")
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
@@ -180,7 +180,7 @@ def scorer_app(
             return _json(start_response, "404 Not Found", {"detail": f"no route {path}"})
         if method != "POST":
             return _json(start_response, "405 Method Not Allowed", {"detail": "POST only"})
-        given = environ.get("HTTP_X_SCORER_SECRET", "")
+        given = environ.get("HTTP_X_SCORE_SERVER_SECRET", "")
         if not hmac.compare_digest(given.encode(), secret.encode()):
             return _json(start_response, "401 Unauthorized", {"detail": "no or a wrong secret"})
         try:
@@ -241,17 +241,17 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
 
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("scorer %s", format % args)
+        logger.debug("score server %s", format % args)
 
 
-def scorer_server(*, host: str, port: int, secret: str, device: str = "auto") -> WSGIServer:
-    """A bound, not yet serving scorer; `serve_forever()` runs it, port 0 picks a free one.
-    `secret`: what every score request must carry in X-Scorer-Secret."""
+def score_server(*, host: str, port: int, secret: str, device: str = "auto") -> WSGIServer:
+    """A bound, not yet serving score server; `serve_forever()` runs it, port 0 picks a free one.
+    `secret`: what every score request must carry in X-Score-Server-Secret."""
     batcher = Batcher(ModelCache(device=device))
     return make_server(
         host,
         port,
-        scorer_app(batcher, secret=secret),
+        score_server_app(batcher, secret=secret),
         server_class=_ThreadingServer,
         handler_class=_QuietHandler,
     )
