@@ -37,7 +37,7 @@ from rewardtrain.model import (
     SCORE_BATCH_TOKENS,
     Encoded,
     InputEncoder,
-    RewardScorer,
+    RewardModel,
     autocast,
     length_sorted_batches,
     pad_batch,
@@ -216,20 +216,20 @@ def ensemble_load(directory: str | Path) -> EnsembleHeads | None:
 
 
 def pair_estimates(
-    scorer: RewardScorer,
+    reward_model: RewardModel,
     heads: EnsembleHeads | None,
     prompts: Sequence[Prompt],
     responses_a: Sequence[str],
     responses_b: Sequence[str],
 ) -> list[PairEstimate]:
     """p(a wins) and the heads' disagreement for each pair (prompt, a, b)."""
-    encoded = scorer.encoder.encode([*prompts, *prompts], [*responses_a, *responses_b])
+    encoded = reward_model.encoder.encode([*prompts, *prompts], [*responses_a, *responses_b])
     rewards, features = reward_features(
-        scorer.model,
+        reward_model.model,
         encoded,
-        pad_token_id=scorer.tokenizer.pad_token_id,
-        token_type_ids=scorer.spec.token_type_ids,
-        bf16=scorer.bf16,
+        pad_token_id=reward_model.tokenizer.pad_token_id,
+        token_type_ids=reward_model.spec.token_type_ids,
+        bf16=reward_model.bf16,
     )
     count = len(prompts)
     p_a = torch.sigmoid(rewards[:count] - rewards[count:]).tolist()

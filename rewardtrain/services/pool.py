@@ -64,7 +64,7 @@ def pool_score(*, project_id: int, batch_pairs: int = POOL_BATCH_PAIRS) -> PoolO
         return PoolOutcome(version=published.version, scored=0, batches=0)
     root = Path(settings.CHECKPOINT_ROOT)
     directory = root / published.path
-    scorer = load_reward_model(
+    reward_model = load_reward_model(
         directory, checkpoint_root=root, expected_sha256=published.file_sha256, device="auto"
     )
     heads = ensemble_load(directory)
@@ -78,7 +78,7 @@ def pool_score(*, project_id: int, batch_pairs: int = POOL_BATCH_PAIRS) -> PoolO
         if not pairs:
             break
         estimates = pair_estimates(
-            scorer,
+            reward_model,
             heads,
             [pair.prompt.messages or pair.prompt.text for pair in pairs],
             [pair.response_a.text for pair in pairs],
