@@ -1,4 +1,4 @@
-"""The names of the annotation tasks that services send; `annotation.tasks` declares its tasks
+"""The names of the tasks that annotation's services send; `annotation.tasks` declares its tasks
 under these names.
 
 Services send a task by name (`config.celery.enqueue_on_commit`) and never import the task
@@ -8,3 +8,7 @@ contract in pyproject.toml holds it).
 
 BATCH_IMPORT_RUN = "annotation.tasks.batch_import_run"
 PROJECT_STATS_REFRESH = "annotation.tasks.project_stats_refresh"
+# rewardtrain's pool scoring: annotation never imports rewardtrain. Sent after an import, so new
+# pairs get the published version's p(a wins) and uncertainty (it does nothing while no version is
+# published).
+POOL_SCORE = "rewardtrain.tasks.pool_score"

@@ -47,6 +47,11 @@ class TrainConfig:
     # checkpointing): about a third more compute for memory that no longer grows with the layers
     # times the square of the length. None: on from RECOMPUTE_FROM_LENGTH tokens.
     gradient_checkpointing: bool | None = None
+    # Linear heads of the version's uncertainty ensemble (rewardtrain.ensemble), fitted after
+    # training on bootstrap resamples of the pairs. 5 is the usual deep-ensemble size (Coste et
+    # al. 2023 use 5): the spread of 2-3 heads is too noisy to rank pairs by, and more adds
+    # little; fitting costs one forward pass over the pairs. 0: no uncertainty.
+    ensemble_heads: int = 5
 
     def __post_init__(self) -> None:
         # MODEL_DIR-style Path objects are welcome, but the stored config must be plain JSON.
@@ -63,6 +68,8 @@ class TrainConfig:
             raise ValueError(f"unknown tie_policy {self.tie_policy!r}; use drop or model")
         if self.tie_weight <= 0:
             raise ValueError("tie_weight must be positive")
+        if self.ensemble_heads < 0 or self.ensemble_heads == 1:
+            raise ValueError("ensemble_heads must be 0 (none) or 2 or more: one head has no spread")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"unknown device {self.device!r}")
 

@@ -30,6 +30,7 @@ from torch import distributed as dist
 from rewardtrain.bundle import PROGRESS, Bundle, bundle_read, write_json_atomic
 from rewardtrain.checkpoints import checkpoint_write
 from rewardtrain.data import data_sha256
+from rewardtrain.ensemble import ensemble_fit
 from rewardtrain.model import load_reward_model, resolve_device
 from rewardtrain.train import (
     Progress,
@@ -157,6 +158,9 @@ def _evaluate_and_write(
     if job.get("published") is not None:
         report.phase("evaluating the published version", progress=0.9)
         compared = _evaluate_published(bundle, correct_new=correct_new)
+    report.phase("fitting the uncertainty heads", progress=0.93)
+    ensemble = ensemble_fit(result, bundle.train_pairs)
+    ensemble_metadata, ensemble_tensors = ensemble.checkpoint_parts() if ensemble else ({}, None)
     report.phase("writing the checkpoint", progress=0.95)
     metrics = {**heldout, "compared_with": compared}
     written = checkpoint_write(
@@ -172,7 +176,9 @@ def _evaluate_and_write(
             counts=job["counts"],
             metrics=metrics,
             launch=launch,
-        ),
+        )
+        | ensemble_metadata,
+        extra_tensors=ensemble_tensors,
     )
     stats = result.stats()
     stats.pop("loss_history")

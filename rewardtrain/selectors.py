@@ -519,6 +519,30 @@ class VersionRow:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PoolProgress:
+    """How far pool scoring has gone: open pairs the published version has scored, of all."""
+
+    version: int
+    scored: int
+    total: int
+
+    @property
+    def done(self) -> bool:
+        return self.scored >= self.total
+
+
+def pool_progress(*, project: Project, version: ModelVersion | None) -> PoolProgress | None:
+    if version is None:
+        return None
+    open_pairs = Pair.objects.open().filter(project=project)
+    return PoolProgress(
+        version=version.version,
+        scored=open_pairs.filter(model_version=version.version).count(),
+        total=open_pairs.count(),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrainingPage:
     runs: list[RunCard]
     versions: list[VersionRow]
@@ -528,6 +552,7 @@ class TrainingPage:
     has_active_run: bool
     new_judgments: int
     min_heldout_pairs: int
+    pool: PoolProgress | None
 
 
 def training_page(*, project: Project) -> TrainingPage:
@@ -535,15 +560,17 @@ def training_page(*, project: Project) -> TrainingPage:
     ceiling = agreement_ceiling(project=project)
     runs = training_run_list(project=project)
     rows = [VersionRow(version=version, accuracy=version_accuracy(version)) for version in versions]
+    published = next(
+        (row for row in rows if row.version.state == ModelVersion.State.PUBLISHED), None
+    )
     return TrainingPage(
         runs=[run_card(run=run) for run in runs],
         versions=rows,
-        published=next(
-            (row for row in rows if row.version.state == ModelVersion.State.PUBLISHED), None
-        ),
+        published=published,
         ceiling=ceiling,
         accuracy_chart=accuracy_chart(versions=versions, ceiling=ceiling),
         has_active_run=any(run.is_active for run in runs),
         new_judgments=judgments_since_last_run(project=project),
         min_heldout_pairs=settings.TRAINING_MIN_HELDOUT_PAIRS,
+        pool=pool_progress(project=project, version=published.version if published else None),
     )

@@ -32,3 +32,12 @@ def training_runs_sweep() -> None:
     from rewardtrain.services.runs import training_runs_sweep as sweep
 
     sweep()
+
+
+@shared_task(acks_late=True, time_limit=settings.TRAINING_TIME_LIMIT)
+def pool_score(project_id: int) -> None:
+    """Score the project's open pairs with its published version (redelivered if the worker dies;
+    the service resumes from what the database already holds)."""
+    from rewardtrain.services.pool import pool_score as score
+
+    score(project_id=project_id)

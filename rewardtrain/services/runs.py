@@ -48,6 +48,7 @@ from rewardtrain.config import TrainConfig
 from rewardtrain.data import heldout_split
 from rewardtrain.launchers import LaunchLost
 from rewardtrain.models import ModelVersion, TrainingRun
+from rewardtrain.services.pool import pool_score_enqueue
 from rewardtrain.services.versions import promotion_decision
 
 logger = logging.getLogger(__name__)
@@ -553,6 +554,7 @@ def _finish(*, run_id: int, project_id: int, attempt: int, outcome: _Outcome) ->
             version.state = ModelVersion.State.PUBLISHED
             version.published_at = now
             version.save(update_fields=["state", "published_at"])
+            pool_score_enqueue(project_id=project.id)
         run.status = TrainingRun.Status.SUCCEEDED
         run.progress = 1.0
         run.metrics = {

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from annotation.models import Project
 from rewardtrain.models import ModelVersion
+from rewardtrain.services.pool import pool_score_enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -78,5 +79,6 @@ def model_version_publish(*, version: ModelVersion, user: User | None) -> ModelV
     version.state = ModelVersion.State.PUBLISHED
     version.published_at = timezone.now()
     version.save(update_fields=["state", "published_at"])
+    pool_score_enqueue(project_id=version.project_id)
     logger.info("%s published by %s", version, user)
     return version

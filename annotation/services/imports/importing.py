@@ -47,7 +47,7 @@ from annotation.services.imports.staging import (
     staged_upload_open,
 )
 from annotation.services.imports.writer import ChunkBuilder, record_chunks, writer_for
-from annotation.task_names import BATCH_IMPORT_RUN, PROJECT_STATS_REFRESH
+from annotation.task_names import BATCH_IMPORT_RUN, POOL_SCORE, PROJECT_STATS_REFRESH
 from config.celery import enqueue_on_commit
 
 logger = logging.getLogger(__name__)
@@ -331,7 +331,7 @@ def _write(
             rejects.discard()
         raise
     if rejects is None:
-        enqueue_on_commit(PROJECT_STATS_REFRESH, batch.project_id)
+        _written(batch)
         return ()
     rejects.close()
     batch.skipped = rejects.count
@@ -339,8 +339,14 @@ def _write(
     batch.rejects_file = rejects.name
     batch.rejects_kept = rejects.kept
     batch.save(update_fields=["skipped", "skipped_reasons", "rejects_file", "rejects_kept"])
-    enqueue_on_commit(PROJECT_STATS_REFRESH, batch.project_id)
+    _written(batch)
     return tuple(rejects.listed)
+
+
+def _written(batch: Batch) -> None:
+    """Once the import commits: refresh the project's counts, score the new pairs."""
+    enqueue_on_commit(PROJECT_STATS_REFRESH, batch.project_id)
+    enqueue_on_commit(POOL_SCORE, batch.project_id)
 
 
 def _write_records(

@@ -1,0 +1,99 @@
+"""Pool scoring: the published version's p(a wins) and disagreement for every open pair.
+
+After a publication, and after each import, `rewardtrain.tasks.pool_score` (training queue) runs
+`pool_score`: it loads the published version once, then takes the project's open pairs that
+this version has not scored yet (`model_version` differs), `POOL_BATCH_PAIRS` at a time in id
+order, scores them and writes the three fields in one transaction per batch. Nothing else is
+remembered, so the work is idempotent and resumable: a worker killed mid-way loses at most the
+batch in flight, and the next run (a redelivery, the next import or publication) starts where
+the database says. It stops when a lead publishes another version meanwhile; that publication
+queues its own run. Memory: one batch of pairs and their features.
+
+torch is imported inside `pool_score` only: the web process imports this module to queue it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+
+from annotation.models import Pair, PairQuerySet
+from annotation.task_names import POOL_SCORE
+from config.celery import enqueue_on_commit
+from rewardtrain.models import ModelVersion
+
+logger = logging.getLogger(__name__)
+
+POOL_BATCH_PAIRS = 256  # pairs per scoring batch and per transaction
+MODEL_FIELDS = ["model_p_a", "model_uncertainty", "model_version"]
+
+
+@dataclass(frozen=True)
+class PoolOutcome:
+    version: int | None  # the version that scored, None when nothing is published
+    scored: int  # pairs scored by this call
+    batches: int
+
+
+def pool_score_enqueue(*, project_id: int) -> None:
+    """Queue pool scoring once the current transaction commits (sent by name, as imports do)."""
+    enqueue_on_commit(POOL_SCORE, project_id)
+
+
+def pairs_to_score(*, project_id: int, version: int) -> PairQuerySet:
+    """The project's open pairs that `version` has not scored (NULL counts as not scored)."""
+    return Pair.objects.open().filter(project_id=project_id).exclude(model_version=version)
+
+
+def pool_score(*, project_id: int, batch_pairs: int = POOL_BATCH_PAIRS) -> PoolOutcome:
+    """Score every open pair of the project that the published version has not scored yet."""
+    from rewardtrain.ensemble import ensemble_load, pair_estimates
+    from rewardtrain.model import load_reward_model
+
+    published = ModelVersion.objects.filter(
+        project_id=project_id, state=ModelVersion.State.PUBLISHED
+    ).first()
+    if published is None:
+        return PoolOutcome(version=None, scored=0, batches=0)
+    if not pairs_to_score(project_id=project_id, version=published.version).exists():
+        return PoolOutcome(version=published.version, scored=0, batches=0)
+    root = Path(settings.CHECKPOINT_ROOT)
+    directory = root / published.path
+    reward_model = load_reward_model(
+        directory, checkpoint_root=root, expected_sha256=published.file_sha256, device="auto"
+    )
+    heads = ensemble_load(directory)
+    scored = batches = 0
+    while _still_published(published):
+        pairs = list(
+            pairs_to_score(project_id=project_id, version=published.version)
+            .select_related("prompt", "response_a", "response_b")
+            .order_by("id")[:batch_pairs]
+        )
+        if not pairs:
+            break
+        estimates = pair_estimates(
+            reward_model,
+            heads,
+            [pair.prompt.messages or pair.prompt.text for pair in pairs],
+            [pair.response_a.text for pair in pairs],
+            [pair.response_b.text for pair in pairs],
+        )
+        for pair, estimate in zip(pairs, estimates, strict=True):
+            pair.model_p_a = estimate.p_a
+            pair.model_uncertainty = estimate.uncertainty
+            pair.model_version = published.version
+        with transaction.atomic():
+            Pair.objects.bulk_update(pairs, MODEL_FIELDS)
+        scored += len(pairs)
+        batches += 1
+    logger.info("pool of project %s: %s pairs scored by v%s", project_id, scored, published.version)
+    return PoolOutcome(version=published.version, scored=scored, batches=batches)
+
+
+def _still_published(version: ModelVersion) -> bool:
+    return ModelVersion.objects.filter(id=version.id, state=ModelVersion.State.PUBLISHED).exists()

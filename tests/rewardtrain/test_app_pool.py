@@ -1,0 +1,178 @@
+"""Pool scoring: every open pair gets the published version's p(a wins) and uncertainty, once per
+version, resuming after a kill; publications and imports queue it."""
+
+import io
+import json
+
+import pytest
+from celery import Signature
+from django.urls import reverse
+
+from annotation.models import Batch, Pair
+from annotation.services.imports import batch_import
+from annotation.task_names import POOL_SCORE
+from rewardtrain import ensemble
+from rewardtrain.models import ModelVersion, TrainingRun
+from rewardtrain.services.pool import pool_score
+from rewardtrain.services.runs import training_run_execute, training_run_request
+from rewardtrain.services.versions import model_version_publish
+from tests.conftest import login
+from tests.factories import BatchFactory, PairFactory, PromptFactory
+from tests.rewardtrain.helpers import WORDS, build_tiny_model, seed_pairs, trainable_project
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-bert-pool"))
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """Project ids sent to pool scoring: by rewardtrain (publications) or annotation (imports)."""
+    messages: list[int] = []
+
+    real = Signature.apply_async
+
+    def apply_async(self, args=None, **kwargs):
+        if self.task != POOL_SCORE:
+            return real(self, args, **kwargs)
+        messages.append(args[0])
+
+    monkeypatch.setattr(Signature, "apply_async", apply_async)
+    return messages
+
+
+@pytest.fixture
+def published(project, tiny_model, settings, tmp_path, sent, django_capture_on_commit_callbacks):
+    """Version 1 trained on 40 seed pairs and published, and 20 open pairs to score."""
+    settings.CHECKPOINT_ROOT = tmp_path / "checkpoints"
+    seed_pairs(trainable_project(project, tiny_model), 40)
+    run, _ = training_run_request(
+        project=project, trigger=TrainingRun.Trigger.MANUAL, enqueue=False
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        run = training_run_execute(run_id=run.id)
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    assert sent == [project.id]  # the publication queued pool scoring
+    _open_pairs(project, 20)
+    return ModelVersion.objects.get(project=project, state=ModelVersion.State.PUBLISHED)
+
+
+def _open_pairs(project, count, *, offset=0):
+    batch = BatchFactory(project=project)
+    for i in range(offset, offset + count):
+        PairFactory(
+            prompt=PromptFactory(batch=batch, text=f"what about the {WORDS[i % 10]} {i}?"),
+            response_a__text=f"sure, the {WORDS[(i + 1) % 10]} is lovely, thank you",
+            response_b__text=f"no. {WORDS[(i + 2) % 10]}",
+        )
+
+
+def _open(project):
+    return Pair.objects.open().filter(project=project)
+
+
+def test_every_open_pair_is_scored_once_per_version(project, published):
+    outcome = pool_score(project_id=project.id, batch_pairs=8)
+
+    assert (outcome.version, outcome.scored, outcome.batches) == (1, 20, 3)
+    for pair in _open(project):
+        assert pair.model_version == 1
+        assert 0.0 < pair.model_p_a < 1.0
+        assert 0.0 <= pair.model_uncertainty <= 0.5
+    # Seed-labelled pairs are not open: never served, so not scored.
+    assert not Pair.objects.filter(project=project, model_version__isnull=False).exclude(
+        id__in=_open(project)
+    )
+    assert pool_score(project_id=project.id).scored == 0  # idempotent
+
+
+def test_a_killed_run_resumes_where_the_database_says(project, published, monkeypatch):
+    real = ensemble.pair_estimates
+    calls = []
+
+    def killed_after_two_batches(*args):
+        calls.append(1)
+        if len(calls) > 2:
+            raise SystemExit("worker killed")
+        return real(*args)
+
+    monkeypatch.setattr(ensemble, "pair_estimates", killed_after_two_batches)
+    with pytest.raises(SystemExit):
+        pool_score(project_id=project.id, batch_pairs=8)
+    assert _open(project).filter(model_version=1).count() == 16
+    first_scores = dict(_open(project).filter(model_version=1).values_list("id", "model_p_a"))
+
+    monkeypatch.setattr(ensemble, "pair_estimates", real)
+    outcome = pool_score(project_id=project.id, batch_pairs=8)
+
+    assert (outcome.scored, outcome.batches) == (4, 1)
+    assert _open(project).filter(model_version=1).count() == 20
+    kept = dict(_open(project).filter(id__in=first_scores).values_list("id", "model_p_a"))
+    assert kept == first_scores  # nothing scored twice
+
+
+def test_publishing_another_version_queues_scoring_and_it_rescores_the_pool(
+    project, published, sent, django_capture_on_commit_callbacks
+):
+    pool_score(project_id=project.id)
+    second = ModelVersion.objects.create(  # the same files: v2 serves what v1 did
+        project=project,
+        version=2,
+        path=published.path,
+        file_sha256=published.file_sha256,
+        state=ModelVersion.State.CANDIDATE,
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        model_version_publish(version=second, user=None)
+    assert sent[-1] == project.id
+
+    outcome = pool_score(project_id=project.id)
+
+    assert (outcome.version, outcome.scored) == (2, 20)
+    assert set(_open(project).values_list("model_version", flat=True)) == {2}
+
+
+def test_an_import_queues_scoring_of_its_new_pairs(
+    project, published, lead, sent, django_capture_on_commit_callbacks
+):
+    pool_score(project_id=project.id)
+    records = "".join(
+        json.dumps(
+            {"prompt": f"and the {WORDS[i]}?", "response_a": "gladly, thanks", "response_b": "no"}
+        )
+        + "\n"
+        for i in range(5)
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        batch_import(
+            project=project,
+            fileobj=io.BytesIO(records.encode()),
+            filename="more.jsonl",
+            uploaded_by=lead,
+            known_answers=Batch.KnownAnswers.NONE,
+        )
+    assert sent[-1] == project.id
+
+    outcome = pool_score(project_id=project.id)
+
+    assert outcome.scored == 5
+    assert not _open(project).filter(model_version__isnull=True).exists()
+
+
+def test_the_training_page_shows_how_much_of_the_pool_is_scored(client, project, published, lead):
+    pool_score(project_id=project.id, batch_pairs=8)
+    _open_pairs(project, 3, offset=100)  # arrived since
+    login(client, lead)
+
+    page = client.get(reverse("rewardtrain:training", args=[project.slug]))
+
+    assert page.status_code == 200
+    assert "Open pairs scored by v1: 20 of 23" in " ".join(page.content.decode().split())
+    assert b"every 5s" in page.content  # it refreshes until the pool is scored
+
+
+def test_nothing_published_scores_nothing(project):
+    PairFactory(prompt__batch__project=project)
+
+    assert pool_score(project_id=project.id).version is None
