@@ -48,7 +48,7 @@ def sent(monkeypatch):
 
     messages = Sent()
 
-    def apply_async(args, **kwargs):
+    def apply_async(args=None, kwargs=None, **options):  # as a task or its signature calls it
         if messages.broker_down:
             raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
         messages.append(args[0])
