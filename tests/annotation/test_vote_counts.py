@@ -2,16 +2,26 @@
 judgments and flags after any sequence of judging, undoing, flagging, clearing and excluding, as
 the rating engine, the flag service and adjudication do them."""
 
+import importlib
 import random
 
+import pytest
 from django.contrib.auth.models import User
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 
-from annotation.models import VOTE_CHOICES, Judgment, Pair, Project, vote_field
+from annotation.models import VOTE_CHOICES, Flag, Judgment, Pair, Project, vote_field
 from annotation.services import rating
 from annotation.services.adjudication import pair_adjudicate
 from annotation.services.flags import NotFlagged, assignment_flag, flags_clear
 from tests.annotation.engine_data import make_pairs, make_raters
-from tests.factories import UserFactory, recounted
+from tests.factories import (
+    AssignmentFactory,
+    JudgmentFactory,
+    PairFactory,
+    UserFactory,
+    recounted,
+)
 
 _KEPT = ["judgments_count", *(vote_field(c) for c in VOTE_CHOICES), "flags_count"]
 
@@ -71,3 +81,38 @@ def test_kept_counts_equal_a_recount_after_random_operations(project):
         assert pair == {"id": pair["id"], **recounted(pair["id"])}
     totals = [sum(recounted(i)[vote_field(c)] for i in pair_ids) for c in VOTE_CHOICES]
     assert all(totals), "every choice must be counted somewhere, or the test proves little"
+
+
+def _migrate(target: str) -> None:
+    executor = MigrationExecutor(connection)
+    executor.migrate([("annotation", target)])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migration_0017_backfills_the_counts_chunk_by_chunk(monkeypatch):
+    """Judgments and flags stored before 0017 (the counts dropped by migrating back to 0016) are
+    counted by its backfill, three pairs a chunk over seven pairs."""
+    rng = random.Random(170)
+    pairs = [PairFactory() for _ in range(7)]
+    for pair in pairs:
+        for choice in rng.choices(VOTE_CHOICES, k=rng.randint(0, 4)):
+            JudgmentFactory(
+                assignment__pair=pair,
+                choice=choice,
+                strength=2 if choice in ("a", "b") else None,
+            )
+        for _ in range(rng.randint(0, 2)):
+            lease = AssignmentFactory(pair=pair)
+            Flag.objects.create(pair=pair, rater=lease.rater, assignment=lease, reason="other")
+    backfill = importlib.import_module("annotation.migrations.0017_vote_counts")
+    monkeypatch.setattr(backfill, "CHUNK", 3)
+    _migrate("0016_uncertainty_order")
+    _migrate("0017_vote_counts")
+    backfilled = _KEPT[1:]  # judgments_count was kept before 0017
+    kept = {p["id"]: p for p in Pair.objects.values("id", *backfilled)}
+    expected = {pair.id: {"id": pair.id} for pair in pairs}
+    for pair in pairs:
+        expected[pair.id] |= {name: recounted(pair.id)[name] for name in backfilled}
+    assert kept == expected
+    assert any(kept[pair.id]["flags_count"] for pair in pairs)
+    assert all(sum(kept[p.id][vote_field(c)] for p in pairs) for c in VOTE_CHOICES)
