@@ -51,7 +51,6 @@ from annotation.models import (
     AGREEMENT,
     BY_AGREEMENT,
     BY_MODEL_AGAINST,
-    MODEL_AGAINST,
     MODEL_CONFIDENCE,
     Pair,
 )
@@ -92,11 +91,6 @@ def with_votes(pairs: QuerySet[Pair]) -> QuerySet[Pair]:
     decisive = F("votes_a") + F("votes_b")
     share = Cast(F("votes_a"), FloatField()) / NullIf(decisive, Value(0))
     return pairs.annotate(votes_p_a=share, agreement=AGREEMENT)
-
-
-def model_disagreement() -> Expression:
-    """The model's probability for the side the raters' majority did not choose."""
-    return MODEL_AGAINST
 
 
 def model_confident() -> Q:

@@ -19,14 +19,22 @@ from django.db.models.functions import Substr
 
 from annotation.exports.adjudicated import live_adjudication
 from annotation.exports.aggregation import FULL_STRENGTH, Decision, Votes, decide
-from annotation.models import COMPLETE, SPLIT, Adjudication, Flag, Judgment, Pair, Project
+from annotation.models import (
+    COMPLETE,
+    MODEL_AGAINST,
+    SPLIT,
+    Adjudication,
+    Flag,
+    Judgment,
+    Pair,
+    Project,
+)
 from annotation.selectors.exports import rater_pseudonym
 from annotation.selectors.pair_order import (
     MODEL_DISAGREEMENT,
     ModelView,
     Ordering,
     model_confident,
-    model_disagreement,
     model_view,
     ordered,
     with_votes,
@@ -126,7 +134,7 @@ def _by_labels(pairs: QuerySet[Pair], filters: PairFilter) -> QuerySet[Pair]:
     if filters.disagrees_with_model:
         pairs = (
             pairs.filter(model_confident())
-            .alias(model_against=model_disagreement())
+            .alias(model_against=MODEL_AGAINST)
             .filter(model_against__gte=MODEL_DISAGREEMENT)
         )
     return pairs
@@ -210,7 +218,7 @@ def pair_detail(*, project: Project, pair_id: int) -> PairDetail | None:
     """One pair of `project` with everything the pair page shows; None when it is not there."""
     pair = (
         pair_list(project=project, filters=PairFilter())
-        .annotate(model_against=model_disagreement())
+        .annotate(model_against=MODEL_AGAINST)
         .select_related("prompt", "response_a", "response_b", "batch")
         .filter(id=pair_id)
         .first()
