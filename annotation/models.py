@@ -8,9 +8,9 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.db.models import F, FloatField, Q, Value
-from django.db.models.functions import Coalesce, Greatest, Least
-from django.db.models.lookups import IsNull
+from django.db.models import Case, F, FloatField, Q, Value, When
+from django.db.models.functions import Cast, Coalesce, Greatest, Least, NullIf
+from django.db.models.lookups import GreaterThan, IsNull
 from django.utils import timezone
 
 
@@ -352,6 +352,46 @@ MODEL_CONFIDENCE = Coalesce(
     Value(-1.0),
 )
 
+# A pair's judgments counted by choice on its own row: Pair.votes_a, votes_b, votes_tie and
+# votes_both_bad, kept by the rating engine next to judgments_count under the pair's row lock.
+# The one statement of which column counts a choice (stored, in pair terms: see to_pair_terms).
+VOTE_CHOICES = ("a", "b", "tie", "both_bad")  # Judgment.Choice's values; a and b are decisive
+
+
+def vote_field(choice: str) -> str:
+    """The Pair column counting the pair's judgments of `choice` (a stored choice)."""
+    if choice not in VOTE_CHOICES:
+        raise ValueError(f"unknown choice {choice!r}; use one of {', '.join(VOTE_CHOICES)}")
+    return f"votes_{choice}"
+
+
+_VOTES = [F(vote_field(choice)) for choice in VOTE_CHOICES]
+
+# The data browser's rater-side definitions (annotation.selectors.pair_order), read from the
+# counts above so that each is a row expression an index can hold:
+# - agreement: the share of a pair's decisive judgments on the majority's side,
+#   max(votes_a, votes_b) / (votes_a + votes_b); NULL without a decisive judgment.
+AGREEMENT = Cast(Greatest(F("votes_a"), F("votes_b")), FloatField()) / NullIf(
+    F("votes_a") + F("votes_b"), Value(0)
+)
+# - its "lowest agreement" key, missing agreement last (agreement is at most 1);
+BY_AGREEMENT = Coalesce(AGREEMENT, Value(2.0))
+# - model disagreement: the model's probability for the side the raters' majority did not choose;
+#   NULL without a majority (a split or no decisive judgment) or without a score;
+MODEL_AGAINST = Case(
+    When(votes_a__gt=F("votes_b"), then=Value(1.0) - F("model_p_a")),
+    When(votes_a__lt=F("votes_b"), then=F("model_p_a")),
+    default=None,
+    output_field=FloatField(),
+)
+# - its "model disagrees most" key, missing last (a probability is at least 0);
+BY_MODEL_AGAINST = Coalesce(MODEL_AGAINST, Value(-1.0))
+# - split: the judgments name more than one choice (ties and both-bad included), what makes a
+#   complete pair disputed.
+COMPLETE = Q(judgments_count__gte=F("judgments_needed"))
+SPLIT = GreaterThan(sum(_VOTES[1:], _VOTES[0]), Greatest(*_VOTES))
+
+
 # The `uncertainty` serving order: the pairs the published reward model is least sure about
 # first. Pairs no version has scored yet come after every scored one (a new batch is scored within
 # minutes of its import, and until then the model says nothing about it), in fill-first order like
@@ -399,6 +439,13 @@ class Pair(models.Model):
     # Kept equal to the pair's judgment count by judgment_record/judgment_undo, under the pair's
     # row lock; the assignment engine reads it instead of counting judgments.
     judgments_count = models.PositiveSmallIntegerField(default=0)
+    # Its judgments by choice (see vote_field), kept with judgments_count, and the flags ever
+    # raised on it (cleared ones included), kept by assignment_flag under the same lock.
+    votes_a = models.PositiveSmallIntegerField(default=0)
+    votes_b = models.PositiveSmallIntegerField(default=0)
+    votes_tie = models.PositiveSmallIntegerField(default=0)
+    votes_both_bad = models.PositiveSmallIntegerField(default=0)
+    flags_count = models.PositiveIntegerField(default=0)
     is_active = models.BooleanField(default=True)  # false once its batch is retired
     # Set by assignment_flag when the pair's uncleared flags reach the project's flag_threshold,
     # cleared by flags_clear: while set the pair is not served (OPEN_PAIR) and awaits the lead.
@@ -439,6 +486,14 @@ class Pair(models.Model):
             # (annotation.selectors.pair_order), walked backwards from a keyset row at any depth.
             models.Index(fields=["project", "judgments_count", "id"], name="pair_by_judgments"),
             models.Index(F("project"), MODEL_CONFIDENCE, F("id"), name="pair_by_model_confidence"),
+            # ... and its "lowest agreement", "most flags" and "model disagrees most" orderings,
+            # and its disputed queue (in id order, the adjudicated ones filtered on the way).
+            models.Index(F("project"), BY_AGREEMENT, F("id"), name="pair_by_agreement"),
+            models.Index(fields=["project", "flags_count", "id"], name="pair_by_flags"),
+            models.Index(F("project"), BY_MODEL_AGAINST, F("id"), name="pair_by_model_against"),
+            models.Index(
+                fields=["project", "id"], condition=COMPLETE & Q(SPLIT), name="pair_split"
+            ),
             # The same in the `uncertainty` order.
             models.Index(
                 F("project"), *BY_UNCERTAINTY, condition=OPEN_PAIR, name="pair_open_by_uncertainty"

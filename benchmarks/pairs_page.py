@@ -6,7 +6,8 @@
 Creates the database if it is missing, migrates it, and (once; later runs reuse it) fills one
 project with PAIRS pairs in bulk SQL (generate_series): 1% gold, 70% of pairs with 3 judgments,
 20% with 1, 10% with none (random choices: 45% a, 40% b, 10% tie, 5% both bad), every other pair
-scored by a model (model_p_a uniform), and 0.1% of pairs with a flag.
+scored by a model (model_p_a uniform), and 0.1% of pairs with a flag; then the vote and flag
+counts kept on each pair's row (Pair.votes_a... and flags_count) as the engine keeps them.
 
 For each case (a filter and an ordering) it prints the time of the first page and of a deep page
 (keyset: after the pair halfway through the matches, at most 500,000 deep), each the median of
@@ -89,6 +90,19 @@ SEED_SQL = [
          RETURNING id, pair_id, rater_id)
        INSERT INTO {flag} (pair_id, rater_id, assignment_id, reason, note, created_at)
        SELECT pair_id, rater_id, id, 'broken', '', now() FROM leases""",
+    # The counts the rating engine and the flag service keep on each pair's row.
+    """UPDATE {pair} q
+       SET votes_a = c.a, votes_b = c.b, votes_tie = c.tie, votes_both_bad = c.both_bad,
+           flags_count = c.flags
+       FROM (SELECT q.id,
+                    count(j.id) FILTER (WHERE j.choice = 'a') AS a,
+                    count(j.id) FILTER (WHERE j.choice = 'b') AS b,
+                    count(j.id) FILTER (WHERE j.choice = 'tie') AS tie,
+                    count(j.id) FILTER (WHERE j.choice = 'both_bad') AS both_bad,
+                    (SELECT count(*) FROM {flag} f WHERE f.pair_id = q.id) AS flags
+             FROM {pair} q LEFT JOIN {judgment} j ON j.pair_id = q.id
+             WHERE q.project_id = %(project)s GROUP BY q.id) c
+       WHERE q.id = c.id""",
 ]
 
 

@@ -10,7 +10,8 @@ model uncertainty) and --raters raters with API tokens, starts gunicorn with pro
 (DEBUG=false), and for each run in turn lets every rater loop `GET next` then `POST judgments`
 (with an Idempotency-Key, retried with the same key on a connection error) for --seconds.
 Prints judgments per second, p50/p95/p99 latency per call, errors, and the invariant check:
-judgments stored == 201 answers, no pair over its required count, no (pair, rater) twice; and
+judgments stored == 201 answers, no pair over its required count, every pair's kept counts
+(judgments_count, votes by choice) equal to its judgments, no (pair, rater) twice; and
 the CPU that gunicorn, the benchmark database's PostgreSQL backends and this load generator used
 during the run, since all three share the machine's cores; with several runs, their
 judgments/s side by side. Exits 1 when an invariant fails or a call errs.
@@ -187,9 +188,9 @@ def seed(*, pairs: int, raters: int, order: str, run: int) -> tuple[str, list[st
 
 
 def invariants(slug: str, created: int) -> list[str]:
-    from django.db.models import Count, F
+    from django.db.models import Count, F, Q
 
-    from annotation.models import Judgment, Pair
+    from annotation.models import VOTE_CHOICES, Judgment, Pair, vote_field
 
     problems = []
     stored = Judgment.objects.filter(pair__project__slug=slug).count()
@@ -205,6 +206,14 @@ def invariants(slug: str, created: int) -> list[str]:
     )
     if recount.exists():
         problems.append(f"{recount.count()} pairs whose judgments_count is not their judgments")
+    by_choice = Pair.objects.filter(project__slug=slug).annotate(
+        **{f"n_{c}": Count("judgments", filter=Q(judgments__choice=c)) for c in VOTE_CHOICES}
+    )
+    miscounted = by_choice.exclude(
+        **{vote_field(c): F(f"n_{c}") for c in VOTE_CHOICES}
+    )  # a pair with any vote column off
+    if miscounted.exists():
+        problems.append(f"{miscounted.count()} pairs whose vote counts are not their judgments")
     twice = (
         Judgment.objects.filter(pair__project__slug=slug)
         .values("pair", "rater")

@@ -5,20 +5,42 @@ from datetime import timedelta
 
 import factory
 from django.contrib.auth import get_user_model
+from django.db.models import Count
 from django.utils import timezone
 
 from annotation.models import (
     Assignment,
     Batch,
+    Flag,
     Judgment,
     Membership,
     Pair,
     Project,
     Prompt,
     Response,
+    vote_field,
 )
 
 PASSWORD = "correct-horse-battery-staple"
+
+
+def recounted(pair_id: int) -> dict[str, int]:
+    """The counts the engine keeps on a pair's row, recounted from its judgments and flags."""
+    choices = Judgment.objects.filter(pair_id=pair_id).values("choice").annotate(n=Count("id"))
+    counts = {vote_field(c): 0 for c in Judgment.Choice.values}
+    counts |= {vote_field(row["choice"]): row["n"] for row in choices}
+    counts["judgments_count"] = sum(counts.values())
+    counts["flags_count"] = Flag.objects.filter(pair_id=pair_id).count()
+    return counts
+
+
+def count_as_the_engine_does(pair: Pair) -> Pair:
+    """Set the pair's kept counts from the judgments and flags a test planted directly."""
+    counts = recounted(pair.id)
+    Pair.objects.filter(id=pair.id).update(**counts)
+    for name, value in counts.items():
+        setattr(pair, name, value)
+    return pair
 
 
 def _sha(text: str) -> str:

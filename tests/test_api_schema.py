@@ -88,7 +88,7 @@ def api_world(db, settings, tmp_path) -> Iterator[ApiWorld]:
     batch = BatchFactory(project=project, uploaded_by=admin)
     lease = AssignmentFactory(pair=PairFactory(prompt__batch=batch), rater=admin)
     for user in (admin, rater):
-        judged = PairFactory(prompt__batch=batch, judgments_count=1)
+        judged = PairFactory(prompt__batch=batch, judgments_count=1, votes_a=1)  # as counted
         JudgmentFactory(
             assignment=AssignmentFactory(pair=judged, rater=user, status=Assignment.Status.DONE)
         )

@@ -303,7 +303,7 @@ def _build(root: Path) -> World:
     for actor in ("rater", "lead", "admin", "super"):
         user = users[actor]
         leases[actor] = AssignmentFactory(pair=PairFactory(prompt__batch=batch), rater=user)
-        judged = PairFactory(prompt__batch=batch, judgments_count=1)
+        judged = PairFactory(prompt__batch=batch, judgments_count=1, votes_a=1)  # as counted
         JudgmentFactory(
             assignment=AssignmentFactory(pair=judged, rater=user, status=Assignment.Status.DONE)
         )

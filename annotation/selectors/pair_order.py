@@ -16,6 +16,12 @@ Definitions, stated once here and read by the list, the pair page and the API:
   majority or a score. A pair "disagrees with the model" when it is at least
   MODEL_DISAGREEMENT, i.e. the model confidently picks the other side.
 
+All of them are row expressions over the pair's own columns: its judgments counted by choice
+(Pair.votes_a, votes_b...: see annotation.models.vote_field), kept by the rating engine, and its
+model scores. annotation.models states each key once (AGREEMENT, BY_AGREEMENT, MODEL_AGAINST,
+BY_MODEL_AGAINST, MODEL_CONFIDENCE) for the orderings here and for the index each ordering walks;
+"most flags" walks (project, flags_count, id).
+
 Orderings are total: each sorts by its key and then by id in the key's direction, and a key that
 is NULL for a pair sorts it last (its key is coalesced to a sentinel beyond every real value). A
 page after pair `after` continues strictly after the row (key of `after`, `after`), the key read
@@ -30,23 +36,24 @@ from typing import Literal, cast
 
 from django.db.models import (
     BooleanField,
-    Case,
-    Count,
     Expression,
     F,
     FloatField,
     Func,
-    IntegerField,
-    OuterRef,
     Q,
     QuerySet,
     Subquery,
     Value,
-    When,
 )
-from django.db.models.functions import Coalesce, Greatest
+from django.db.models.functions import Cast, NullIf
 
-from annotation.models import MODEL_CONFIDENCE, Flag, Judgment, Pair
+from annotation.models import (
+    AGREEMENT,
+    BY_AGREEMENT,
+    BY_MODEL_AGAINST,
+    MODEL_CONFIDENCE,
+    Pair,
+)
 
 # The model gives the side the raters did not choose at least this probability: 4 to 1 odds
 # against the raters, well past the ensemble's usual disagreement (~0.05-0.15).
@@ -78,46 +85,12 @@ def as_ordering(name: str) -> Ordering:
     return cast(Ordering, name)
 
 
-def _one() -> Value:
-    return Value(1.0, output_field=FloatField())
-
-
-def votes_p_a() -> Subquery:
-    """The share of the decisive judgments of the pair at OuterRef("pk") that name `a`."""
-    share = (
-        Judgment.objects.filter(pair=OuterRef("pk"), choice__in=("a", "b"))
-        .order_by()
-        .values("pair")
-        .annotate(
-            share=Count("id", filter=Q(choice="a")) * _one() / Count("id"),
-        )
-        .values("share")
-    )
-    return Subquery(share, output_field=FloatField())
-
-
-def larger_share(p: Expression | F) -> Expression:
-    """max(p, 1 - p): the share of the likelier side, for a share or probability `p` of `a`."""
-    return Greatest(p, _one() - p, output_field=FloatField())
-
-
-def model_disagreement() -> Case:
-    """The model's probability for the side the raters' majority did not choose (needs the
-    `votes_p_a` annotation). An unscored pair is answered first, without reading its votes."""
-    return Case(
-        When(model_p_a__isnull=True, then=None),
-        When(votes_p_a__gt=0.5, then=_one() - F("model_p_a")),
-        When(votes_p_a__lt=0.5, then=F("model_p_a")),
-        default=None,
-        output_field=FloatField(),
-    )
-
-
 def with_votes(pairs: QuerySet[Pair]) -> QuerySet[Pair]:
-    """`pairs` annotated with `votes_p_a` and `agreement` (see the module docstring). A pair
-    without judgments is answered without reading any."""
-    share = Case(When(judgments_count=0, then=None), default=votes_p_a(), output_field=FloatField())
-    return pairs.annotate(votes_p_a=share).annotate(agreement=larger_share(F("votes_p_a")))
+    """`pairs` annotated with `votes_p_a` and `agreement` (see the module docstring), read from
+    the vote counts on each pair's row."""
+    decisive = F("votes_a") + F("votes_b")
+    share = Cast(F("votes_a"), FloatField()) / NullIf(decisive, Value(0))
+    return pairs.annotate(votes_p_a=share, agreement=AGREEMENT)
 
 
 def model_confident() -> Q:
@@ -126,28 +99,21 @@ def model_confident() -> Q:
     return Q(model_p_a__lte=1 - MODEL_DISAGREEMENT) | Q(model_p_a__gte=MODEL_DISAGREEMENT)
 
 
-def _flags() -> Subquery:
-    counted = Flag.objects.filter(pair=OuterRef("pk")).order_by().values("pair")
-    return Subquery(counted.annotate(n=Count("id")).values("n"), output_field=IntegerField())
-
-
 @dataclass(frozen=True)
 class _Sort:
     key: Callable[[], Expression | F] | None  # None: by id alone
     descending: bool
 
 
-# Sentinels put a missing key last: agreement is at most 1, a probability at least 0.
+# Each key is one expression of annotation.models, read by the ordering and its index alike.
 _SORTS: dict[Ordering, _Sort] = {
     "id": _Sort(None, descending=False),
     "newest": _Sort(None, descending=True),
     "most_judgments": _Sort(lambda: F("judgments_count"), descending=True),
-    "lowest_agreement": _Sort(lambda: Coalesce(F("agreement"), Value(2.0)), descending=False),
-    "most_flags": _Sort(lambda: Coalesce(_flags(), 0), descending=True),
+    "lowest_agreement": _Sort(lambda: BY_AGREEMENT, descending=False),
+    "most_flags": _Sort(lambda: F("flags_count"), descending=True),
     "model_confidence": _Sort(lambda: MODEL_CONFIDENCE, descending=True),
-    "model_disagreement": _Sort(
-        lambda: Coalesce(model_disagreement(), Value(-1.0)), descending=True
-    ),
+    "model_disagreement": _Sort(lambda: BY_MODEL_AGAINST, descending=True),
 }
 
 
@@ -167,7 +133,7 @@ def ordered(pairs: QuerySet[Pair], *, ordering: Ordering, after: int | None) -> 
         return pairs.order_by(f"{sign}id")
     pairs = pairs.annotate(sort_key=sort.key())
     if after is not None:
-        of_after = with_votes(Pair.objects.filter(id=after)).annotate(sort_key=sort.key())
+        of_after = Pair.objects.filter(id=after).annotate(sort_key=sort.key())
         start = Subquery(of_after.values("sort_key")[:1])
         beyond = Func(
             _Row(F("sort_key"), F("id")),

@@ -14,19 +14,27 @@ from typing import Literal, cast
 
 from django.contrib.postgres.search import SearchQuery, SearchVector
 from django.db import connection
-from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery
-from django.db.models.functions import Coalesce, Substr
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.db.models.functions import Substr
 
 from annotation.exports.adjudicated import live_adjudication
 from annotation.exports.aggregation import FULL_STRENGTH, Decision, Votes, decide
-from annotation.models import Adjudication, Flag, Judgment, Pair, Project
+from annotation.models import (
+    COMPLETE,
+    MODEL_AGAINST,
+    SPLIT,
+    Adjudication,
+    Flag,
+    Judgment,
+    Pair,
+    Project,
+)
 from annotation.selectors.exports import rater_pseudonym
 from annotation.selectors.pair_order import (
     MODEL_DISAGREEMENT,
     ModelView,
     Ordering,
     model_confident,
-    model_disagreement,
     model_view,
     ordered,
     with_votes,
@@ -56,17 +64,6 @@ class PairFilter:
     disagrees_with_model: bool = False  # the model confidently picks the other side (pair_order)
 
 
-def _distinct_choices() -> Subquery:
-    counted = (
-        Judgment.objects.filter(pair=OuterRef("pk"))
-        .order_by()
-        .values("pair")
-        .annotate(n=Count("choice", distinct=True))
-        .values("n")
-    )
-    return Subquery(counted, output_field=IntegerField())
-
-
 def text_matches(pairs: QuerySet[Pair], text: str) -> QuerySet[Pair]:
     """Pairs whose prompt or responses contain `text`: PostgreSQL full-text search (English,
     web-search syntax), or a plain case-insensitive substring match on other databases."""
@@ -83,11 +80,10 @@ def text_matches(pairs: QuerySet[Pair], text: str) -> QuerySet[Pair]:
     )
 
 
-_COMPLETE = Q(judgments_count__gte=F("judgments_needed"))
 _STATUS_FILTERS: dict[Status, Q] = {
-    "open": Q(is_active=True, gold_choice="", seed_choice="", flagged_at__isnull=True) & ~_COMPLETE,
-    "complete": _COMPLETE,
-    "disputed": _COMPLETE & Q(n_choices__gt=1, adjudicated__isnull=True),
+    "open": Q(is_active=True, gold_choice="", seed_choice="", flagged_at__isnull=True) & ~COMPLETE,
+    "complete": COMPLETE,
+    "disputed": COMPLETE & Q(SPLIT, adjudicated__isnull=True),
     "flagged": Q(flagged_at__isnull=False, adjudicated__isnull=True),
     "adjudicated": Q(adjudicated__isnull=False),
     "gold": ~Q(gold_choice=""),
@@ -95,13 +91,14 @@ _STATUS_FILTERS: dict[Status, Q] = {
 
 
 def pair_list(*, project: Project, filters: PairFilter) -> QuerySet[Pair]:
-    """The project's pairs matching `filters`, in id order, each annotated with `n_choices`
-    (distinct choices among its judgments), `adjudicated` (the live decision or None),
-    `votes_p_a` and `agreement` (annotation.selectors.pair_order) and snippets of its texts."""
+    """The project's pairs matching `filters`, in id order, each annotated with `split` (its
+    judgments name more than one choice: annotation.models.SPLIT), `adjudicated` (the live
+    decision or None), `votes_p_a` and `agreement` (annotation.selectors.pair_order) and snippets
+    of its texts."""
     pairs: QuerySet[Pair] = (
         with_votes(Pair.objects.filter(project=project))
         .annotate(
-            n_choices=Coalesce(_distinct_choices(), 0),
+            split=SPLIT,
             adjudicated=live_adjudication(),
             prompt_snippet=Substr("prompt__text", 1, SNIPPET_CHARS),
             model_a=F("response_a__model_name"),
@@ -137,7 +134,7 @@ def _by_labels(pairs: QuerySet[Pair], filters: PairFilter) -> QuerySet[Pair]:
     if filters.disagrees_with_model:
         pairs = (
             pairs.filter(model_confident())
-            .alias(model_against=model_disagreement())
+            .alias(model_against=MODEL_AGAINST)
             .filter(model_against__gte=MODEL_DISAGREEMENT)
         )
     return pairs
@@ -176,7 +173,7 @@ def pair_status(pair: Pair) -> Status:
         return "flagged"
     if pair.judgments_count < pair.judgments_needed:
         return "open"
-    return "disputed" if getattr(pair, "n_choices", 0) > 1 else "complete"
+    return "disputed" if getattr(pair, "split", False) else "complete"
 
 
 def model_names(*, project: Project) -> list[str]:
@@ -221,7 +218,7 @@ def pair_detail(*, project: Project, pair_id: int) -> PairDetail | None:
     """One pair of `project` with everything the pair page shows; None when it is not there."""
     pair = (
         pair_list(project=project, filters=PairFilter())
-        .annotate(model_against=model_disagreement())
+        .annotate(model_against=MODEL_AGAINST)
         .select_related("prompt", "response_a", "response_b", "batch")
         .filter(id=pair_id)
         .first()

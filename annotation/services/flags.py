@@ -6,6 +6,9 @@ of OPEN_PAIR: it is no longer served and waits in the pairs browser's `flagged` 
 either clears the flags (`flags_clear`: served again) or excludes the pair (`pair_adjudicate`
 with the `exclude` decision: the pair stays held, and leaves exports and training data).
 
+Pair.flags_count counts every flag ever raised on the pair (clearing keeps them as history, so
+neither clearing nor excluding changes it): the browser's "most flags" ordering reads it.
+
 Concurrency: the flag is counted under the pair's row lock, taken after the lease as the rating
 engine does, so two raters flagging at once count each other's flag.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from annotation.models import Assignment, Flag, Pair, Project
@@ -45,6 +49,7 @@ def assignment_flag(
         flag = Flag.objects.create(
             pair=pair, rater=rater, assignment_id=assignment_id, reason=reason, note=note
         )
+        Pair.objects.filter(id=pair_id).update(flags_count=F("flags_count") + 1)
         uncleared = pair.flags.filter(cleared_at__isnull=True).count()
         if pair.flagged_at is None and uncleared >= project.flag_threshold:
             pair.flagged_at = flag.created_at

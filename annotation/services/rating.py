@@ -29,10 +29,12 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, F, OuterRef
+from django.db.models.expressions import CombinedExpression
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from annotation.models import (
+    VOTE_CHOICES,
     Assignment,
     Judgment,
     Membership,
@@ -41,6 +43,7 @@ from annotation.models import (
     Prompt,
     Response,
     to_pair_terms,
+    vote_field,
 )
 from annotation.services.agreement import pair_overlap_extend
 
@@ -150,11 +153,18 @@ _LOCK_LEASE_SQL = f"""
 """  # noqa: S608
 _LOCK_LEASE = "FOR NO KEY UPDATE OF a"
 # Counting the judgment on the pair comes first: its UPDATE takes the pair's row lock and returns
-# the row as it is now (judgments_needed may have grown, see pair_overlap_extend).
-_COUNT_SQL = f"""
-    UPDATE {_PAIR} SET judgments_count = judgments_count + 1 WHERE id = %(pair)s
-    RETURNING judgments_count, judgments_needed
+# the row as it is now (judgments_needed may have grown, see pair_overlap_extend). One statement
+# per stored choice, which also counts it in its vote column; judgment_undo's ORM update,
+# counted_change, is its twin (test_engine_twins.py compares them).
+_PAIR_COLUMNS = {f.name: f.column for f in Pair._meta.concrete_fields}
+_COUNT_SQL = {
+    choice: f"""
+    UPDATE {_PAIR} SET judgments_count = judgments_count + 1, "{column}" = "{column}" + 1
+    WHERE id = %(pair)s RETURNING judgments_count, judgments_needed
 """  # noqa: S608
+    for choice in VOTE_CHOICES
+    for column in [_PAIR_COLUMNS[vote_field(choice)]]
+}
 _CLOSE_SQL = f"UPDATE {_ASSIGNMENT} SET status = 'done' WHERE id = %(assignment)s"  # noqa: S608
 # Every concrete field of Judgment but its id, in model order: a field added to the model is
 # inserted here without editing SQL (its value comes from the Judgment built in _judgment_of, so a
@@ -680,7 +690,7 @@ def _count_close_insert(judgment: Judgment) -> tuple[int, int]:
     """Count the judgment on its pair (taking the pair's row lock), close its lease and insert
     it; sets `judgment.id`. Returns the pair's judgments_count after it and judgments_needed."""
     with connection.cursor() as cursor:
-        cursor.execute(_COUNT_SQL, {"pair": judgment.pair_id})
+        cursor.execute(_COUNT_SQL[judgment.choice], {"pair": judgment.pair_id})
         judged_after, judgments_needed = cursor.fetchone()
         cursor.execute(_CLOSE_SQL, {"assignment": judgment.assignment_id})
         _insert_judgment(cursor, judgment)
@@ -713,6 +723,13 @@ def _refuse_if_completed_by_others(lease: _HeldLease, *, judged_after: int, need
         )
 
 
+def counted_change(choice: str, delta: int) -> dict[str, CombinedExpression]:
+    """The Pair update that counts `delta` judgments of `choice` (a stored choice): the ORM twin
+    of _COUNT_SQL, for judgment_undo."""
+    field = vote_field(choice)
+    return {"judgments_count": F("judgments_count") + delta, field: F(field) + delta}
+
+
 def judgment_undo(*, project: Project, rater: User) -> Assignment | None:
     """Take back the rater's last judgment in this project if it is recent enough.
 
@@ -725,7 +742,7 @@ def judgment_undo(*, project: Project, rater: User) -> Assignment | None:
             pair__project=project, rater=rater, created_at__gt=now - UNDO_WINDOW
         )
         .order_by("-created_at", "-id")
-        .values("id", "assignment_id", "pair_id")
+        .values("id", "assignment_id", "pair_id", "choice")
         .first()
     )
     if judgment is None:
@@ -739,7 +756,7 @@ def judgment_undo(*, project: Project, rater: User) -> Assignment | None:
         )
         if assignment is None or not Judgment.objects.filter(id=judgment["id"]).delete()[0]:
             return None  # undone a moment ago in another tab
-        Pair.objects.filter(id=judgment["pair_id"]).update(judgments_count=F("judgments_count") - 1)
+        Pair.objects.filter(id=judgment["pair_id"]).update(**counted_change(judgment["choice"], -1))
         now = timezone.now()
         assignment.status = Assignment.Status.ACTIVE
         assignment.created_at = now

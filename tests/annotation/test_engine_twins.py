@@ -15,7 +15,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from annotation.models import Assignment, Judgment, Pair, Project
+from annotation.models import VOTE_CHOICES, Assignment, Judgment, Pair, Project, vote_field
 from annotation.services import rating
 from tests.annotation.engine_data import make_pairs, make_raters, score_pairs
 
@@ -236,3 +236,33 @@ def test_judge_sql_stores_what_judgment_save_stores(project):
     assert fast == reference
     defaults = {f.attname: f.get_default() for f in Judgment._meta.concrete_fields}
     assert all(value != defaults[name] for name, value in reference.items())
+
+
+_COUNTED = ["judgments_count", *(vote_field(c) for c in VOTE_CHOICES)]
+
+
+def _counts(pair_id: int) -> dict:
+    return Pair.objects.filter(id=pair_id).values(*_COUNTED).get()
+
+
+def test_count_sql_counts_what_its_orm_twin_counts(project):
+    """Recording counts a judgment with _COUNT_SQL, undo takes it back with counted_change: for
+    each choice, the SQL adds to judgments_count and to that choice's column alone, exactly what
+    counted_change(choice, +1) adds, and counted_change(choice, -1) takes it back."""
+    (pair,) = make_pairs(project, 1)
+    Pair.objects.filter(id=pair.id).update(votes_a=2, votes_b=1, votes_tie=1, judgments_count=4)
+    before = _counts(pair.id)
+    for choice in VOTE_CHOICES:
+        expected = before | {
+            "judgments_count": before["judgments_count"] + 1,
+            vote_field(choice): before[vote_field(choice)] + 1,
+        }
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(rating._COUNT_SQL[choice], {"pair": pair.id})
+            assert cursor.fetchone() == (expected["judgments_count"], pair.judgments_needed)
+            assert _counts(pair.id) == expected, f"_COUNT_SQL[{choice!r}]"
+            Pair.objects.filter(id=pair.id).update(**rating.counted_change(choice, -1))
+            assert _counts(pair.id) == before, f"counted_change({choice!r}, -1)"
+            Pair.objects.filter(id=pair.id).update(**rating.counted_change(choice, 1))
+            assert _counts(pair.id) == expected, f"counted_change({choice!r}, 1)"
+            transaction.set_rollback(True)

@@ -19,6 +19,7 @@ from tests.factories import (
     PairFactory,
     ProjectFactory,
     UserFactory,
+    count_as_the_engine_does,
 )
 
 # name: (votes, gold answer, model_p_a, flags)
@@ -49,7 +50,6 @@ def planted(db):
         pair = PairFactory(
             prompt__batch=batch,
             gold_choice=gold,
-            judgments_count=len(votes),
             model_p_a=p_a,
             model_uncertainty=None if p_a is None else 0.08,
             model_version=None if p_a is None else 3,
@@ -64,7 +64,7 @@ def planted(db):
         for rater in UserFactory.create_batch(flags):
             lease = AssignmentFactory(pair=pair, rater=rater, status=Assignment.Status.SKIPPED)
             Flag.objects.create(pair=pair, rater=rater, assignment=lease, reason="broken")
-        pairs[name] = pair
+        pairs[name] = count_as_the_engine_does(pair)
     return project, lead, pairs
 
 

@@ -32,11 +32,12 @@ from tests.factories import (
     PromptFactory,
     ResponseFactory,
     UserFactory,
+    count_as_the_engine_does,
 )
 
 
 def pair_with_judgments(batch, prompt, a, b, models, judgments=(), **kwargs):
-    """A pair with `judgments` [(rater, choice)] and its count kept as the engine keeps it."""
+    """A pair with `judgments` [(rater, choice)] and its counts kept as the engine keeps them."""
     prompt_row = PromptFactory(batch=batch, project=batch.project, text=prompt)
     pair = PairFactory(
         prompt=prompt_row,
@@ -44,7 +45,6 @@ def pair_with_judgments(batch, prompt, a, b, models, judgments=(), **kwargs):
         batch=batch,
         response_a=ResponseFactory(prompt=prompt_row, text=a, model_name=models[0]),
         response_b=ResponseFactory(prompt=prompt_row, text=b, model_name=models[1]),
-        judgments_count=len(judgments),
         **kwargs,
     )
     for rater, choice in judgments:
@@ -55,7 +55,7 @@ def pair_with_judgments(batch, prompt, a, b, models, judgments=(), **kwargs):
             strength=2 if choice in ("a", "b") else None,
             rationale=f"{rater.username} thinks {choice}",
         )
-    return pair
+    return count_as_the_engine_does(pair)
 
 
 @pytest.fixture
