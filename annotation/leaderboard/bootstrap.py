@@ -19,7 +19,10 @@ per round.
 
 from __future__ import annotations
 
+import os
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +40,9 @@ from annotation.leaderboard.model import RIDGE, Battles, incidence, newton_fit, 
 BOOTSTRAP_TOLERANCE = 1e-4
 MAX_CHORD = 60
 ROUNDS_PER_BLOCK = 64  # bootstrap rounds solved together; bounds memory at rows x 64 floats
+# Blocks solved at once, one a thread: numpy and scipy release the GIL in the passes over the
+# rows. Capped at 4, so the blocks' weights in flight stay under 4 x prompts x 64 floats.
+BOOTSTRAP_THREADS = max(1, min(4, len(os.sched_getaffinity(0))))
 # A pass over the rows goes this many rows at a time, so that its temporaries (rows x 64 float32,
 # 512 KiB) stay in cache and only a round's y and n come from memory.
 ROWS_PER_CHUNK = 2048
@@ -291,14 +297,29 @@ def bootstrap_rounds(
     chord = None if reference else _chord_setup(design, theta_hat, hessian, m)
     rng = np.random.default_rng(seed)
     out = [np.zeros((0, theta_hat.size))]
-    for start in range(0, rounds, ROUNDS_PER_BLOCK):
-        weights = _prompt_counts(rng, clusters, min(ROUNDS_PER_BLOCK, rounds - start))
-        if chord is None:
-            theta = np.zeros((weights.shape[1], theta_hat.size))
-            converged = np.zeros(weights.shape[1], dtype=bool)
-        else:
-            theta, converged = _chord_block(design, chord, weights, m)
-        for col in np.flatnonzero(~converged):
-            theta[col] = _refit(design, weights[:, col], m)
-        out.append(theta)
+    # The draws stay in this thread and in order, so the rounds do not depend on the threads; at
+    # most BOOTSTRAP_THREADS blocks (and their weights) are in flight.
+    threads = 1 if reference else BOOTSTRAP_THREADS
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        pending: deque[Future[NDArray[np.float64]]] = deque()
+        for start in range(0, rounds, ROUNDS_PER_BLOCK):  # bounded by rounds / ROUNDS_PER_BLOCK
+            weights = _prompt_counts(rng, clusters, min(ROUNDS_PER_BLOCK, rounds - start))
+            pending.append(pool.submit(_block, design, chord, weights, theta_hat.size, m))
+            if len(pending) >= threads:
+                out.append(pending.popleft().result())
+        out.extend(future.result() for future in pending)
     return np.vstack(out)
+
+
+def _block(
+    design: Design, chord: _Chord | None, weights: NDArray[np.float64], params: int, m: int
+) -> NDArray[np.float64]:
+    """One block of rounds: the chord iteration, then the exact refit of any round it left."""
+    if chord is None:
+        theta = np.zeros((weights.shape[1], params))
+        converged = np.zeros(weights.shape[1], dtype=bool)
+    else:
+        theta, converged = _chord_block(design, chord, weights, m)
+    for col in np.flatnonzero(~converged):
+        theta[col] = _refit(design, weights[:, col], m)
+    return theta
