@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from pg_database import create_database  # benchmarks/, the script's own folder
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -59,26 +61,6 @@ def write_pairs(path: Path, *, pairs: int, seed: int) -> int:
     return path.stat().st_size
 
 
-def _create_database() -> None:
-    import environ
-    import psycopg
-
-    url = environ.Env.db_url_config(os.environ["DATABASE_URL"])
-    name = url["NAME"]
-    admin = psycopg.connect(
-        dbname="postgres",
-        user=url.get("USER") or "postgres",
-        password=url.get("PASSWORD") or None,
-        host=url.get("HOST") or "127.0.0.1",
-        port=url.get("PORT") or 5432,
-        autocommit=True,
-    )
-    with admin:
-        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-        if not exists:
-            admin.execute(f'CREATE DATABASE "{name}"')
-
-
 def _rss_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -95,7 +77,7 @@ def main() -> None:
     if not url.startswith(("postgres", "sqlite")):
         parser.error("set DATABASE_URL to a PostgreSQL database or a SQLite file")
     if url.startswith("postgres"):
-        _create_database()
+        create_database()
     import django
 
     django.setup()

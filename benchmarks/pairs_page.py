@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pg_database import create_database  # benchmarks/, the script's own folder
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -104,25 +106,6 @@ SEED_SQL = [
              WHERE q.project_id = %(project)s GROUP BY q.id) c
        WHERE q.id = c.id""",
 ]
-
-
-def _create_database() -> None:
-    import environ
-    import psycopg
-
-    url = environ.Env.db_url_config(os.environ["DATABASE_URL"])
-    admin = psycopg.connect(
-        dbname="postgres",
-        user=url.get("USER") or "postgres",
-        host=url.get("HOST") or "127.0.0.1",
-        port=url.get("PORT") or 5432,
-        autocommit=True,
-    )
-    with admin:
-        if not admin.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", [url["NAME"]]
-        ).fetchone():
-            admin.execute(f'CREATE DATABASE "{url["NAME"]}"')
 
 
 def _seed(pairs: int) -> None:
@@ -210,7 +193,7 @@ def main() -> None:
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         parser.error("set DATABASE_URL to a PostgreSQL database for the benchmark")
-    _create_database()
+    create_database()
     import django
 
     django.setup()
