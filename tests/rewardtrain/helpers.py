@@ -10,6 +10,7 @@ from pathlib import Path
 from django.conf import settings
 
 from annotation.models import Pair, Project
+from rewardtrain.data import PreferencePair
 from rewardtrain.models import ModelVersion
 from tests.factories import BatchFactory, PairFactory, PromptFactory
 
@@ -22,6 +23,18 @@ TINY_TRAIN_CONFIG = {
     "epochs": 3,
     "num_threads": 1,
 }
+
+
+def polite_pairs(count: int) -> list[PreferencePair]:
+    """Pairs whose chosen answer is polite and rejected one rude: learnable by a tiny model."""
+    return [
+        PreferencePair(
+            prompt=f"tell me about the {WORDS[i % 10]} number {i}",
+            chosen=f"sure, gladly: the {WORDS[(i + 3) % 10]} is lovely, thank you",
+            rejected=f"no. go away, {WORDS[(i + 5) % 10]}",
+        )
+        for i in range(count)
+    ]
 
 
 def build_tiny_model(directory: Path) -> Path:

@@ -23,7 +23,6 @@ from annotation.models import Membership
 from config.celery import app
 from rewardtrain.bundle import BundleError, bundle_dir, bundle_read, bundle_write, progress_read
 from rewardtrain.config import TrainConfig
-from rewardtrain.data import PreferencePair
 from rewardtrain.launch import run_bundle
 from rewardtrain.models import ModelVersion, TrainingRun
 from rewardtrain.services.runs import (
@@ -36,9 +35,9 @@ from tests.conftest import login
 from tests.factories import MembershipFactory, ProjectFactory
 from tests.rewardtrain.helpers import (
     TINY_TRAIN_CONFIG,
-    WORDS,
     build_tiny_model,
     fake_version,
+    polite_pairs,
     seed_pairs,
     trainable_project,
 )
@@ -58,17 +57,6 @@ def tiny_model(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("tiny-bert-launch"))
 
 
-def _pairs(count: int) -> list[PreferencePair]:
-    return [
-        PreferencePair(
-            prompt=f"tell me about the {WORDS[i % 10]} number {i}",
-            chosen=f"sure, gladly: the {WORDS[(i + 3) % 10]} is lovely, thank you",
-            rejected=f"no. go away, {WORDS[(i + 5) % 10]}",
-        )
-        for i in range(count)
-    ]
-
-
 def _bundle(root: Path, model: Path, **overrides: object) -> Path:
     config = TrainConfig(base_model=str(model), **{**TINY_TRAIN_CONFIG, "bf16": False, **overrides})
     job = {
@@ -82,7 +70,7 @@ def _bundle(root: Path, model: Path, **overrides: object) -> Path:
     }
     directory = bundle_dir(root, run_id=1, attempt=1)
     return bundle_write(
-        directory, config=config, train_pairs=_pairs(40), heldout=_pairs(6), job=job
+        directory, config=config, train_pairs=polite_pairs(40), heldout=polite_pairs(6), job=job
     )
 
 
@@ -134,7 +122,7 @@ def test_inline_one_process_and_two_processes_train_the_same_model(tiny_model, t
 def test_a_changed_bundle_file_is_refused(tiny_model, tmp_path):
     directory = _bundle(tmp_path, tiny_model)
     with (directory / "train.jsonl").open("a") as handle:
-        handle.write(json.dumps(_pairs(1)[0].to_dict()) + "\n")
+        handle.write(json.dumps(polite_pairs(1)[0].to_dict()) + "\n")
 
     with pytest.raises(BundleError, match=r"train\.jsonl does not match its sha256"):
         bundle_read(directory)
@@ -333,10 +321,10 @@ def test_activation_recomputation_is_on_by_default_for_long_inputs_and_changes_n
     ).recompute_activations
     settings = {**TINY_TRAIN_CONFIG, "bf16": False, "epochs": 1}
 
-    kept = train(TrainConfig(base_model=str(tiny_model), **settings), _pairs(24))
+    kept = train(TrainConfig(base_model=str(tiny_model), **settings), polite_pairs(24))
     recomputed = train(
         TrainConfig(base_model=str(tiny_model), gradient_checkpointing=True, **settings),
-        _pairs(24),
+        polite_pairs(24),
     )
 
     assert recomputed.loss_history == pytest.approx(kept.loss_history, abs=1e-6)

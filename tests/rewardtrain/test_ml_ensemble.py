@@ -9,7 +9,6 @@ from transformers import AutoModelForSequenceClassification
 
 from rewardtrain.checkpoints import checkpoint_verify, checkpoint_write
 from rewardtrain.config import TrainConfig
-from rewardtrain.data import PreferencePair
 from rewardtrain.ensemble import (
     ENSEMBLE_FILE,
     disagreement,
@@ -20,23 +19,12 @@ from rewardtrain.ensemble import (
 )
 from rewardtrain.model import load_reward_model
 from rewardtrain.train import train, version_metadata
-from tests.rewardtrain.helpers import WORDS, build_tiny_model
+from tests.rewardtrain.helpers import build_tiny_model, polite_pairs
 
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("tiny-bert-ensemble"))
-
-
-def _pairs(count: int) -> list[PreferencePair]:
-    return [
-        PreferencePair(
-            prompt=f"tell me about the {WORDS[i % 10]} number {i}",
-            chosen=f"sure, gladly: the {WORDS[(i + 3) % 10]} is lovely, thank you",
-            rejected=f"no. go away, {WORDS[(i + 5) % 10]}",
-        )
-        for i in range(count)
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +37,7 @@ def trained(tiny_model_dir):
         epochs=3,
         num_threads=1,
     )
-    pairs = _pairs(48)
+    pairs = polite_pairs(48)
     return train(config, pairs), pairs
 
 
