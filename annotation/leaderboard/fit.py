@@ -101,6 +101,24 @@ def _davidson(battles: Battles, style_control: bool) -> DavidsonFit | None:
     return davidson_fit(battles)
 
 
+def _style_effects(
+    gamma: NDArray[np.float64], gamma_samples: NDArray[np.float64]
+) -> list[StyleEffect]:
+    """Each style covariate's fitted coefficient, its 95% interval, and what it means in words:
+    how often the response with twice as much of it wins, all else equal."""
+    gamma_low, gamma_high = np.percentile(gamma_samples, [2.5, 97.5], axis=0)
+    return [
+        StyleEffect(
+            name=name,
+            coefficient=float(gamma[k]),
+            ci_low=float(gamma_low[k]),
+            ci_high=float(gamma_high[k]),
+            twice_as_much_wins=float(expit(gamma[k] * TWICE_AS_MUCH)),
+        )
+        for k, name in enumerate(STYLE_NAMES)
+    ]
+
+
 def leaderboard_fit(
     battles: Battles, *, rounds: int = 1000, style_control: bool = False, seed: int = 0
 ) -> Leaderboard:
@@ -138,19 +156,7 @@ def leaderboard_fit(
         )
         for i in order
     ]
-    style = []
-    if use_style:
-        gamma_low, gamma_high = np.percentile(samples[:, m:], [2.5, 97.5], axis=0)
-        style = [
-            StyleEffect(
-                name=name,
-                coefficient=float(theta[m + k]),
-                ci_low=float(gamma_low[k]),
-                ci_high=float(gamma_high[k]),
-                twice_as_much_wins=float(expit(theta[m + k] * TWICE_AS_MUCH)),
-            )
-            for k, name in enumerate(STYLE_NAMES)
-        ]
+    style = _style_effects(theta[m:], samples[:, m:]) if use_style else []
     with np.errstate(invalid="ignore", divide="ignore"):
         observed = np.where(count > 0, won / count, np.nan)
     return Leaderboard(
