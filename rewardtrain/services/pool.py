@@ -67,15 +67,19 @@ def pool_score(*, project_id: int, batch_pairs: int = POOL_BATCH_PAIRS) -> PoolO
         directory, checkpoint_root=root, expected_sha256=published.file_sha256, device="auto"
     )
     heads = ensemble_load(directory)
-    scored = batches = 0
+    scored = batches = after = 0
+    # Keyset by id: each batch starts past the last one, so a pool of N pairs is read once, not
+    # rescanned from its first pair N / batch_pairs times. Bounded by the open pairs past `after`.
     while _still_published(published):
         pairs = list(
             pairs_to_score(project_id=project_id, version=published.version)
+            .filter(id__gt=after)
             .select_related("prompt", "response_a", "response_b")
             .order_by("id")[:batch_pairs]
         )
         if not pairs:
             break
+        after = pairs[-1].id
         estimates = pair_estimates(
             reward_model,
             heads,
