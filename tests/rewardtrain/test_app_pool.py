@@ -3,6 +3,7 @@ version, resuming after a kill; publications and imports queue it."""
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 from celery import Signature
@@ -176,3 +177,33 @@ def test_nothing_published_scores_nothing(project):
     PairFactory(prompt__batch__project=project)
 
     assert pool_score(project_id=project.id).version is None
+
+
+def test_real_hh_records_multi_turn_transcripts_included_are_scored(
+    project, published, lead, django_capture_on_commit_callbacks
+):
+    """Anthropic's HH file through the import: prompts are whole transcripts up to the last
+    assistant turn, many several turns long. HH records always carry an answer, so they come in
+    as gold pairs, which are served apart from the pool (OPEN_PAIR) and never scored; their answer
+    is then dropped, making them ordinary open pairs with the importer's real shapes."""
+    data = Path(__file__).resolve().parents[1] / "imports" / "data" / "hh-harmless-base-20.jsonl"
+    pool_score(project_id=project.id)
+    with data.open("rb") as fileobj, django_capture_on_commit_callbacks(execute=True):
+        batch_import(
+            project=project,
+            fileobj=fileobj,
+            filename=data.name,
+            uploaded_by=lead,
+            known_answers=Batch.KnownAnswers.GOLD,
+        )
+    in_file = Pair.objects.filter(project=project, batch__filename=data.name)
+    assert pool_score(project_id=project.id).scored == 0  # gold pairs are not in the pool
+    in_file.update(gold_choice="", judgments_needed=project.raters_per_pair)
+    imported = _open(project).filter(batch__filename=data.name)
+    assert imported.count() >= 18
+    assert imported.filter(prompt__text__contains="Assistant:").exists()  # earlier turns kept
+
+    outcome = pool_score(project_id=project.id)
+
+    assert outcome.scored == imported.count()
+    assert not imported.filter(model_version__isnull=True).exists()
