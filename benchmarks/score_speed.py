@@ -38,6 +38,9 @@ from rewardtrain.model import RewardModel, load_reward_model  # noqa: E402
 from rewardtrain.score_server import Batcher, ModelCache, score_server_app  # noqa: E402
 
 
+SECRET = "benchmark-only-secret"
+
+
 class _FixedModel(ModelCache):
     """The benchmark's model, without a database: the lookup is not what is measured."""
 
@@ -65,6 +68,7 @@ def _http_rate(url: str, items: list[dict[str, str]], clients: int, seconds: flo
             position += PER_REQUEST * clients
             body = json.dumps({"project": "bench", "items": batch}).encode()
             request = urllib.request.Request(url, data=body, method="POST")  # noqa: S310
+            request.add_header("X-Score-Server-Secret", SECRET)
             with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310
                 assert len(json.load(response)["scores"]) == PER_REQUEST
             done[index] += PER_REQUEST
@@ -108,7 +112,7 @@ def main() -> None:
     server = make_server(
         "127.0.0.1",
         0,
-        score_server_app(Batcher(_FixedModel(reward_model))),
+        score_server_app(Batcher(_FixedModel(reward_model)), secret=SECRET),
         server_class=_ThreadingServer,
         handler_class=_QuietHandler,
     )
