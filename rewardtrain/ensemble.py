@@ -39,6 +39,7 @@ from rewardtrain.model import (
     InputEncoder,
     RewardModel,
     autocast,
+    distinct,
     length_sorted_batches,
     pad_batch,
     reward_head,
@@ -92,9 +93,26 @@ def reward_features(
     bf16: bool,
     batch_size: int = 64,
     max_tokens: int = SCORE_BATCH_TOKENS,
+    dedupe: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each item's reward from the main head, and the features that head read, both fp32 on the
-    CPU: (N,) and (N, features). Length-sorted batches of at most `max_tokens` padded tokens."""
+    CPU: (N,) and (N, features). Length-sorted batches of at most `max_tokens` padded tokens.
+    With `dedupe`, repeated items are run through the model once (`distinct`); `dedupe=False`
+    is the reference."""
+    if dedupe:
+        unique, where = distinct(encoded)
+        rewards, features = reward_features(
+            model,
+            unique,
+            pad_token_id=pad_token_id,
+            token_type_ids=token_type_ids,
+            bf16=bf16,
+            batch_size=batch_size,
+            max_tokens=max_tokens,
+            dedupe=False,
+        )
+        rows = torch.tensor(where, dtype=torch.long)
+        return rewards[rows], features[rows]
     head = reward_head(model)
     if head is None:
         raise ValueError(f"{type(model).__name__} has no one-output reward head")

@@ -348,6 +348,24 @@ def length_sorted_batches(
         yield batch
 
 
+def distinct(encoded: Sequence[Encoded]) -> tuple[list[Encoded], list[int]]:
+    """The distinct items of `encoded` (the same token and segment ids) in first-seen order, and
+    for each item of `encoded` the position of its twin among them. Scoring the distinct items
+    alone gives every item's score: a pool whose prompts have n responses, compared all against
+    all, holds n (n - 1) items but only n distinct ones. Memory: one key per item, bounded by
+    the caller's batch."""
+    position: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
+    unique: list[Encoded] = []
+    where: list[int] = []
+    for item in encoded:
+        key = (tuple(item.input_ids), tuple(item.token_type_ids))
+        if key not in position:
+            position[key] = len(unique)
+            unique.append(item)
+        where.append(position[key])
+    return unique, where
+
+
 # Padded tokens per forward pass when scoring: batches of similar length waste little on padding,
 # and larger matrix products keep AMX busy. The size that scored fastest among those measured
 # (docs/benchmarks_training.md, "Scoring").
@@ -395,7 +413,17 @@ class RewardModel:
         *,
         batch_size: int = 64,
         max_tokens: int = SCORE_BATCH_TOKENS,
+        dedupe: bool = True,
     ) -> list[float]:
+        """Each item's reward. With `dedupe` (the default), repeated items are run through the
+        model once (`distinct`); `dedupe=False`, every item once, is the reference it is tested
+        against."""
+        if dedupe:
+            unique, where = distinct(encoded)
+            scores = self.score_encoded(
+                unique, batch_size=batch_size, max_tokens=max_tokens, dedupe=False
+            )
+            return [scores[index] for index in where]
         scores = [0.0] * len(encoded)
         was_training = self.model.training
         self.model.eval()

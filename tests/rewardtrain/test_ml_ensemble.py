@@ -16,8 +16,9 @@ from rewardtrain.ensemble import (
     ensemble_load,
     fit_heads,
     pair_estimates,
+    reward_features,
 )
-from rewardtrain.model import load_reward_model
+from rewardtrain.model import Encoded, distinct, load_reward_model
 from rewardtrain.train import train, version_metadata
 from tests.rewardtrain.helpers import build_tiny_model, polite_pairs
 
@@ -181,3 +182,63 @@ def test_a_checkpoint_without_heads_loads_and_has_no_uncertainty(tmp_path, train
     (estimate,) = pair_estimates(scorer, None, ["hi"], ["sure, thank you"], ["go away"])
     assert estimate.uncertainty is None
     assert 0.0 < estimate.p_a < 1.0
+
+
+def _all_against_all(responses_per_prompt: int) -> tuple[list[str], list[str], list[str]]:
+    """The pool of an import with the "all" pairing rule: every two responses of a prompt."""
+    prompts, a_side, b_side = [], [], []
+    for prompt in ("tell me about rivers", "tell me about lamps"):
+        answers = [f"{prompt}: answer {n} " + "sure " * n for n in range(responses_per_prompt)]
+        for first in range(responses_per_prompt):
+            for second in range(first + 1, responses_per_prompt):
+                prompts.append(prompt)
+                a_side.append(answers[first])
+                b_side.append(answers[second])
+    return prompts, a_side, b_side
+
+
+def test_each_distinct_response_runs_through_the_model_once_and_scores_as_its_twins(
+    tmp_path, trained
+):
+    result, pairs = trained
+    written = _write(tmp_path, result, ensemble_fit(result, pairs))
+    scorer = load_reward_model(written.path, checkpoint_root=tmp_path, bf16=False)
+    heads = ensemble_load(written.path)
+    prompts, a_side, b_side = _all_against_all(4)  # 2 prompts x 6 pairs: 24 items, 8 distinct
+    rows: list[int] = []
+    hook = scorer.model.register_forward_hook(lambda _m, _a, out: rows.append(len(out.logits)))
+    try:
+        estimates = pair_estimates(scorer, heads, prompts, a_side, b_side)
+    finally:
+        hook.remove()
+
+    assert sum(rows) == 8
+    encoded = scorer.encoder.encode([*prompts, *prompts], [*a_side, *b_side])
+    options = {
+        "pad_token_id": scorer.tokenizer.pad_token_id,
+        "token_type_ids": scorer.spec.token_type_ids,
+        "bf16": False,
+    }
+    reference = reward_features(scorer.model, encoded, dedupe=False, **options)
+    deduped = reward_features(scorer.model, encoded, **options)
+    for ours, theirs in zip(deduped, reference, strict=True):
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    assert scorer.score_encoded(encoded) == pytest.approx(
+        scorer.score_encoded(encoded, dedupe=False), abs=1e-5
+    )
+    count = len(prompts)
+    p_a = torch.sigmoid(reference[0][:count] - reference[0][count:])
+    assert [e.p_a for e in estimates] == pytest.approx(p_a.tolist(), abs=1e-5)
+    assert len({round(e.p_a, 6) for e in estimates}) > 1
+
+
+def test_distinct_keeps_the_first_of_each_item_and_maps_every_item_to_it():
+    one = Encoded(input_ids=[1, 5, 2], token_type_ids=[0, 1, 1], response_cut=False)
+    other_segments = Encoded(input_ids=[1, 5, 2], token_type_ids=[0, 0, 1], response_cut=False)
+    two = Encoded(input_ids=[1, 6, 2], token_type_ids=[0, 1, 1], response_cut=False)
+
+    unique, where = distinct([one, two, one, other_segments, two])
+
+    assert unique == [one, two, other_segments]
+    assert where == [0, 1, 0, 2, 1]
+    assert distinct([]) == ([], [])
