@@ -238,8 +238,11 @@ def pair_estimates(
     prompts: Sequence[Prompt],
     responses_a: Sequence[str],
     responses_b: Sequence[str],
+    *,
+    dedupe: bool = True,
 ) -> list[PairEstimate]:
-    """p(a wins) and the heads' disagreement for each pair (prompt, a, b)."""
+    """p(a wins) and the heads' disagreement for each pair (prompt, a, b); `dedupe` as in
+    `reward_features`."""
     encoded = reward_model.encoder.encode([*prompts, *prompts], [*responses_a, *responses_b])
     rewards, features = reward_features(
         reward_model.model,
@@ -247,6 +250,7 @@ def pair_estimates(
         pad_token_id=reward_model.tokenizer.pad_token_id,
         token_type_ids=reward_model.spec.token_type_ids,
         bf16=reward_model.bf16,
+        dedupe=dedupe,
     )
     count = len(prompts)
     p_a = torch.sigmoid(rewards[:count] - rewards[count:]).tolist()
