@@ -8,6 +8,7 @@ from annotation.selectors.agreement import AgreementScope, projects_due_for_repo
 from annotation.services.agreement import agreement_report_refresh as _agreement_report_refresh
 from annotation.services.imports import batch_import_run as _batch_import_run
 from annotation.services.imports import batch_imports_sweep as _batch_imports_sweep
+from annotation.services.imports import rejects_orphans_clean as _rejects_orphans_clean
 from annotation.services.imports import staged_uploads_clean as _staged_uploads_clean
 from annotation.services.stats import project_stats_refresh as _project_stats_refresh
 from annotation.task_names import BATCH_IMPORT_RUN, PROJECT_STATS_REFRESH
@@ -53,3 +54,8 @@ def batch_imports_sweep() -> None:
 @shared_task(acks_late=True, time_limit=300)
 def staged_uploads_clean() -> None:
     _staged_uploads_clean()
+
+
+@shared_task(acks_late=True, time_limit=300)
+def rejects_orphans_clean() -> None:
+    _rejects_orphans_clean()

@@ -254,6 +254,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "annotation.tasks.staged_uploads_clean",
         "schedule": 3600.0,
     },
+    "clean-orphan-rejects": {
+        "task": "annotation.tasks.rejects_orphans_clean",
+        "schedule": 3600.0,
+    },
     "refresh-agreement-reports": {
         "task": "annotation.tasks.agreement_report_refresh_due",
         "schedule": env.float("AGREEMENT_REFRESH_SECONDS", default=300.0),

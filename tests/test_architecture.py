@@ -106,3 +106,13 @@ def test_writing_a_checkpoint_knows_nothing_of_training():
     """It takes weights and a metadata dict, as nanochat's checkpoint manager does."""
     names = _imports(ROOT / "rewardtrain" / "checkpoints.py")
     assert not names & {"rewardtrain.train", "rewardtrain.model", "rewardtrain"}
+
+
+def test_every_beat_entry_names_a_registered_task(settings):
+    """A misspelt task in CELERY_BEAT_SCHEDULE fails only in production, every period, silently
+    for the web: each entry must name a task the workers register."""
+    from config.celery import app
+
+    app.loader.import_default_modules()
+    for entry, schedule in settings.CELERY_BEAT_SCHEDULE.items():
+        assert schedule["task"] in app.tasks, f"beat entry {entry!r}: no task {schedule['task']!r}"

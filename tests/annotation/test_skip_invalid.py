@@ -7,15 +7,18 @@ chosen answer (imported, with a warning)."""
 import gzip
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import transaction
 from django.urls import reverse
 from rest_framework.test import APIClient
 
 from annotation.models import Batch, Pair, Prompt, Response
-from annotation.services.imports import batch_import_run
+from annotation.services.imports import batch_import, batch_import_run, rejects_orphans_clean
+from annotation.services.imports.rejects import ORPHAN_SECONDS
 from tests.conftest import login
 
 HH = Path(__file__).parent.parent / "imports" / "data" / "hh-harmless-base-dev.jsonl"
@@ -426,3 +429,47 @@ def test_a_large_file_in_skip_mode_is_imported_by_a_worker_with_its_counts(
     batch.refresh_from_db()
     assert (batch.status, batch.records, batch.skipped, batch.rejects_kept) == ("done", 3, 1, 1)
     assert batch.skipped_reasons == {"response_b: expected text, found a number": 1}
+
+
+# --- rejects files that no batch names ---------------------------------------------------------
+
+
+def _age(path: Path, seconds: float) -> None:
+    then = path.stat().st_mtime - seconds
+    os.utime(path, (then, then))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rejects_file_left_by_a_rolled_back_import_is_swept_and_a_named_one_is_kept(
+    project, admin_member, settings
+):
+    hh = b"".join(HH_LINES[:720])  # holds line 705, which is skipped
+    options = {"uploaded_by": admin_member, "on_invalid": "skip", "known_answers": "seed"}
+    kept = batch_import(project=project, fileobj=io.BytesIO(hh), filename="kept.jsonl", **options)
+
+    def import_then_lose_the_commit() -> None:
+        with transaction.atomic():
+            batch_import(
+                project=project, fileobj=io.BytesIO(hh), filename="lost.jsonl",
+                allow_duplicate=True, **options,
+            )  # fmt: skip
+            raise RuntimeError("the database went away before the commit")
+
+    with pytest.raises(RuntimeError):
+        import_then_lose_the_commit()
+    folder = Path(settings.IMPORT_REJECTS_DIR)
+    files = sorted(folder.iterdir())
+    assert len(files) == 2
+    stranger = folder / "notes.txt"
+    stranger.write_text("not ours")
+    for path in [*files, stranger]:
+        _age(path, ORPHAN_SECONDS + 60)
+    young = folder / ("y" * 32 + ".jsonl")
+    young.write_bytes(b"{}\n")
+
+    assert rejects_orphans_clean() == 1
+
+    assert sorted(folder.iterdir()) == sorted([folder / kept.batch.rejects_file, stranger, young])
+    assert Batch.objects.get().rejects_file == kept.batch.rejects_file
+    assert rejects_orphans_clean(keep_seconds=0) == 1  # the young one, once it is old enough
+    assert (folder / kept.batch.rejects_file).is_file()

@@ -13,6 +13,7 @@ from annotation.services.imports.importing import (
     import_limits,
 )
 from annotation.services.imports.recovery import ImportSweep, batch_imports_sweep
+from annotation.services.imports.rejects import rejects_orphans_clean
 from annotation.services.imports.staging import staged_uploads_clean
 from annotation.services.imports.uploads import (
     CheckedUpload,
@@ -38,6 +39,7 @@ __all__ = [
     "batch_unretire",
     "import_limits",
     "prompt_fields",
+    "rejects_orphans_clean",
     "staged_uploads_clean",
     "upload_check",
     "upload_check_and_import",

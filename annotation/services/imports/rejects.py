@@ -5,13 +5,20 @@ file's header row, so the file can be fixed and uploaded again. It lives in IMPO
 under a random name that the batch stores (never a name the user chose), and holds at most
 IMPORT_REJECTS_MAX_BYTES: past that, and for lines over the line limit (never held whole),
 records are counted but not kept. `Batch.rejects_kept` says how many the file holds.
+
+The file is written inside the import's transaction, and its name reaches the database only when
+that commits. A failed import removes it (`RejectsWriter.discard`); what nothing removes (a commit
+that failed after the writer closed, a killed worker, a deleted batch) `rejects_orphans_clean`
+sweeps: hourly, a day after the file was last written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
+import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -22,6 +29,10 @@ from annotation.imports.records import ImportIssue, Rejected
 from annotation.models import Batch
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{32}\.(jsonl|csv)")
+# A rejects file that no batch names a day after it was last written belongs to no import: an
+# import writes its rejects within its task's time limit (an hour) and names the file on commit.
+ORPHAN_SECONDS = 24 * 60 * 60
+_SWEEP_CHUNK = 500  # file names looked up per query, and held at once
 
 
 def rejects_dir() -> Path:
@@ -102,3 +113,44 @@ def rejects_response(batch: Batch) -> FileResponse:
     return FileResponse(
         path.open("rb"), as_attachment=True, filename=name, content_type="application/octet-stream"
     )
+
+
+def rejects_orphans_clean(*, keep_seconds: float = ORPHAN_SECONDS) -> int:
+    """Remove the rejects files that no batch names and nobody wrote for `keep_seconds`; how
+    many. Work: one pass over the folder; memory: _SWEEP_CHUNK names at a time."""
+    folder = rejects_dir()
+    if not folder.is_dir():
+        return 0
+    cutoff = time.time() - keep_seconds
+    removed = 0
+    chunk: list[Path] = []
+    for path in folder.iterdir():
+        if _NAME.fullmatch(path.name) and _older_than(path, cutoff):
+            chunk.append(path)
+        if len(chunk) == _SWEEP_CHUNK:
+            removed += _remove_unnamed(chunk)
+            chunk = []
+    return removed + _remove_unnamed(chunk)
+
+
+def _older_than(path: Path, cutoff: float) -> bool:
+    try:
+        return path.is_file() and path.stat().st_mtime < cutoff
+    except FileNotFoundError:
+        return False
+
+
+def _remove_unnamed(paths: list[Path]) -> int:
+    """Remove those of `paths` that no batch names; how many."""
+    named = set(
+        Batch.objects.filter(rejects_file__in=[path.name for path in paths]).values_list(
+            "rejects_file", flat=True
+        )
+    )
+    removed = 0
+    for path in paths:
+        if path.name not in named:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+    return removed
