@@ -308,6 +308,10 @@ CHECKPOINT_ROOT = Path(env.str("CHECKPOINT_ROOT", default=str(VAR_DIR / "checkpo
 TRAINING_TIME_LIMIT = env.int("TRAINING_TIME_LIMIT", default=6 * 60 * 60)
 TRAINING_HEARTBEAT_TIMEOUT = env.float("TRAINING_HEARTBEAT_TIMEOUT", default=600.0)
 TRAINING_MAX_ATTEMPTS = env.int("TRAINING_MAX_ATTEMPTS", default=2)
+# A run's bundle (its attempt's training pairs, under CHECKPOINT_ROOT/_runs) is its record while
+# someone may still look into a run; the sweep removes it this many days after the run finished
+# (0: never). A million pairs make about a gigabyte.
+TRAINING_BUNDLE_KEEP_DAYS = env.float("TRAINING_BUNDLE_KEEP_DAYS", default=30.0)
 # Below this many held-out pairs the training page calls an accuracy "not yet meaningful" and
 # does not headline it: on 7 pairs, 0.857 has a 95% interval of about 0.49 to 0.97.
 TRAINING_MIN_HELDOUT_PAIRS = env.int("TRAINING_MIN_HELDOUT_PAIRS", default=50)

@@ -53,6 +53,14 @@ def bundle_dir(root: str | Path, *, run_id: int, attempt: int) -> Path:
     return Path(root) / RUNS_DIR / f"{run_id}-{attempt}"
 
 
+def bundle_run_id(directory: Path) -> int | None:
+    """The run a bundle directory belongs to, by its name (`bundle_dir`); None for another name."""
+    run, dash, attempt = directory.name.partition("-")
+    if not (dash and run.isdigit() and attempt.isdigit()):
+        return None
+    return int(run)
+
+
 def bundle_write(
     directory: Path,
     *,

@@ -48,6 +48,7 @@ from rewardtrain.config import TrainConfig
 from rewardtrain.data import heldout_split
 from rewardtrain.launchers import LaunchLost
 from rewardtrain.models import ModelVersion, TrainingRun
+from rewardtrain.services.bundles import bundles_expire
 from rewardtrain.services.pool import pool_score_enqueue
 from rewardtrain.services.versions import promotion_decision
 
@@ -173,11 +174,12 @@ class SweepOutcome:
     failed: list[int]
     reenqueued: list[int]  # queued runs whose message may have been lost (broker down)
     removed: list[Path]  # staging directories of killed checkpoint writers
+    expired: list[Path]  # bundles of runs finished more than TRAINING_BUNDLE_KEEP_DAYS ago
 
 
 def training_runs_sweep(*, now: datetime | None = None) -> SweepOutcome:
     """Requeue or fail RUNNING runs whose worker stopped sending heartbeats; resend old QUEUED
-    runs; remove staging directories untouched for as long.
+    runs; remove staging directories untouched for as long, and expired bundles.
 
     A killed worker's message may also be redelivered by the broker (acks_late): it finds the
     run RUNNING or already requeued-and-taken and does nothing, so each attempt runs once.
@@ -212,7 +214,13 @@ def training_runs_sweep(*, now: datetime | None = None) -> SweepOutcome:
     for run_id in reenqueued:
         enqueue_on_commit(task, run_id)  # a duplicate message finds the run taken: a no-op
     removed = sweep_partial(settings.CHECKPOINT_ROOT, older_than_s=timeout.total_seconds())
-    return SweepOutcome(requeued=requeued, failed=failed, reenqueued=reenqueued, removed=removed)
+    return SweepOutcome(
+        requeued=requeued,
+        failed=failed,
+        reenqueued=reenqueued,
+        removed=removed,
+        expired=bundles_expire(now=now),
+    )
 
 
 def _retry_or_fail(run: TrainingRun, *, stopped: str, now: datetime) -> bool:

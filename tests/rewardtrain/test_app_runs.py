@@ -16,6 +16,7 @@ from django.db import connection
 from django.utils import timezone
 
 from annotation.models import Project
+from rewardtrain.bundle import bundle_dir
 from rewardtrain.checkpoints import checkpoint_verify
 from rewardtrain.models import ModelVersion, TrainingRun
 from rewardtrain.services.runs import (
@@ -385,3 +386,44 @@ def test_a_run_is_not_requested_from_a_base_model_outside_the_allow_list(project
     assert "Not an allowed base model" in str(refused.value)
     assert str(checkpoints) not in str(refused.value)
     assert not TrainingRun.objects.filter(project=project).exists()
+
+
+def _bundle(checkpoints, run_id: int, *, days_old: float = 0.0) -> Path:
+    directory = bundle_dir(checkpoints, run_id=run_id, attempt=1)
+    directory.mkdir(parents=True)
+    (directory / "train.jsonl").write_text("{}\n")
+    then = (timezone.now() - timedelta(days=days_old)).timestamp()
+    os.utime(directory, (then, then))
+    return directory
+
+
+def test_the_sweep_removes_the_bundles_of_runs_finished_longer_ago_than_kept(
+    project, settings, checkpoints
+):
+    settings.TRAINING_BUNDLE_KEEP_DAYS = 30
+    now = timezone.now()
+
+    def run(status: str, finished_days_ago: float | None) -> int:
+        finished = None if finished_days_ago is None else now - timedelta(days=finished_days_ago)
+        return TrainingRun.objects.create(
+            project=project, trigger=MANUAL, status=status, finished_at=finished
+        ).id
+
+    old_done = _bundle(checkpoints, run("succeeded", 40))
+    old_failed = _bundle(checkpoints, run("failed", 31))
+    recent = _bundle(checkpoints, run("failed", 29))
+    running = _bundle(checkpoints, run("running", None), days_old=90)
+    deleted_old = _bundle(checkpoints, 999_001, days_old=31)
+    deleted_recent = _bundle(checkpoints, 999_002, days_old=1)
+    stranger = checkpoints / "_runs" / "notes"
+    stranger.mkdir()
+
+    settings.TRAINING_BUNDLE_KEEP_DAYS = 0
+    assert training_runs_sweep().expired == []
+    settings.TRAINING_BUNDLE_KEEP_DAYS = 30
+    outcome = training_runs_sweep()
+
+    assert sorted(outcome.expired) == sorted([old_done, old_failed, deleted_old])
+    assert not any(path.exists() for path in outcome.expired)
+    assert all(path.is_dir() for path in (recent, running, deleted_recent, stranger))
+    assert training_runs_sweep().expired == []
