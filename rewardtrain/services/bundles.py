@@ -3,9 +3,9 @@ million pairs make about a gigabyte), and nothing reads it once its run has fini
 
 `bundles_expire` (called by the training sweep) removes the bundle directories of runs that
 finished more than TRAINING_BUNDLE_KEEP_DAYS ago, and of runs that no longer exist (their
-project was deleted) once the directory is that old. Bundles of queued and running runs, and of
-runs finished more recently, stay. Work: one pass over `_runs/`; memory: BUNDLE_CHUNK directories
-and their runs at a time.
+project was deleted) or ended without a time, once the directory is that old. Bundles of queued
+and running runs, and of runs finished more recently, stay. Work: one pass over `_runs/`;
+memory: BUNDLE_CHUNK directories and their runs at a time.
 """
 
 from __future__ import annotations
@@ -52,10 +52,11 @@ def _remove_expired(bundles: dict[Path, int], before: datetime) -> list[Path]:
     expired = []
     for directory, run_id in bundles.items():
         run = runs.get(run_id)
-        if run is None:
-            gone = _written_before(directory, before)
-        else:
-            gone = not run.is_active and run.finished_at is not None and run.finished_at < before
+        if run is not None and run.is_active:
+            continue
+        # A finished run's end, else (a deleted run, one ended without a time) the last write.
+        finished = run.finished_at if run is not None else None
+        gone = finished < before if finished is not None else _written_before(directory, before)
         if gone:
             shutil.rmtree(directory, ignore_errors=True)
             expired.append(directory)

@@ -413,6 +413,7 @@ def test_the_sweep_removes_the_bundles_of_runs_finished_longer_ago_than_kept(
     old_failed = _bundle(checkpoints, run("failed", 31))
     recent = _bundle(checkpoints, run("failed", 29))
     running = _bundle(checkpoints, run("running", None), days_old=90)
+    cancelled_untimed = _bundle(checkpoints, run("cancelled", None), days_old=31)
     deleted_old = _bundle(checkpoints, 999_001, days_old=31)
     deleted_recent = _bundle(checkpoints, 999_002, days_old=1)
     stranger = checkpoints / "_runs" / "notes"
@@ -423,7 +424,7 @@ def test_the_sweep_removes_the_bundles_of_runs_finished_longer_ago_than_kept(
     settings.TRAINING_BUNDLE_KEEP_DAYS = 30
     outcome = training_runs_sweep()
 
-    assert sorted(outcome.expired) == sorted([old_done, old_failed, deleted_old])
+    assert sorted(outcome.expired) == sorted([old_done, old_failed, cancelled_untimed, deleted_old])
     assert not any(path.exists() for path in outcome.expired)
     assert all(path.is_dir() for path in (recent, running, deleted_recent, stranger))
     assert training_runs_sweep().expired == []
