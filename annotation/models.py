@@ -539,8 +539,11 @@ class Assignment(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
     # Blank for leases made before it was recorded (migration 0018) and for rows written outside
-    # the engine; the engine sets it on every lease it makes.
-    served_by = models.CharField(max_length=16, choices=ServedBy, blank=True, default="")
+    # the engine; the engine sets it on every lease it makes. The database default lets a web
+    # process still running the code before 0018 lease while the migration is deployed.
+    served_by = models.CharField(
+        max_length=16, choices=ServedBy, blank=True, default="", db_default=""
+    )
 
     objects = AssignmentQuerySet.as_manager()
 
