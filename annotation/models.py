@@ -519,6 +519,17 @@ class Assignment(models.Model):
         DONE = "done", "Judged"
         SKIPPED = "skipped", "Skipped"
 
+    class ServedBy(models.TextChoices):
+        """Which of the engine's rules chose the pair for this lease (docs/engine.md). The first
+        three are the serving orders of the same names (Project.AssignmentOrder)."""
+
+        FILL_FIRST = "fill_first", "Fill-first order"
+        RANDOM = "random", "Random order"
+        UNCERTAINTY = "uncertainty", "Most uncertain to the published model"
+        EXPLORATION = "exploration", "Random share of the uncertainty order"
+        GOLD = "gold", "Gold turn"
+        QUEUE = "queue", "Waited for a locked pair, in id order"
+
     pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="assignments")
     rater = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments"
@@ -527,6 +538,12 @@ class Assignment(models.Model):
     status = models.CharField(max_length=8, choices=Status, default=Status.ACTIVE)
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
+    # Blank for leases made before it was recorded (migration 0018) and for rows written outside
+    # the engine; the engine sets it on every lease it makes. The database default lets a web
+    # process still running the code before 0018 lease while the migration is deployed.
+    served_by = models.CharField(
+        max_length=16, choices=ServedBy, blank=True, default="", db_default=""
+    )
 
     objects = AssignmentQuerySet.as_manager()
 

@@ -246,6 +246,16 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env.float("TRAINING_SWEEP_SECONDS", default=120.0),
         "options": {"queue": "default"},
     },
+    # A lost pool-scoring message (broker down or restarted) leaves new pairs unranked, served
+    # after every scored one, until the next import or publication. This bounds that delay; a
+    # tick with nothing to score costs one query. Not much shorter than a large pool's scoring
+    # takes: a second training worker would run the resent message alongside it (same result,
+    # twice the work).
+    "sweep-pool-scoring": {
+        "task": "rewardtrain.tasks.pool_score_sweep",
+        "schedule": env.float("POOL_SWEEP_SECONDS", default=600.0),
+        "options": {"queue": "default"},
+    },
     "sweep-imports": {
         "task": "annotation.tasks.batch_imports_sweep",
         "schedule": env.float("IMPORT_SWEEP_SECONDS", default=60.0),

@@ -41,3 +41,12 @@ def pool_score(project_id: int) -> None:
     from rewardtrain.services.pool import pool_score as score
 
     score(project_id=project_id)
+
+
+@shared_task(acks_late=True, time_limit=120)
+def pool_score_sweep() -> None:
+    """Send pool scoring again where a published version left open pairs unscored (beat, on the
+    default queue: it only finds and sends; the scoring itself goes to `training`)."""
+    from rewardtrain.services.pool import pool_score_sweep as sweep
+
+    sweep()

@@ -136,6 +136,12 @@ class JudgmentRowSerializer(serializers.Serializer):
     duration_ms = serializers.IntegerField(source="judgment.duration_ms")
     active_ms = serializers.IntegerField(source="judgment.active_ms", allow_null=True)
     created_at = serializers.DateTimeField(source="judgment.created_at")
+    served_by = serializers.CharField(
+        source="judgment.assignment.served_by",
+        help_text="Which engine rule served the pair to this rater: fill_first, random, "
+        "uncertainty, exploration (the uncertainty order's random share), gold or queue; blank "
+        "for leases made before it was recorded.",
+    )
 
 
 class AdjudicationSerializer(serializers.Serializer):

@@ -97,6 +97,7 @@ _JUDGMENT_TYPES = (
     ("gold_choice", "string"),
     ("rater_accuracy", "float64"),
     ("pair_metadata", "string"),  # the JSON object as text in CSV and Parquet: its keys vary
+    ("served_by", "string"),  # Assignment.served_by: which engine rule served the pair
 )
 _TRL_TYPES = (
     ("prompt", "prompt"),
@@ -444,6 +445,7 @@ _RATER_READS = (
     ("active_ms", "active_ms"),
     ("created_at", "created_at"),
     ("gold_choice", "pair__gold_choice"),
+    ("served_by", "assignment__served_by"),
 )
 
 
@@ -478,6 +480,7 @@ def _judgment_rows(
             "rater": pseudonyms[rater_id],
             "created_at": _iso(read["created_at"]),
             "gold_choice": read["gold_choice"] or None,
+            "served_by": read["served_by"] or None,  # blank: leased before it was recorded
             "rater_accuracy": accuracy.get(rater_id),
         }
         yield {name: line[name] for name in JUDGMENT_COLUMNS}

@@ -225,7 +225,9 @@ def pair_detail(*, project: Project, pair_id: int) -> PairDetail | None:
     )
     if pair is None:
         return None
-    judgments = list(pair.judgments.select_related("rater").order_by("created_at", "id"))
+    judgments = list(
+        pair.judgments.select_related("rater", "assignment").order_by("created_at", "id")
+    )
     counts: dict[str, int] = dict.fromkeys(Judgment.Choice.values, 0)
     strength = {"a": 0, "b": 0}
     for j in judgments:

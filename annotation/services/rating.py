@@ -131,9 +131,18 @@ _PICK_SQL[Project.AssignmentOrder.RANDOM] = f"""
       AND {_ROOM_FOR_RATER_SQL}
     ORDER BY random() LIMIT 1
 """  # noqa: S608
+# The candidate query of each reason an open pair is served for (recorded on the lease as
+# Assignment.served_by): the uncertainty order's random share draws as the random order does.
+_SERVED = Assignment.ServedBy
+_PICK_ORDER = {
+    _SERVED.FILL_FIRST: Project.AssignmentOrder.FILL_FIRST,
+    _SERVED.RANDOM: Project.AssignmentOrder.RANDOM,
+    _SERVED.UNCERTAINTY: Project.AssignmentOrder.UNCERTAINTY,
+    _SERVED.EXPLORATION: Project.AssignmentOrder.RANDOM,
+}
 _CANDIDATE_SQL = {
-    (order, lock): f"{pick} {lock}"
-    for order, pick in _PICK_SQL.items()
+    (served_by, lock): f"{_PICK_SQL[order]} {lock}"
+    for served_by, order in _PICK_ORDER.items()
     for lock in (_SKIP_LOCKED, "")
 }
 # Waiting for a locked open pair, whatever the order. A row that a locking statement locked and
@@ -178,8 +187,9 @@ _JUDGE_SQL = (
 # Run under the pair's lock, in a statement of its own: see the module docstring. The pair row it
 # reads cannot change meanwhile (we hold its lock), and the lease count sees every commit so far.
 _LEASE_SQL = f"""
-    INSERT INTO {_ASSIGNMENT} (pair_id, rater_id, swapped, status, created_at, expires_at)
-    SELECT p.id, %(rater)s, %(swapped)s, 'active', %(now)s, %(expires)s
+    INSERT INTO {_ASSIGNMENT} (pair_id, rater_id, swapped, status, created_at, expires_at,
+                               served_by)
+    SELECT p.id, %(rater)s, %(swapped)s, 'active', %(now)s, %(expires)s, %(served_by)s
     FROM {_PAIR} p
     WHERE p.id = %(pair)s
       AND p.judgments_count + (
@@ -281,13 +291,22 @@ def _lease_of(
     swapped: bool,
     created_at: datetime,
     expires_at: datetime,
+    served_by: str | None = None,
 ) -> Assignment:
-    """A live lease as read or just written, with its pair attached (no query to show it)."""
-    assignment = Assignment.from_db(
-        "default",
-        ["id", "pair_id", "rater_id", "swapped", "status", "created_at", "expires_at"],
-        [lease_id, pair.id, rater.id, swapped, Assignment.Status.ACTIVE, created_at, expires_at],
-    )
+    """A live lease as read or just written, with its pair attached (no query to show it).
+    Fields not read (served_by, for a lease read back) stay deferred."""
+    read: dict[str, Any] = {
+        "id": lease_id,
+        "pair_id": pair.id,
+        "rater_id": rater.id,
+        "swapped": swapped,
+        "status": Assignment.Status.ACTIVE,
+        "created_at": created_at,
+        "expires_at": expires_at,
+    }
+    if served_by is not None:
+        read["served_by"] = served_by
+    assignment = Assignment.from_db("default", list(read), list(read.values()))
     assignment.pair = pair
     assignment.rater = rater
     return assignment
@@ -346,7 +365,8 @@ def _lease_open(*, project: Project, rater: User) -> Assignment | None:
     """A new lease on the open pair that the project's order ranks first (or a random one, for
     the uncertainty order's random share); None when no open pair is left for this rater.
     Bounded by _ATTEMPTS rounds of losing a race for a slot."""
-    candidate_sql = _CANDIDATE_SQL[_serving_order(project), _lock(_SKIP_LOCKED)]
+    served_by = _served_by(project)
+    candidate_sql = _CANDIDATE_SQL[served_by, _lock(_SKIP_LOCKED)]
     queue = False
     for _ in range(_ATTEMPTS):
         with transaction.atomic(), connection.cursor() as cursor:
@@ -367,22 +387,28 @@ def _lease_open(*, project: Project, rater: User) -> Assignment | None:
                 # (see _QUEUE_SQL).
                 queue = True
                 continue
+            lease = _lease_locked(
+                cursor,
+                pair=_shown_pair(row, project),
+                rater=rater,
+                served_by=_SERVED.QUEUE if queue else served_by,
+            )
             queue = False
-            lease = _lease_locked(cursor, pair=_shown_pair(row, project), rater=rater)
             if lease is not None:
                 return lease
         # The pair filled up between the candidate query's snapshot and the lock: look again.
     return None
 
 
-def _serving_order(project: Project) -> Project.AssignmentOrder:
-    """The order of this request's candidate query. In the uncertainty order a share of the
-    requests (`exploration_share`) takes a random open pair instead, so that the judged pairs
-    still hold an unbiased sample on which to evaluate the model that chose the others."""
+def _served_by(project: Project) -> Assignment.ServedBy:
+    """Why this request's open pair is chosen: the project's order, except that in the
+    uncertainty order a share of the requests (`exploration_share`) takes a random open pair
+    instead (`exploration`), so that the judged pairs still hold an unbiased sample on which to
+    evaluate the model that chose the others."""
     order = Project.AssignmentOrder(project.assignment_order)
     if order == Project.AssignmentOrder.UNCERTAINTY and _draw.random() < project.exploration_share:
-        return Project.AssignmentOrder.RANDOM
-    return order
+        return _SERVED.EXPLORATION
+    return _SERVED(order.value)
 
 
 def _fetch(cursor: Any, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
@@ -391,9 +417,12 @@ def _fetch(cursor: Any, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | N
     return row
 
 
-def _lease_locked(cursor: Any, *, pair: Pair, rater: User) -> Assignment | None:
+def _lease_locked(
+    cursor: Any, *, pair: Pair, rater: User, served_by: Assignment.ServedBy
+) -> Assignment | None:
     """Lease `pair`, whose row lock the caller holds, if it still has room for this rater
-    (_LEASE_SQL recounts the live leases); None when it filled up meanwhile."""
+    (_LEASE_SQL recounts the live leases); None when it filled up meanwhile. `served_by` is
+    recorded on the lease."""
     now = timezone.now()  # after the lock: see the module docstring
     swapped = secrets.randbelow(2) == 1
     expires_at = now + pair.project.lease_duration
@@ -406,6 +435,7 @@ def _lease_locked(cursor: Any, *, pair: Pair, rater: User) -> Assignment | None:
             "swapped": swapped,
             "now": _db_time(now),
             "expires": _db_time(expires_at),
+            "served_by": served_by.value,
         },
     )
     if leased is None:
@@ -417,10 +447,15 @@ def _lease_locked(cursor: Any, *, pair: Pair, rater: User) -> Assignment | None:
         swapped=swapped,
         created_at=now,
         expires_at=expires_at,
+        served_by=served_by,
     )
 
 
-def _lease(*, pair: Pair, rater: User, now: datetime, project: Project) -> Assignment:
+def _lease(
+    *, pair: Pair, rater: User, now: datetime, project: Project, served_by: Assignment.ServedBy
+) -> Assignment:
+    """The ORM twin of _LEASE_SQL's insert, without its room check (gold pairs have no quota);
+    test_engine_twins.py compares the rows the two write."""
     pair.project = project  # the caller's copy: no query to read the lease duration
     return Assignment.objects.create(
         pair=pair,
@@ -428,6 +463,7 @@ def _lease(*, pair: Pair, rater: User, now: datetime, project: Project) -> Assig
         swapped=secrets.randbelow(2) == 1,
         created_at=now,
         expires_at=now + project.lease_duration,
+        served_by=served_by,
     )
 
 
@@ -447,7 +483,9 @@ def _lease_gold(*, project: Project, rater: User) -> Assignment | None:
         return None
     try:
         with transaction.atomic():
-            return _lease(pair=pair, rater=rater, now=timezone.now(), project=project)
+            return _lease(
+                pair=pair, rater=rater, now=timezone.now(), project=project, served_by=_SERVED.GOLD
+            )
     except IntegrityError:
         return None  # the same rater leased it in another tab a moment ago
 

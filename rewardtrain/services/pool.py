@@ -5,9 +5,13 @@ After a publication, and after each import, `rewardtrain.tasks.pool_score` (trai
 this version has not scored yet (`model_version` differs), `POOL_BATCH_PAIRS` at a time in id
 order, scores them and writes the three fields in one transaction per batch. Nothing else is
 remembered, so the work is idempotent and resumable: a worker killed mid-way loses at most the
-batch in flight, and the next run (a redelivery, the next import or publication) starts where
-the database says. It stops when a lead publishes another version meanwhile; that publication
-queues its own run. Memory: one batch of pairs and their features.
+batch in flight, and the next run (a redelivery, the next import or publication, or the sweep)
+starts where the database says. It stops when a lead publishes another version meanwhile; that
+publication queues its own run. Memory: one batch of pairs and their features.
+
+A message can still be lost (the broker down when it was sent, or restarted without its queue):
+`pool_score_sweep` (beat, every POOL_SWEEP_SECONDS) sends it again for every project whose
+published version has open pairs left to score.
 
 torch is imported inside `pool_score` only: the web process imports this module to queue it.
 """
@@ -20,6 +24,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 
 from annotation.models import Pair, PairQuerySet
 from annotation.task_names import POOL_SCORE
@@ -44,9 +49,37 @@ def pool_score_enqueue(*, project_id: int) -> None:
     enqueue_on_commit(POOL_SCORE, project_id)
 
 
-def pairs_to_score(*, project_id: int, version: int) -> PairQuerySet:
-    """The project's open pairs that `version` has not scored (NULL counts as not scored)."""
+def pairs_to_score(*, project_id: int | OuterRef, version: int | OuterRef) -> PairQuerySet:
+    """The project's open pairs that `version` has not scored (NULL counts as not scored).
+    Either may be an OuterRef, for the sweep's one query over every project."""
     return Pair.objects.open().filter(project_id=project_id).exclude(model_version=version)
+
+
+def pool_score_sweep() -> list[int]:
+    """Queue pool scoring again for every live project whose published version has open pairs
+    left to score (their message may have been lost); return those project ids.
+
+    One query finds them (an EXISTS per published version, which stops at the first unscored
+    pair), so a tick with nothing pending costs that query alone. The loop sends one message per
+    such project: it is bounded by the number of projects with a published version. Sending
+    twice is safe: a run that finds nothing left returns after one query, and two runs at once
+    score the same pairs with the same result (see `pool_score`).
+    """
+    unscored = pairs_to_score(project_id=OuterRef("project_id"), version=OuterRef("version"))
+    project_ids = list(
+        ModelVersion.objects.filter(
+            Exists(unscored),
+            state=ModelVersion.State.PUBLISHED,
+            project__archived_at__isnull=True,  # nobody is served from an archived project
+        )
+        .order_by("project_id")
+        .values_list("project_id", flat=True)
+    )
+    for project_id in project_ids:
+        pool_score_enqueue(project_id=project_id)
+    if project_ids:
+        logger.info("pool scoring sent again for projects %s", project_ids)
+    return project_ids
 
 
 def pool_score(*, project_id: int, batch_pairs: int = POOL_BATCH_PAIRS) -> PoolOutcome:

@@ -188,8 +188,8 @@ def test_uncertainty_order_fills_the_most_uncertain_pair_with_k_distinct_raters(
 
 def test_the_random_share_of_the_uncertainty_order_holds(project, monkeypatch):
     """With the default share, about one request in ten takes a random open pair rather than the
-    most uncertain one. A pair is handed away from `top` only by such a draw (and a random draw
-    lands on `top` 1 time in 200), so the share handed away estimates the random share."""
+    most uncertain one, and its lease says so (`served_by`): the share is measured on what the
+    leases record, and every lease recorded as chosen by the model is `top`."""
     share, requests = 0.1, 1000
     _by_uncertainty(project, exploration_share=share)
     top, *rest = make_pairs(project, 200)
@@ -197,14 +197,47 @@ def test_the_random_share_of_the_uncertainty_order_holds(project, monkeypatch):
     Pair.objects.filter(id__in=[pair.id for pair in rest]).update(model_uncertainty=0.1)
     (rater,) = make_raters(project, 1)
     monkeypatch.setattr(rating, "_draw", random.Random(18))
-    away = 0
+    served = []
     for _ in range(requests):
         lease = assignment_next(project=project, rater=rater)
-        away += lease.pair_id != top.id
+        stored = Assignment.objects.get(id=lease.id)
+        assert stored.served_by == lease.served_by  # the lease as returned is the row written
+        served.append((stored.served_by, lease.pair_id))
         lease.delete()  # so that the rater may be handed `top` again
-    expected = requests * share * 199 / 200
+    explored = sum(reason == Assignment.ServedBy.EXPLORATION for reason, _ in served)
     spread = (requests * share * (1 - share)) ** 0.5  # binomial standard deviation, about 9.5
-    assert abs(away - expected) < 3.5 * spread, (away, expected)
+    assert abs(explored - requests * share) < 3.5 * spread, explored
+    chosen = {pair_id for reason, pair_id in served if reason != Assignment.ServedBy.EXPLORATION}
+    assert chosen == {top.id}
+    assert {reason for reason, _ in served} == {
+        Assignment.ServedBy.UNCERTAINTY,
+        Assignment.ServedBy.EXPLORATION,
+    }
+
+
+def test_every_way_of_serving_a_pair_is_recorded_on_its_lease(project, monkeypatch):
+    """Each serving order, the gold turn, and the wait for a locked pair (simulated by a
+    candidate query that finds every open pair locked) record their own reason."""
+    make_pairs(project, 4, judgments_needed=5)
+    (gold,) = make_pairs(project, 1, gold_choice="a")
+    raters = iter(make_raters(project, 6))
+
+    def served_by(**settings):
+        Project.objects.filter(id=project.id).update(**settings)
+        project.refresh_from_db()
+        lease = assignment_next(project=project, rater=next(raters))
+        return lease.pair_id, Assignment.objects.get(id=lease.id).served_by
+
+    assert served_by(gold_rate=1.0) == (gold.id, Assignment.ServedBy.GOLD)
+    for order in Project.AssignmentOrder:
+        assert served_by(gold_rate=0.0, assignment_order=order)[1] == order.value
+    assert served_by(exploration_share=1.0)[1] == Assignment.ServedBy.EXPLORATION
+    # Every open pair locked by others this instant: the candidate query finds none.
+    columns, joins = rating._SHOWN_COLUMNS, rating._SHOWN_JOINS
+    all_locked = f"SELECT {columns} FROM {rating._PAIR} p {joins} WHERE 1 = 0"  # noqa: S608
+    for key in rating._CANDIDATE_SQL:
+        monkeypatch.setitem(rating._CANDIDATE_SQL, key, all_locked)
+    assert served_by(assignment_order=Project.AssignmentOrder.FILL_FIRST)[1] == "queue"
 
 
 def test_the_random_share_applies_to_the_uncertainty_order_only(project):

@@ -9,6 +9,7 @@ by a model or not) and asserts the same answer. They run on SQLite and on Postgr
 
 import random
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.db import connection, transaction
@@ -185,6 +186,7 @@ def test_lease_sql_leases_exactly_where_the_reference_finds_room(mixed):
                         "swapped": False,
                         "now": rating._db_time(now),
                         "expires": rating._db_time(now + timedelta(minutes=5)),
+                        "served_by": Assignment.ServedBy.FILL_FIRST,
                     },
                 )
                 leased = cursor.fetchone() is not None
@@ -192,6 +194,55 @@ def test_lease_sql_leases_exactly_where_the_reference_finds_room(mixed):
             assert leased == (room and fresh), f"pair {pair.id}, rater {rater.username}"
             outcomes.add(leased)
     assert outcomes == {True, False}
+
+
+def test_lease_sql_stores_what_the_orm_lease_stores(project, monkeypatch):
+    """The open pair's lease is written by _lease_locked (_LEASE_SQL), the gold pair's by _lease
+    (the ORM): for the same lease, the two rows are equal field by field, `served_by` included.
+    Every field but the status (a new lease is always active) differs from its default, so a
+    column that _LEASE_SQL leaves out shows."""
+    (pair,) = make_pairs(project, 1)
+    (rater,) = make_raters(project, 1)
+    monkeypatch.setattr(rating, "secrets", SimpleNamespace(randbelow=lambda n: 1))  # swapped
+    now = timezone.now() - timedelta(seconds=3)
+    lease = Assignment(
+        pair=pair,
+        rater=rater,
+        swapped=True,
+        created_at=now,
+        expires_at=now + project.lease_duration,
+        served_by=Assignment.ServedBy.EXPLORATION,
+    )
+    fields = [f.attname for f in Assignment._meta.concrete_fields if not f.primary_key]
+    rows = []
+    for insert in (
+        lambda: connection.cursor().execute(
+            rating._LEASE_SQL,
+            {
+                "pair": pair.id,
+                "rater": rater.id,
+                "swapped": lease.swapped,
+                "now": rating._db_time(lease.created_at),
+                "expires": rating._db_time(lease.expires_at),
+                "served_by": lease.served_by,
+            },
+        ),
+        lambda: rating._lease(
+            pair=pair,
+            rater=rater,
+            now=lease.created_at,
+            project=project,
+            served_by=lease.served_by,
+        ),
+    ):
+        with transaction.atomic():
+            insert()
+            rows.append(Assignment.objects.filter(rater=rater).values(*fields).get())
+            transaction.set_rollback(True)
+    fast, reference = rows
+    assert fast == reference
+    defaults = {f.attname: f.get_default() for f in Assignment._meta.concrete_fields}
+    assert all(value != defaults[name] for name, value in fast.items() if name != "status")
 
 
 def _judgment_row(judgment_id: int) -> dict:

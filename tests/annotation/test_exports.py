@@ -76,7 +76,7 @@ def data(project, raters):
     batch = BatchFactory(project=project)
     r1, r2, r3 = raters
     p1 = _pair(batch, "Say hi", "Hi! 👋", '=HYPERLINK("http://x")')
-    _judge(p1, r1, "a", 3, rationale="warmer")
+    _judge(p1, r1, "a", 3, rationale="warmer", assignment__served_by="exploration")
     _judge(p1, r2, "a", 2)
     _judge(p1, r3, "b", 1)
     p2 = _pair(batch, "Capital of France?", "Paris", "París")
@@ -210,7 +210,9 @@ def test_judgments_hold_every_field_with_a_pseudonymous_rater(data, raters):
         "gold_choice": None,
         "rater_accuracy": lines[0]["rater_accuracy"],
         "pair_metadata": {},
+        "served_by": "exploration",
     }
+    assert lines[1]["served_by"] is None  # a lease from before the engine recorded it
     assert 0.0 < lines[0]["rater_accuracy"] < 1.0
     assert raters[0].username.encode() not in _export(data["batch"].project, format="judgments")
 
@@ -349,6 +351,7 @@ def test_gold_pairs_and_seed_labels_are_in_only_when_asked(data, raters):
     assert seed_line["source"] == "seed"
     assert seed_line["rater"] is None
     assert seed_line["choice"] == "b"
+    assert seed_line["served_by"] is None
 
 
 # -- the page, the API and the command -----------------------------------------------------

@@ -10,7 +10,7 @@ from django.db import connection
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from annotation.models import Adjudication, Membership
+from annotation.models import Adjudication, Assignment, Membership
 from annotation.selectors.exports import ExportOptions, export_stream
 from annotation.selectors.pairs import PairFilter, pair_list, pair_page
 from annotation.services.adjudication import (
@@ -247,8 +247,11 @@ def test_api_lists_filters_and_adjudicates(world):
     assert listed["results"][0]["model_a"] == "beta"
     assert listed["next_after"] is None
     assert api.get(base, {"status": "maybe"}).status_code == 400
+    first, _ = Assignment.objects.filter(pair=pairs["disputed"]).order_by("id")
+    Assignment.objects.filter(id=first.id).update(served_by=Assignment.ServedBy.EXPLORATION)
     detail = api.get(f"{base}{pairs['disputed'].id}/").json()
     assert [j["choice"] for j in detail["judgments"]] == ["a", "b"]
+    assert [j["served_by"] for j in detail["judgments"]] == ["exploration", ""]
     assert detail["majority"] is None
     assert detail["status"] == "disputed"
     adjudication = f"{base}{pairs['disputed'].id}/adjudication/"

@@ -88,8 +88,20 @@ def _migrate(target: str) -> None:
     executor.migrate([("annotation", target)])
 
 
+@pytest.fixture
+def back_to_the_latest_migration():
+    """Migrate annotation forward to its latest migration afterwards: later tests (with
+    transaction=True) use the database as it is, and a migration after 0017 would stay
+    unapplied."""
+    yield
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes("annotation"))
+
+
 @pytest.mark.django_db(transaction=True)
-def test_migration_0017_backfills_the_counts_chunk_by_chunk(monkeypatch):
+def test_migration_0017_backfills_the_counts_chunk_by_chunk(
+    monkeypatch, back_to_the_latest_migration
+):
     """Judgments and flags stored before 0017 (the counts dropped by migrating back to 0016) are
     counted by its backfill, three pairs a chunk over seven pairs."""
     rng = random.Random(170)

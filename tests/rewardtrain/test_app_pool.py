@@ -8,17 +8,18 @@ from pathlib import Path
 import pytest
 from celery import Signature
 from django.urls import reverse
+from django.utils import timezone
 
 from annotation.models import Batch, Pair
 from annotation.services.imports import batch_import
 from annotation.task_names import POOL_SCORE
 from rewardtrain import ensemble
 from rewardtrain.models import ModelVersion, TrainingRun
-from rewardtrain.services.pool import pool_score
+from rewardtrain.services.pool import pool_score, pool_score_sweep
 from rewardtrain.services.runs import training_run_execute, training_run_request
 from rewardtrain.services.versions import model_version_publish
 from tests.conftest import login
-from tests.factories import BatchFactory, PairFactory, PromptFactory
+from tests.factories import BatchFactory, PairFactory, ProjectFactory, PromptFactory
 from tests.rewardtrain.helpers import WORDS, build_tiny_model, seed_pairs, trainable_project
 
 
@@ -171,6 +172,65 @@ def test_the_training_page_shows_how_much_of_the_pool_is_scored(client, project,
     assert page.status_code == 200
     assert "Open pairs scored by v1: 20 of 23" in " ".join(page.content.decode().split())
     assert b"every 5s" in page.content  # it refreshes until the pool is scored
+
+
+def _project_with(*, published: int | None, candidate: int | None = None, **project_fields):
+    project = ProjectFactory(**project_fields)
+    for number, state in ((published, "published"), (candidate, "candidate")):
+        if number is not None:
+            ModelVersion.objects.create(
+                project=project, version=number, path=f"{project.slug}/v{number}", state=state
+            )
+    return project
+
+
+def _pair_scored_by(project, version, **fields):
+    return PairFactory(prompt__batch__project=project, model_version=version, **fields)
+
+
+def test_the_sweep_sends_scoring_where_the_published_version_left_open_pairs(
+    db, sent, django_assert_num_queries, django_capture_on_commit_callbacks
+):
+    """A lost message is sent again: for a project with an open pair never scored (NULL) or
+    scored by an older version; not for one whose open pairs the published version scored all
+    (pairs that are no longer open do not count), nor one with only a candidate version, nor an
+    archived one. One query finds them."""
+    never = _project_with(published=1)
+    _pair_scored_by(never, 1)
+    _pair_scored_by(never, None)
+    older = _project_with(published=2, candidate=3)
+    _pair_scored_by(older, 1)
+    done = _project_with(published=1, candidate=2)
+    _pair_scored_by(done, 1)
+    _pair_scored_by(done, None, judgments_count=3, judgments_needed=3)  # complete: not open
+    _pair_scored_by(done, None, gold_choice="a")  # gold: never in the pool
+    unpublished = _project_with(published=None, candidate=1)
+    _pair_scored_by(unpublished, None)
+    archived = _project_with(published=1, archived_at=timezone.now())
+    _pair_scored_by(archived, None)
+
+    with django_assert_num_queries(1), django_capture_on_commit_callbacks(execute=True):
+        found = pool_score_sweep()
+
+    assert found == sent == [never.id, older.id]
+    Pair.objects.filter(project=never).update(model_version=1)
+    Pair.objects.filter(project=older).update(model_version=2)
+    sent.clear()
+    with django_assert_num_queries(1), django_capture_on_commit_callbacks(execute=True):
+        assert pool_score_sweep() == []
+    assert sent == []
+
+
+def test_the_sweep_runs_on_beat_and_sends_the_scoring_task(settings):
+    """The beat entry names the sweep task, on the default queue (a busy training worker must
+    not hold it up); the sweep sends the task that pool scoring runs as."""
+    from rewardtrain import tasks
+
+    entry = settings.CELERY_BEAT_SCHEDULE["sweep-pool-scoring"]
+    assert entry["task"] == tasks.pool_score_sweep.name
+    assert entry["options"] == {"queue": "default"}
+    assert entry["schedule"] > 0
+    assert tasks.pool_score.name == POOL_SCORE
 
 
 def test_nothing_published_scores_nothing(project):
