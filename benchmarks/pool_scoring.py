@@ -14,7 +14,8 @@ fresh reward head: speed does not depend on its weights) and 5 ensemble heads:
   what the distinct-item step costs when it saves nothing.
 
 Both variants score the same pairs in the same process, alternating, `--repeats` times each;
-the figure is the best of the repeats, after an untimed warm-up. The p(a wins) of both variants are compared as well.
+the figure is the best of the repeats, after an untimed warm-up. The p(a wins) of both
+variants are compared as well.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import sys
 import tempfile
 import threading
@@ -37,8 +38,7 @@ from score_api import PER_REQUEST, concurrently, hh_items, write_minilm_version 
 from rewardtrain.model import RewardModel, load_reward_model  # noqa: E402
 from rewardtrain.score_server import Batcher, ModelCache, score_server_app  # noqa: E402
 
-
-SECRET = "benchmark-only-secret"
+SECRET = secrets.token_hex(16)  # the benchmark's own server and clients share it
 
 
 class _FixedModel(ModelCache):
