@@ -230,6 +230,10 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {"rewardtrain.tasks.*": {"queue": "training"}}
 CELERY_TASK_TIME_LIMIT = 60 * 60
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# How often beat looks for published versions that left open pairs unscored; also how recent
+# a pool scoring's heartbeat must be for the sweep to count it as running (one batch takes well
+# under a minute, so 600 s leaves room for a slow host).
+POOL_SWEEP_SECONDS = env.float("POOL_SWEEP_SECONDS", default=600.0)
 CELERY_BEAT_SCHEDULE = {
     "refresh-project-stats": {
         "task": "annotation.tasks.project_stats_refresh_all",
@@ -248,12 +252,11 @@ CELERY_BEAT_SCHEDULE = {
     },
     # A lost pool-scoring message (broker down or restarted) leaves new pairs unranked, served
     # after every scored one, until the next import or publication. This bounds that delay; a
-    # tick with nothing to score costs one query. Not much shorter than a large pool's scoring
-    # takes: a second training worker would run the resent message alongside it (same result,
-    # twice the work).
+    # tick with nothing to score costs one query, and a pool being scored (its heartbeat within
+    # the interval) is not sent again.
     "sweep-pool-scoring": {
         "task": "rewardtrain.tasks.pool_score_sweep",
-        "schedule": env.float("POOL_SWEEP_SECONDS", default=600.0),
+        "schedule": POOL_SWEEP_SECONDS,
         "options": {"queue": "default"},
     },
     "sweep-imports": {

@@ -78,6 +78,9 @@ class ModelVersion(models.Model):
     state = models.CharField(max_length=10, choices=State, default=State.CANDIDATE)
     created_at = models.DateTimeField(auto_now_add=True)
     published_at = models.DateTimeField(null=True, blank=True)
+    # Pool scoring's heartbeat: set before each batch it scores with this version, so that the
+    # pool sweep leaves a scoring in progress alone (rewardtrain.services.pool).
+    pool_heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-version"]

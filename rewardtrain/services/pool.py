@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef
+from django.utils import timezone
 
 from annotation.models import Pair, PairQuerySet
 from annotation.task_names import POOL_SCORE
@@ -60,18 +62,22 @@ def pool_score_sweep() -> list[int]:
     left to score (their message may have been lost); return those project ids.
 
     One query finds them (an EXISTS per published version, which stops at the first unscored
-    pair), so a tick with nothing pending costs that query alone. The loop sends one message per
+    pair), so a tick with nothing pending costs that query alone. A version whose pool scoring
+    beat its heartbeat within the last POOL_SWEEP_SECONDS is being scored: it is left alone, so a
+    large pool is not sent again every tick while it is scored. The loop sends one message per
     such project: it is bounded by the number of projects with a published version. Sending
     twice is safe: a run that finds nothing left returns after one query, and two runs at once
     score the same pairs with the same result (see `pool_score`).
     """
     unscored = pairs_to_score(project_id=OuterRef("project_id"), version=OuterRef("version"))
+    beating = timezone.now() - timedelta(seconds=settings.POOL_SWEEP_SECONDS)
     project_ids = list(
         ModelVersion.objects.filter(
             Exists(unscored),
             state=ModelVersion.State.PUBLISHED,
             project__archived_at__isnull=True,  # nobody is served from an archived project
         )
+        .exclude(pool_heartbeat_at__gte=beating)  # a scoring in progress: its message was not lost
         .order_by("project_id")
         .values_list("project_id", flat=True)
     )
@@ -133,4 +139,6 @@ def pool_score(*, project_id: int, batch_pairs: int = POOL_BATCH_PAIRS) -> PoolO
 
 
 def _still_published(version: ModelVersion) -> bool:
-    return ModelVersion.objects.filter(id=version.id, state=ModelVersion.State.PUBLISHED).exists()
+    """Whether `version` is still the published one; if so, beat the pool heartbeat (one query)."""
+    still = ModelVersion.objects.filter(id=version.id, state=ModelVersion.State.PUBLISHED)
+    return bool(still.update(pool_heartbeat_at=timezone.now()))

@@ -3,6 +3,7 @@ version, resuming after a kill; publications and imports queue it."""
 
 import io
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -267,3 +268,33 @@ def test_real_hh_records_multi_turn_transcripts_included_are_scored(
 
     assert outcome.scored == imported.count()
     assert not imported.filter(model_version__isnull=True).exists()
+
+
+def test_the_sweep_leaves_a_scoring_that_beats_alone_and_resends_one_gone_silent(
+    project, published, monkeypatch, sent, settings, django_capture_on_commit_callbacks
+):
+    settings.POOL_SWEEP_SECONDS = 600
+    real = ensemble.pair_estimates
+    calls = []
+
+    def killed_after_one_batch(*args):
+        calls.append(1)
+        if len(calls) > 1:
+            raise SystemExit("worker killed")
+        return real(*args)
+
+    monkeypatch.setattr(ensemble, "pair_estimates", killed_after_one_batch)
+    with pytest.raises(SystemExit):
+        pool_score(project_id=project.id, batch_pairs=8)
+    version = ModelVersion.objects.get(project=project, state="published")
+    assert version.pool_heartbeat_at is not None
+    sent.clear()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert pool_score_sweep() == []  # it beat a moment ago: a scoring in progress
+    silent = timezone.now() - timedelta(seconds=601)
+    ModelVersion.objects.filter(id=version.id).update(pool_heartbeat_at=silent)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert pool_score_sweep() == [project.id]
+
+    assert sent == [project.id]
