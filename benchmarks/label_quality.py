@@ -377,19 +377,12 @@ def differences(features: Features, triples: list[tuple[Any, str, str]]) -> Any:
     return matrix[first] - matrix[second]
 
 
-def frozen_heads(
-    project: Any,
-    rated: list[dict[str, str]],
-    heldout: list[dict[str, str]],
-    features: Features,
-    seed: int,
-) -> dict[str, float]:
-    """Held-out accuracy of one linear reward head per FROZEN_VARIANTS variant, fitted by the
-    product's fit_heads on the labels the training selector gives under the variant's rule, and
-    of `truth`, the head fitted on the true labels of the same rated pairs."""
-    import torch
+Labelled = list[tuple[Any, str, str, float]]  # (prompt, chosen, rejected, target p_chosen)
 
-    from rewardtrain.ensemble import fit_heads
+
+def selector_labels(project: Any, rated: list[dict[str, str]]) -> dict[str, Labelled]:
+    """Per FROZEN_VARIANTS variant, the pairs the training selector labels under its rule, with
+    p_chosen as the target for `soft_labels` (else 1); and `truth`, the rated pairs' true labels."""
     from rewardtrain.selectors import (
         LabelRule,
         judgment_cutoff_now,
@@ -397,9 +390,9 @@ def frozen_heads(
         training_data_at,
     )
 
-    test = differences(features, [(p["prompt"], p["chosen"], p["rejected"]) for p in heldout])
-    truth = [(p["prompt"], p["chosen"], p["rejected"], 1.0) for p in rated]
-    labelled: dict[str, list[tuple[Any, str, str, float]]] = {"truth": truth}
+    labelled: dict[str, Labelled] = {
+        "truth": [(p["prompt"], p["chosen"], p["rejected"], 1.0) for p in rated]
+    }
     for variant in FROZEN_VARIANTS:
         rule, options = VARIANTS[variant]
         data = training_data_at(
@@ -413,6 +406,24 @@ def frozen_heads(
             (pair.prompt, pair.chosen, pair.rejected, pair.p_chosen if soft else 1.0)
             for pair in data.pairs
         ]
+    return labelled
+
+
+def frozen_heads(
+    project: Any,
+    rated: list[dict[str, str]],
+    heldout: list[dict[str, str]],
+    features: Features,
+    seed: int,
+) -> dict[str, float]:
+    """Held-out accuracy of one linear reward head per FROZEN_VARIANTS variant and `truth`, each
+    fitted by the product's fit_heads (one head on all the pairs, from zero) on its labels."""
+    import torch
+
+    from rewardtrain.ensemble import fit_heads
+
+    test = differences(features, [(p["prompt"], p["chosen"], p["rejected"]) for p in heldout])
+    labelled = selector_labels(project, rated)
     accuracy: dict[str, float] = {}
     for variant in (*FROZEN_VARIANTS, "truth"):
         pairs = labelled[variant]
