@@ -5,7 +5,7 @@
     DEBUG=true DATABASE_URL=... .venv/bin/python benchmarks/label_quality.py \
         --pairs 300 --seeds 0 1 --reward-models     # a reward model per rule, too
     DEBUG=true DATABASE_URL=... .venv/bin/python benchmarks/label_quality.py \
-        --pairs 1000 --heldout 307 --seeds 0 1 2 3 4 --reward-models frozen   # frozen encoder
+        --pairs 1000 --heldout 307 --seeds 0 1 2 3 4 5 6 7 8 9 --reward-models frozen
     DEBUG=true .venv/bin/python benchmarks/label_quality.py --speed    # 1,000,000 judgments
 
 Pairs come from the Anthropic HH-RLHF sample in /work/shared/data/hh-rlhf-sample (harmless-base
@@ -39,15 +39,16 @@ shared 2-vCPU host two threads ran four times slower under load.
 `--reward-models frozen` asks the same question of many more pairs and seeds than fine-tuning
 allows, the way benchmarks/active_learning.py does: MiniLM stays frozen and embeds every HH
 response once (the product's input rule, `--max-length` tokens, and `reward_features`: what a
-reward head reads), cached under var/. Per scenario and seed, all usable HH pairs are split at
-random (the seed's split) into `--pairs` rated pairs and the held-out rest; the rated pairs go
-through the simulation above, and for each variant of FROZEN_VARIANTS one linear reward head is
-fitted by the product's `rewardtrain.ensemble.fit_heads` (Bradley-Terry, full batch, from zero)
-on the feature differences of the pairs the training selector labels under the variant's rule,
-with p_chosen as the target for `soft_labels`; `truth` is the reference, a head fitted on the
-true labels of the same pairs. Held-out accuracy: the share of held-out pairs whose better
-response the head scores higher. Differences from the first variant are paired by seed, with a
-95% t-interval; the figures also go to var/label_quality_frozen.json.
+reward head reads), cached under var/. Per scenario and seed, the first `--pairs` + `--heldout`
+usable HH pairs (1,307 are usable) are split at random (the seed's split) into `--pairs` rated
+pairs and `--heldout` held-out ones; the rated pairs go through the simulation above, and for
+each variant of FROZEN_VARIANTS one linear reward head is fitted by the product's
+`rewardtrain.ensemble.fit_heads` (Bradley-Terry, full batch, from zero) on the feature
+differences of the pairs the training selector labels under the variant's rule, with p_chosen as
+the target for `soft_labels`; `truth` is the reference, a head fitted on the true labels of the
+same pairs. Held-out accuracy: the share of held-out pairs whose better response the head scores
+higher. The figures also go to var/label_quality_frozen.json. In both modes each variant's
+difference from the scenario's first is paired by seed, with a 95% t-interval.
 
 `--scenarios` picks scenarios (default: all three; `unreliable` and `all_good` with
 `--reward-models frozen`, where a tie is not modelled).
