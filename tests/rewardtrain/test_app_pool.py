@@ -90,23 +90,28 @@ def test_every_open_pair_is_scored_once_per_version(project, published):
     assert pool_score(project_id=project.id).scored == 0  # idempotent
 
 
-def test_a_killed_run_resumes_where_the_database_says(project, published, monkeypatch):
+def _score_until_killed(monkeypatch, project, *, batches: int) -> None:
+    """Pool scoring in batches of 8 whose worker dies as it starts batch `batches` + 1."""
     real = ensemble.pair_estimates
     calls = []
 
-    def killed_after_two_batches(*args):
+    def killed_after(*args):
         calls.append(1)
-        if len(calls) > 2:
+        if len(calls) > batches:
             raise SystemExit("worker killed")
         return real(*args)
 
-    monkeypatch.setattr(ensemble, "pair_estimates", killed_after_two_batches)
+    monkeypatch.setattr(ensemble, "pair_estimates", killed_after)
     with pytest.raises(SystemExit):
         pool_score(project_id=project.id, batch_pairs=8)
+    monkeypatch.setattr(ensemble, "pair_estimates", real)
+
+
+def test_a_killed_run_resumes_where_the_database_says(project, published, monkeypatch):
+    _score_until_killed(monkeypatch, project, batches=2)
     assert _open(project).filter(model_version=1).count() == 16
     first_scores = dict(_open(project).filter(model_version=1).values_list("id", "model_p_a"))
 
-    monkeypatch.setattr(ensemble, "pair_estimates", real)
     outcome = pool_score(project_id=project.id, batch_pairs=8)
 
     assert (outcome.scored, outcome.batches) == (4, 1)
@@ -274,18 +279,7 @@ def test_the_sweep_leaves_a_scoring_that_beats_alone_and_resends_one_gone_silent
     project, published, monkeypatch, sent, settings, django_capture_on_commit_callbacks
 ):
     settings.POOL_SWEEP_SECONDS = 600
-    real = ensemble.pair_estimates
-    calls = []
-
-    def killed_after_one_batch(*args):
-        calls.append(1)
-        if len(calls) > 1:
-            raise SystemExit("worker killed")
-        return real(*args)
-
-    monkeypatch.setattr(ensemble, "pair_estimates", killed_after_one_batch)
-    with pytest.raises(SystemExit):
-        pool_score(project_id=project.id, batch_pairs=8)
+    _score_until_killed(monkeypatch, project, batches=1)
     version = ModelVersion.objects.get(project=project, state="published")
     assert version.pool_heartbeat_at is not None
     sent.clear()
