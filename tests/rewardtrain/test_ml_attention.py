@@ -96,15 +96,8 @@ def tiny_model_dir(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
 
 
-@pytest.mark.skipif(not bf16_supported(torch.device("cpu")), reason="this CPU has no bf16")
-def test_training_uses_it_but_the_saved_model_does_not_name_it(
-    tiny_model_dir, tmp_path, monkeypatch
-):
-    pairs = [
-        PreferencePair(prompt=f"question {i}", chosen="yes, gladly", rejected="no")
-        for i in range(16)
-    ]
-    config = TrainConfig(base_model=str(tiny_model_dir), max_length=32, batch_size=8, device="cpu")
+def _spied_training(tiny_model_dir, monkeypatch, **changes):
+    """Train the tiny model; return the result and the dtypes the chunked kernel was called on."""
     seen = []
     original = attention._ChunkedAttention.apply
 
@@ -113,7 +106,20 @@ def test_training_uses_it_but_the_saved_model_does_not_name_it(
         return original(*args)
 
     monkeypatch.setattr(attention._ChunkedAttention, "apply", spy)
-    result = train(config, pairs)
+    pairs = [
+        PreferencePair(prompt=f"question {i}", chosen="yes, gladly", rejected="no")
+        for i in range(16)
+    ]
+    settings = {"base_model": str(tiny_model_dir), "max_length": 32, "batch_size": 8}
+    config = TrainConfig(**settings, device="cpu", **changes)
+    return train(config, pairs), seen
+
+
+@pytest.mark.skipif(not bf16_supported(torch.device("cpu")), reason="this CPU has no bf16")
+def test_training_uses_it_but_the_saved_model_does_not_name_it(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    result, seen = _spied_training(tiny_model_dir, monkeypatch)
     result.model.save_pretrained(tmp_path)
 
     assert seen
@@ -156,25 +162,6 @@ def test_an_architecture_that_refuses_it_trains_with_its_own_attention(
     assert not calls
     assert len(result.loss_history) == 2
     assert "does not support custom attention" in caplog.text
-
-
-def _spied_training(tiny_model_dir, monkeypatch, **changes):
-    """Train the tiny model; return the result and the dtypes the chunked kernel was called on."""
-    seen = []
-    original = attention._ChunkedAttention.apply
-
-    def spy(*args):
-        seen.append(args[0].dtype)
-        return original(*args)
-
-    monkeypatch.setattr(attention._ChunkedAttention, "apply", spy)
-    pairs = [
-        PreferencePair(prompt=f"question {i}", chosen="yes, gladly", rejected="no")
-        for i in range(16)
-    ]
-    settings = {"base_model": str(tiny_model_dir), "max_length": 32, "batch_size": 8}
-    config = TrainConfig(**settings, device="cpu", **changes)
-    return train(config, pairs), seen
 
 
 def test_the_sdpa_reference_can_be_forced_and_trains_like_the_chunked_kernel(
