@@ -204,9 +204,13 @@ def test_a_second_decision_is_refused_until_the_first_is_undone(world):
 
 def test_pair_page_shows_judgments_label_history_and_queue_link(world, client):
     project, lead, _, _, pairs = world
+    first, _ = Assignment.objects.filter(pair=pairs["disputed"]).order_by("id")
+    Assignment.objects.filter(id=first.id).update(served_by=Assignment.ServedBy.EXPLORATION)
     login(client, lead)
     url = reverse("annotation:pair-detail", args=[project.slug, pairs["disputed"].id])
     page = client.get(url).content.decode()
+    assert "<td>Random share of the uncertainty order</td>" in page
+    assert "<td>not recorded</td>" in page  # the second lease predates the field
     assert "Zebras have stripes." in page
     assert "beta" in page
     assert "gamma" in page
