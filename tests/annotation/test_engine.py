@@ -229,8 +229,10 @@ def test_every_way_of_serving_a_pair_is_recorded_on_its_lease(project, monkeypat
         return lease.pair_id, Assignment.objects.get(id=lease.id).served_by
 
     assert served_by(gold_rate=1.0) == (gold.id, Assignment.ServedBy.GOLD)
-    for order in Project.AssignmentOrder:
-        assert served_by(gold_rate=0.0, assignment_order=order)[1] == order.value
+    for order in Project.AssignmentOrder:  # no random share: the order alone decides
+        assert served_by(gold_rate=0.0, exploration_share=0.0, assignment_order=order)[1] == (
+            order.value
+        )
     assert served_by(exploration_share=1.0)[1] == Assignment.ServedBy.EXPLORATION
     # Every open pair locked by others this instant: the candidate query finds none.
     columns, joins = rating._SHOWN_COLUMNS, rating._SHOWN_JOINS
