@@ -12,13 +12,13 @@ measures the other quantisation, the one that keeps ranks: one scale per token (
 activations, one per output channel for the weights, symmetric, products in int8 with exact
 int32 sums (`torch._int_mm`: oneDNN's VNNI or AMX kernels), rescaled to float after.
 
-The model is fine-tuned here, once (MiniLM, the first 1,000 usable HH harmless pairs, 2
-epochs), so that accuracy means something; the remaining pairs are held out. Each variant
-quantises a different set of Linear layers (the reward head never). The reference is the shipped
-loader's model (`load_reward_model`: bf16 weights, oneDNN-prepacked, where the CPU has bf16);
-"fp32" is the same version loaded with `bf16=False`. Speed: the held-out items twice over,
-reference and twin alternating, best of `--rounds`. With `--compile`, the kept variant is also
-run through `torch.compile` (inductor; needs a C++ compiler), which fuses the quantisation.
+The model is fine-tuned here, once (MiniLM, 2 epochs on the first 1,000 HH harmless pairs, split as
+benchmarks/active_learning.py splits them), so that accuracy means something; the remaining pairs
+are held out. Each variant quantises a different set of Linear layers (the reward head never). The
+reference is the shipped loader's model (`load_reward_model`: bf16 weights, oneDNN-prepacked, where
+the CPU has bf16); "fp32" is the same version loaded with `bf16=False`. Speed: the held-out items
+twice over, reference and twin alternating, best of `--rounds`. With `--compile`, the kept variant
+is also run through `torch.compile` (inductor; needs a C++ compiler), which fuses the quantisation.
 
 `ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16` keeps oneDNN off AMX (the AMD EPYC host's instruction
 set: AVX-512 BF16 and VNNI) on an Intel host that has it: the nearest this machine comes to the
@@ -29,7 +29,6 @@ speed target (docs/benchmarks_training.md, "Per-token int8").
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -50,12 +49,11 @@ django.setup()
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from active_learning import hh_pairs  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 from rewardtrain.model import RewardModel, load_reward_model, reward_head  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "hh-rlhf-sample" / "harmless-base-dev.jsonl"
-MARKER = "\n\nAssistant:"
 TRAIN_PAIRS = 1000
 # Which Linear layers stay in bf16/fp32, by name (re.search): the variants measured.
 VARIANTS = {
@@ -103,19 +101,6 @@ def quantise(model: torch.nn.Module, *, keep: tuple[str, ...]) -> int:
                 setattr(parent, name, Int8Linear(child))
                 swapped += 1
     return swapped
-
-
-def hh_pairs() -> list[tuple[str, str, str]]:
-    """(prompt, chosen, rejected) for every HH transcript pair that splits into one prompt."""
-    pairs = []
-    with DATA.open(encoding="utf-8") as handle:
-        for line in handle:
-            record = json.loads(line)
-            prompt, _, chosen = record["chosen"].rpartition(MARKER)
-            same, _, rejected = record["rejected"].rpartition(MARKER)
-            if prompt == same and chosen.strip() != rejected.strip():
-                pairs.append((prompt, chosen.strip(), rejected.strip()))
-    return pairs
 
 
 def fine_tuned_version(pairs: list[tuple[str, str, str]], root: Path) -> Path:
