@@ -267,7 +267,9 @@ def simulate_fine_tuned(
             )
             if done:
                 return curve
-            previous = Path(folder) / f"round{len(curve)}"
+            # one folder, overwritten each round (the next training reads it whole at its start):
+            # the disk holds one model whatever the number of rounds
+            previous = Path(folder) / "previous"
             result.model.save_pretrained(previous)
             result.tokenizer.save_pretrained(previous)
             picked = pick(unlabelled, spread, rng=rng, args=args)
