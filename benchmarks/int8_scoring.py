@@ -1,7 +1,7 @@
 """Could int8 scoring be the fast twin issue 18 asks for? Per-token int8 against the reference.
 
     .venv/bin/python benchmarks/int8_scoring.py [--rounds 3] [--version DIR] [--compile]
-    .venv/bin/python benchmarks/int8_scoring.py --matmul   # the products alone
+    .venv/bin/python benchmarks/int8_scoring.py --matmul   # the products alone, fp32/bf16/int8
     ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 .venv/bin/python benchmarks/int8_scoring.py
 
 Issue 18 wants 150 items/s in process on both hosts from an opt-in twin whose scores rank like
@@ -147,21 +147,34 @@ def items_per_second(
     return best
 
 
+def _rate(product: Any, operands: tuple[Any, ...], operations: int, repeats: int) -> float:
+    """Operations per second of `product(*operands)`, after one warm-up call."""
+    product(*operands)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        product(*operands)
+    return operations * repeats / (time.perf_counter() - started)
+
+
 def matmul_rates(tokens: int = 4096, repeats: int = 20) -> None:
-    """fp32 `torch.mm` against int8 `torch._int_mm` at MiniLM's three product shapes."""
+    """fp32 `torch.mm`, the reference's bf16 product (oneDNN-prepacked weights) and int8
+    `torch._int_mm`, at MiniLM's three product shapes."""
+    bf16_linear = torch.ops.mkldnn._linear_pointwise
     for inner, outer in ((384, 384), (384, 1536), (1536, 384)):
-        operands = torch.randn(tokens, inner), torch.randn(inner, outer)
-        quantised = [torch.randint(-127, 128, t.shape, dtype=torch.int8) for t in operands]
-        rates = []
-        for product, pair in ((torch.mm, operands), (torch._int_mm, quantised)):
-            product(*pair)
-            started = time.perf_counter()
-            for _ in range(repeats):
-                product(*pair)
-            rates.append(2 * tokens * inner * outer * repeats / (time.perf_counter() - started))
+        features, weight = torch.randn(tokens, inner), torch.randn(inner, outer)
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight.t().bfloat16(), tokens)
+        quantised = tuple(
+            torch.randint(-127, 128, t.shape, dtype=torch.int8) for t in (features, weight)
+        )
+        operations = 2 * tokens * inner * outer
+        fp32 = _rate(torch.mm, (features, weight), operations, repeats)
+        bf16 = _rate(
+            bf16_linear, (features.bfloat16(), packed, None, "none", [], ""), operations, repeats
+        )
+        int8 = _rate(torch._int_mm, quantised, operations, repeats)
         print(
-            f"{tokens} x {inner} x {outer}: fp32 {rates[0] / 1e9:.0f} GFLOP/s, "
-            f"int8 {rates[1] / 1e9:.0f} GOP/s ({rates[1] / rates[0]:.1f}x)"
+            f"{tokens} x {inner} x {outer}: fp32 {fp32 / 1e9:.0f}, bf16 {bf16 / 1e9:.0f} GFLOP/s; "
+            f"int8 {int8 / 1e9:.0f} GOP/s ({int8 / fp32:.1f}x fp32, {int8 / bf16:.1f}x bf16)"
         )
 
 

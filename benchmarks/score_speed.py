@@ -8,6 +8,12 @@ written as a real version directory and loaded the way the score server loads it
 (`load_reward_model`: checksums verified, bf16 weights where the CPU has bf16).
 
     .venv/bin/python benchmarks/score_speed.py [--seconds 15]
+    .venv/bin/python benchmarks/score_speed.py --profile   # where the in-process time goes
+
+`--profile` scores 1,024 items once under the PyTorch profiler and prints the share of the
+model's CPU time in each kind of operator: the Linear products, attention, GELU, LayerNorm and
+the rest. Those shares bound what a faster kernel for one kind can gain
+(docs/benchmarks_training.md).
 """
 
 from __future__ import annotations
@@ -77,9 +83,42 @@ def _http_rate(url: str, items: list[dict[str, str]], clients: int, seconds: flo
     return sum(done) / seconds
 
 
+# Operator name fragments of each kind `--profile` reports, first match wins.
+KINDS = {
+    "Linear products": ("linear", "addmm", "_int_mm"),
+    "attention": ("scaled_dot_product", "bmm", "softmax"),
+    "GELU": ("gelu",),
+    "LayerNorm": ("layer_norm",),
+}
+
+
+def profile_shares(reward_model: RewardModel, items: list[dict[str, str]]) -> None:
+    """Print each kind of operator's share of the self CPU time of scoring `items` once."""
+    from torch.profiler import ProfilerActivity, profile
+
+    encoded = reward_model.encoder.encode(
+        [i["prompt"] for i in items], [i["response"] for i in items]
+    )
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        started = time.monotonic()
+        reward_model.score_encoded(encoded, dedupe=False)
+        elapsed = time.monotonic() - started
+    totals = dict.fromkeys([*KINDS, "the rest"], 0.0)
+    for event in profiler.key_averages():
+        kind = next(
+            (k for k, names in KINDS.items() if any(n in event.key for n in names)), "the rest"
+        )
+        totals[kind] += event.self_cpu_time_total
+    whole = sum(totals.values())
+    print(f"profiled: {len(encoded)} items in {elapsed:.1f} s ({len(encoded) / elapsed:.0f}/s)")
+    for kind, spent in totals.items():
+        print(f"  {kind:16s} {100 * spent / whole:5.1f}% of the CPU time")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--profile", action="store_true", help="only print where the time goes")
     args = parser.parse_args()
     from wsgiref.simple_server import make_server
 
@@ -102,6 +141,9 @@ def main() -> None:
     )
 
     reward_model.score([i["prompt"] for i in items[:64]], [i["response"] for i in items[:64]])
+    if args.profile:
+        profile_shares(reward_model, items)
+        return
     started, scored = time.monotonic(), 0
     while time.monotonic() - started < args.seconds:
         chunk = items[scored % len(items) :][:256]
