@@ -8,6 +8,11 @@ worker stops taking tasks and finishes the one in hand, beat and the servers exi
 processes included (a killed task is redelivered: tasks are acknowledged late).
 A second Ctrl-C skips the wait. When a process exits by itself, the others are stopped too and
 the exit status is 1.
+
+Before starting anything, it checks that the web server and the score server can listen where
+they will (`--host`/`--port`, SCORE_SERVER_URL), and says which port is taken and how to choose
+another: otherwise the first sign would be a traceback from one server among the four logs, or
+a banner for whatever program already answers on the web port.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from rewardtrain.services.score_client import score_server_address
 
 _POLL_S = 0.2
 
@@ -106,6 +113,48 @@ def _answers(host: str, port: int) -> bool:
     return True
 
 
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why a server could not listen on host:port now, in the system's words; None if it could.
+    Binds and closes at once, with SO_REUSEADDR as both servers bind, so that a port left in
+    TIME_WAIT by the last run counts as free."""
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM
+        )[0]
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as error:
+        return error.strerror or str(error)
+    return None
+
+
+def _check_ports(host: str, port: int) -> None:
+    """Raise a CommandError naming the port and the setting to change where the web server
+    (`host`:`port`) or the score server (SCORE_SERVER_URL) could not listen."""
+    score_host, score_port = score_server_address()
+    other_web_port = f"make run PORT={port + 1}, or manage.py run --port {port + 1}"
+    if port == score_port and port != 0:
+        raise CommandError(
+            f"The web server and the score server would share port {port} (SCORE_SERVER_URL is "
+            f"{settings.SCORE_SERVER_URL}): choose another web port ({other_web_port})."
+        )
+    checks = (
+        ("web server", host, port, f"choose another port ({other_web_port})"),
+        (
+            "score server", score_host, score_port,
+            f"set SCORE_SERVER_URL to a free port (e.g. http://{score_host}:{score_port + 1})",
+        ),
+    )  # fmt: skip
+    for server, server_host, server_port, advice in checks:
+        why = _cannot_listen(server_host, server_port)
+        if why is not None:
+            raise CommandError(
+                f"The {server} cannot listen on {server_host}:{server_port} ({why}). "
+                f"Stop what holds that port, or {advice}."
+            )
+
+
 class Command(BaseCommand):
     help = "Run web, worker, beat and the score server; Ctrl-C or SIGTERM stops them all."
 
@@ -119,6 +168,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         host, port, banner = options["host"], options["port"], options["banner"]
+        _check_ports(host, port)
         supervisor = Supervisor(_commands(host, port), grace=options["grace"])
 
         def on_ready() -> bool:

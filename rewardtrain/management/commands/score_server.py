@@ -2,24 +2,23 @@
 and port."""
 
 from typing import Any
-from urllib.parse import urlsplit
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
+
+from rewardtrain.services.score_client import score_server_address, score_server_secret
 
 
 class Command(BaseCommand):
     help = "Run the score server: each project's published reward model, for the score API."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        url = urlsplit(settings.SCORE_SERVER_URL)
-        parser.add_argument("--host", default=url.hostname or "127.0.0.1")
-        parser.add_argument("--port", type=int, default=url.port or 8765, help="0: any free port")
+        host, port = score_server_address()
+        parser.add_argument("--host", default=host)
+        parser.add_argument("--port", type=int, default=port, help="0: any free port")
         parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
     def handle(self, *args: Any, **options: Any) -> None:
         from rewardtrain.score_server import score_server  # torch: the score server is not the web
-        from rewardtrain.services.score_client import score_server_secret
 
         with score_server(
             host=options["host"],
