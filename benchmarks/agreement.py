@@ -202,147 +202,146 @@ def _copy_rows(table: str, columns: list[str], rows: list[np.ndarray]) -> None:
 
 def load_into_database(arrays: JudgmentArrays) -> Any:
     """Store `arrays` as the judgments of a fresh benchmark project (replacing an older one)."""
-    from django.contrib.auth import get_user_model
     from django.db import connection, transaction
     from django.utils import timezone
+
+    from annotation.models import Assignment, Judgment, Pair
+
+    now = timezone.now().isoformat()
+    with transaction.atomic():
+        project, batch, prompt, raters = _fresh_project(arrays.n_raters)
+        pair_ids = _copy_pairs(arrays, project, batch, prompt, now)
+        user_ids = np.array([u.id for u in raters])[arrays.rater]
+        _copy_judgments(arrays, pair_ids[arrays.pair], user_ids, now)
+    with connection.cursor() as cursor:
+        for model in (Pair, Assignment, Judgment):
+            cursor.execute(f"ANALYZE {model._meta.db_table}")
+    return project
+
+
+def _fresh_project(n_raters: int) -> tuple[Any, Any, Any, list[Any]]:
+    """The benchmark project (an older one and every judgment table's rows deleted first), its
+    batch, its one prompt and its `n_raters` raters."""
+    from django.contrib.auth import get_user_model
+    from django.db import connection
 
     from annotation.models import Assignment, Batch, Judgment, Membership, Pair, Project, Prompt
     from annotation.models import Response as ModelResponse
 
     User = get_user_model()
-    with transaction.atomic():
-        old = Project.objects.filter(slug=BENCH_SLUG).first()
-        if old is not None:
-            with connection.cursor() as cursor:  # cascades through Django would take minutes
-                for model in (Judgment, Assignment, Pair, ModelResponse, Prompt, Batch):
-                    cursor.execute(f"DELETE FROM {model._meta.db_table}")  # noqa: S608
-            old.delete()
-        owner, _ = User.objects.get_or_create(username="bench-owner")
-        project = Project.objects.create(slug=BENCH_SLUG, name="Agreement benchmark")
-        raters = [
-            User.objects.get_or_create(username=f"bench-rater-{i:03d}")[0]
-            for i in range(arrays.n_raters)
-        ]
-        Membership.objects.bulk_create(Membership(project=project, user=u) for u in raters)
-        batch = Batch.objects.create(
-            project=project,
-            filename="bench.jsonl",
-            sha256="0" * 64,
-            format="pair",
-            uploaded_by=owner,
-        )
-        prompt = Prompt.objects.create(project=project, batch=batch, content_hash="0", text="?")
-        # Pairs are distinct couples (i < j) of one prompt's responses: 820 responses give 335,790.
-        n_pairs = arrays.n_pairs
-        size = int(np.ceil((1 + np.sqrt(1 + 8 * n_pairs)) / 2))
-        responses = ModelResponse.objects.bulk_create(
-            ModelResponse(prompt=prompt, batch=batch, content_hash=str(i), text=f"response {i}")
-            for i in range(size)
-        )
-        first, second = np.triu_indices(size, k=1)
-        response_ids = np.array([r.id for r in responses])
-        gold_of_pair = np.full(n_pairs, -1)
-        gold_of_pair[arrays.pair] = arrays.gold
-        gold_names = np.where(gold_of_pair >= 0, _CHOICE_NAMES[np.maximum(gold_of_pair, 0)], "")
-        now = timezone.now().isoformat()
-        pair_ids = np.arange(1, n_pairs + 1)
-        judged = np.bincount(arrays.pair, minlength=n_pairs)
-        _copy_rows(
-            Pair._meta.db_table,
-            [
-                "id",
-                "project_id",
-                "batch_id",
-                "prompt_id",
-                "response_a_id",
-                "response_b_id",
-                "external_id",
-                "gold_choice",
-                "seed_choice",
-                "judgments_needed",
-                "judgments_count",
-                "is_active",
-                "created_at",
-            ],
-            [
-                pair_ids,
-                np.full(n_pairs, project.id),
-                np.full(n_pairs, batch.id),
-                np.full(n_pairs, prompt.id),
-                response_ids[first[:n_pairs]],
-                response_ids[second[:n_pairs]],
-                np.full(n_pairs, ""),
-                gold_names,
-                np.full(n_pairs, ""),
-                judged,
-                judged,
-                np.full(n_pairs, "t"),
-                np.full(n_pairs, now),
-            ],
-        )
-        n = len(arrays)
-        ids = np.arange(1, n + 1)
-        user_ids = np.array([u.id for u in raters])[arrays.rater]
-        decisive = arrays.choice <= 1
-        # Screen side: the left one is A unless swapped, so swapped = chose A xor picked left.
-        rng = np.random.default_rng(1)
-        swapped = np.where(
-            decisive, (arrays.choice == 0) != (arrays.left_chosen == 1), rng.random(n) < 0.5
-        )
-        flag = np.where(swapped, "t", "f")
-        strength = np.where(decisive, np.abs(np.nan_to_num(arrays.signed_strength)), 0)
-        strength_text = np.where(decisive, strength.astype(np.int64).astype(str), "\\N")
-        duration = np.nan_to_num(arrays.duration_ms, nan=20_000).astype(np.int64)
-        _copy_rows(
-            Assignment._meta.db_table,
-            ["id", "pair_id", "rater_id", "swapped", "status", "created_at", "expires_at"],
-            [
-                ids,
-                pair_ids[arrays.pair],
-                user_ids,
-                flag,
-                np.full(n, "done"),
-                np.full(n, now),
-                np.full(n, now),
-            ],
-        )
-        _copy_rows(
-            Judgment._meta.db_table,
-            [
-                "id",
-                "pair_id",
-                "rater_id",
-                "assignment_id",
-                "choice",
-                "strength",
-                "criteria",
-                "rationale",
-                "swapped",
-                "duration_ms",
-                "idempotency_key",
-                "request_fingerprint",
-                "created_at",
-            ],
-            [
-                ids,
-                pair_ids[arrays.pair],
-                user_ids,
-                ids,
-                _CHOICE_NAMES[arrays.choice],
-                strength_text,
-                np.full(n, "{}"),
-                np.full(n, ""),
-                flag,
-                duration,
-                np.full(n, ""),
-                np.full(n, ""),
-                np.full(n, now),
-            ],
-        )
-    with connection.cursor() as cursor:
-        for model in (Pair, Assignment, Judgment):
-            cursor.execute(f"ANALYZE {model._meta.db_table}")
-    return project
+    old = Project.objects.filter(slug=BENCH_SLUG).first()
+    if old is not None:
+        with connection.cursor() as cursor:  # cascades through Django would take minutes
+            for model in (Judgment, Assignment, Pair, ModelResponse, Prompt, Batch):
+                cursor.execute(f"DELETE FROM {model._meta.db_table}")  # noqa: S608
+        old.delete()
+    owner, _ = User.objects.get_or_create(username="bench-owner")
+    project = Project.objects.create(slug=BENCH_SLUG, name="Agreement benchmark")
+    raters = [
+        User.objects.get_or_create(username=f"bench-rater-{i:03d}")[0] for i in range(n_raters)
+    ]
+    Membership.objects.bulk_create(Membership(project=project, user=u) for u in raters)
+    batch = Batch.objects.create(
+        project=project, filename="bench.jsonl", sha256="0" * 64, format="pair", uploaded_by=owner
+    )
+    prompt = Prompt.objects.create(project=project, batch=batch, content_hash="0", text="?")
+    return project, batch, prompt, raters
+
+
+def _copy_pairs(
+    arrays: JudgmentArrays, project: Any, batch: Any, prompt: Any, now: str
+) -> np.ndarray:
+    """Write the pairs (ids 1 to n) with their responses; return the pair ids."""
+    from annotation.models import Pair
+    from annotation.models import Response as ModelResponse
+
+    # Pairs are distinct couples (i < j) of one prompt's responses: 820 responses give 335,790.
+    n_pairs = arrays.n_pairs
+    size = int(np.ceil((1 + np.sqrt(1 + 8 * n_pairs)) / 2))
+    responses = ModelResponse.objects.bulk_create(
+        ModelResponse(prompt=prompt, batch=batch, content_hash=str(i), text=f"response {i}")
+        for i in range(size)
+    )
+    first, second = np.triu_indices(size, k=1)
+    response_ids = np.array([r.id for r in responses])
+    gold_of_pair = np.full(n_pairs, -1)
+    gold_of_pair[arrays.pair] = arrays.gold
+    gold_names = np.where(gold_of_pair >= 0, _CHOICE_NAMES[np.maximum(gold_of_pair, 0)], "")
+    pair_ids = np.arange(1, n_pairs + 1)
+    judged = np.bincount(arrays.pair, minlength=n_pairs)
+    votes = {
+        f"votes_{name}": np.bincount(arrays.pair[arrays.choice == code], minlength=n_pairs)
+        for code, name in enumerate(_CHOICE_NAMES)
+    }  # the pair's own counts, as the engine keeps them
+    columns = {
+        "id": pair_ids,
+        "project_id": np.full(n_pairs, project.id),
+        "batch_id": np.full(n_pairs, batch.id),
+        "prompt_id": np.full(n_pairs, prompt.id),
+        "response_a_id": response_ids[first[:n_pairs]],
+        "response_b_id": response_ids[second[:n_pairs]],
+        "external_id": np.full(n_pairs, ""),
+        "metadata": np.full(n_pairs, "{}"),
+        "gold_choice": gold_names,
+        "seed_choice": np.full(n_pairs, ""),
+        "judgments_needed": judged,
+        "judgments_count": judged,
+        "flags_count": np.zeros(n_pairs, dtype=np.int64),
+        **votes,
+        "is_active": np.full(n_pairs, "t"),
+        "created_at": np.full(n_pairs, now),
+    }
+    _copy_rows(Pair._meta.db_table, list(columns), list(columns.values()))
+    return pair_ids
+
+
+def _copy_judgments(
+    arrays: JudgmentArrays,
+    judged_pair_ids: np.ndarray,
+    user_ids: np.ndarray,
+    now: str,
+) -> None:
+    """Write one done assignment and one judgment per row of `arrays` (ids 1 to n)."""
+    from annotation.models import Assignment, Judgment
+
+    n = len(arrays)
+    ids = np.arange(1, n + 1)
+    decisive = arrays.choice <= 1
+    # Screen side: the left one is A unless swapped, so swapped = chose A xor picked left.
+    rng = np.random.default_rng(1)
+    swapped = np.where(
+        decisive, (arrays.choice == 0) != (arrays.left_chosen == 1), rng.random(n) < 0.5
+    )
+    flag = np.where(swapped, "t", "f")
+    strength = np.where(decisive, np.abs(np.nan_to_num(arrays.signed_strength)), 0)
+    strength_text = np.where(decisive, strength.astype(np.int64).astype(str), "\\N")
+    duration = np.nan_to_num(arrays.duration_ms, nan=20_000).astype(np.int64)
+    assignments = {
+        "id": ids,
+        "pair_id": judged_pair_ids,
+        "rater_id": user_ids,
+        "swapped": flag,
+        "status": np.full(n, "done"),
+        "created_at": np.full(n, now),
+        "expires_at": np.full(n, now),
+    }
+    _copy_rows(Assignment._meta.db_table, list(assignments), list(assignments.values()))
+    judgments = {
+        "id": ids,
+        "pair_id": judged_pair_ids,
+        "rater_id": user_ids,
+        "assignment_id": ids,
+        "choice": _CHOICE_NAMES[arrays.choice],
+        "strength": strength_text,
+        "criteria": np.full(n, "{}"),
+        "rationale": np.full(n, ""),
+        "swapped": flag,
+        "duration_ms": duration,
+        "idempotency_key": np.full(n, ""),
+        "request_fingerprint": np.full(n, ""),
+        "created_at": np.full(n, now),
+    }
+    _copy_rows(Judgment._meta.db_table, list(judgments), list(judgments.values()))
 
 
 def report_from_database(arrays: JudgmentArrays, *, repeat: int) -> None:
