@@ -28,6 +28,7 @@ from typing import Any
 
 import krippendorff
 import numpy as np
+from pg_database import COUNT_COLUMNS, count_votes  # benchmarks/, the script's own folder
 
 from annotation.agreement.metrics import (
     BOTH_BAD,
@@ -213,6 +214,7 @@ def load_into_database(arrays: JudgmentArrays) -> Any:
         pair_ids = _copy_pairs(arrays, project, batch, prompt, now)
         user_ids = np.array([u.id for u in raters])[arrays.rater]
         _copy_judgments(arrays, pair_ids[arrays.pair], user_ids, now)
+        count_votes(project.id)
     with connection.cursor() as cursor:
         for model in (Pair, Assignment, Judgment):
             cursor.execute(f"ANALYZE {model._meta.db_table}")
@@ -269,10 +271,6 @@ def _copy_pairs(
     gold_names = np.where(gold_of_pair >= 0, _CHOICE_NAMES[np.maximum(gold_of_pair, 0)], "")
     pair_ids = np.arange(1, n_pairs + 1)
     judged = np.bincount(arrays.pair, minlength=n_pairs)
-    votes = {
-        f"votes_{name}": np.bincount(arrays.pair[arrays.choice == code], minlength=n_pairs)
-        for code, name in enumerate(_CHOICE_NAMES)
-    }  # the pair's own counts, as the engine keeps them
     columns = {
         "id": pair_ids,
         "project_id": np.full(n_pairs, project.id),
@@ -286,8 +284,7 @@ def _copy_pairs(
         "seed_choice": np.full(n_pairs, ""),
         "judgments_needed": judged,
         "judgments_count": judged,
-        "flags_count": np.zeros(n_pairs, dtype=np.int64),
-        **votes,
+        **dict.fromkeys(COUNT_COLUMNS, np.zeros(n_pairs, dtype=np.int64)),  # count_votes fills
         "is_active": np.full(n_pairs, "t"),
         "created_at": np.full(n_pairs, now),
     }

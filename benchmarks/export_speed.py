@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pg_database import create_database  # benchmarks/, the script's own folder
+from pg_database import COUNT_COLUMNS, count_votes, create_database  # benchmarks/
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -153,12 +153,12 @@ def _seed(judgments: int, rng: random.Random) -> None:
             Pair,
             (
                 (q0 + i, project.id, batch.id, p0 + i, r0 + 2 * i, r0 + 2 * i + 1, f"pair-{i}",
-                 "{}", "", "", per_pair, per_pair, True, now)
+                 "{}", "", "", per_pair, per_pair, True, now, *(0,) * len(COUNT_COLUMNS))
                 for i in range(pairs)
             ),
             ["id", "project", "batch", "prompt", "response_a", "response_b", "external_id",
              "metadata", "gold_choice", "seed_choice", "judgments_needed", "judgments_count",
-             "is_active", "created_at"],
+             "is_active", "created_at", *COUNT_COLUMNS],
         )  # fmt: skip
         _copy(
             Assignment,
@@ -187,6 +187,7 @@ def _seed(judgments: int, rng: random.Random) -> None:
              "swapped", "duration_ms", "active_ms", "idempotency_key", "request_fingerprint",
              "created_at"],
         )  # fmt: skip
+        count_votes(project.id)
     print(f"seeded {pairs:,} pairs and {pairs * per_pair:,} judgments in "
           f"{time.perf_counter() - began:.0f} s")  # fmt: skip
 

@@ -35,6 +35,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+from pg_database import COUNT_COLUMNS, count_votes  # benchmarks/, the script's own folder
 from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 
@@ -202,6 +203,7 @@ def load(rng: np.random.Generator) -> Any:
                 "metadata": np.full(n_pairs, "{}"),
                 "judgments_needed": np.full(n_pairs, 3),
                 "judgments_count": np.full(n_pairs, 3),
+                **dict.fromkeys(COUNT_COLUMNS, np.zeros(n_pairs, dtype=np.int64)),
                 "is_active": np.full(n_pairs, "t"),
                 "created_at": np.full(n_pairs, now),
             },
@@ -240,6 +242,7 @@ def load(rng: np.random.Generator) -> Any:
                 "created_at": np.full(n, now),
             },
         )
+        count_votes(project.id)
     with connection.cursor() as cursor:
         for model in (Prompt, Response, Pair, Assignment, Judgment):
             cursor.execute(f"ANALYZE {model._meta.db_table}")
