@@ -14,7 +14,6 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.utils.crypto import salted_hmac
@@ -34,13 +33,6 @@ class ScoresUnavailable(Exception):
 class Scores:
     model_version: int
     scores: list[float]
-
-
-def score_server_address() -> tuple[str, int]:
-    """Where the score server listens by default and the web process finds it: SCORE_SERVER_URL's
-    host and port (127.0.0.1 and 8765 where the URL leaves them out)."""
-    url = urlsplit(settings.SCORE_SERVER_URL)
-    return url.hostname or "127.0.0.1", url.port or 8765
 
 
 def score_server_secret() -> str:

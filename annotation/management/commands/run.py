@@ -32,7 +32,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from rewardtrain.services.score_client import score_server_address
+from config.addresses import score_server_address
 
 _POLL_S = 0.2
 

@@ -5,7 +5,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from rewardtrain.services.score_client import score_server_address, score_server_secret
+from config.addresses import score_server_address
+from rewardtrain.services.score_client import score_server_secret
 
 
 class Command(BaseCommand):
