@@ -28,7 +28,7 @@ from typing import Any
 
 import krippendorff
 import numpy as np
-from pg_database import COUNT_COLUMNS, count_votes  # benchmarks/, the script's own folder
+from pg_database import COUNT_COLUMNS, fill_counts  # benchmarks/, the script's own folder
 
 from annotation.agreement.metrics import (
     BOTH_BAD,
@@ -214,7 +214,7 @@ def load_into_database(arrays: JudgmentArrays) -> Any:
         pair_ids = _copy_pairs(arrays, project, batch, prompt, now)
         user_ids = np.array([u.id for u in raters])[arrays.rater]
         _copy_judgments(arrays, pair_ids[arrays.pair], user_ids, now)
-        count_votes(project.id)
+        fill_counts(project.id)
     with connection.cursor() as cursor:
         for model in (Pair, Assignment, Judgment):
             cursor.execute(f"ANALYZE {model._meta.db_table}")
@@ -284,7 +284,7 @@ def _copy_pairs(
         "seed_choice": np.full(n_pairs, ""),
         "judgments_needed": judged,
         "judgments_count": judged,
-        **dict.fromkeys(COUNT_COLUMNS, np.zeros(n_pairs, dtype=np.int64)),  # count_votes fills
+        **dict.fromkeys(COUNT_COLUMNS, np.zeros(n_pairs, dtype=np.int64)),  # fill_counts fills
         "is_active": np.full(n_pairs, "t"),
         "created_at": np.full(n_pairs, now),
     }

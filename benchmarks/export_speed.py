@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pg_database import COUNT_COLUMNS, count_votes, create_database  # benchmarks/
+from pg_database import COUNT_COLUMNS, create_database, fill_counts  # benchmarks/
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -187,7 +187,7 @@ def _seed(judgments: int, rng: random.Random) -> None:
              "swapped", "duration_ms", "active_ms", "idempotency_key", "request_fingerprint",
              "created_at"],
         )  # fmt: skip
-        count_votes(project.id)
+        fill_counts(project.id)
     print(f"seeded {pairs:,} pairs and {pairs * per_pair:,} judgments in "
           f"{time.perf_counter() - began:.0f} s")  # fmt: skip
 

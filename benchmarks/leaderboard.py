@@ -35,7 +35,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-from pg_database import COUNT_COLUMNS, count_votes  # benchmarks/, the script's own folder
+from pg_database import COUNT_COLUMNS, fill_counts  # benchmarks/, the script's own folder
 from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 
@@ -242,7 +242,7 @@ def load(rng: np.random.Generator) -> Any:
                 "created_at": np.full(n, now),
             },
         )
-        count_votes(project.id)
+        fill_counts(project.id)
     with connection.cursor() as cursor:
         for model in (Prompt, Response, Pair, Assignment, Judgment):
             cursor.execute(f"ANALYZE {model._meta.db_table}")

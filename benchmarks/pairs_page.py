@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pg_database import create_database  # benchmarks/, the script's own folder
+from pg_database import COUNT_COLUMNS, create_database, fill_counts  # benchmarks/
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -55,14 +55,14 @@ SEED_SQL = [
     """INSERT INTO {pair} (project_id, batch_id, prompt_id, response_a_id, response_b_id,
                            external_id, metadata, gold_choice, seed_choice, judgments_needed,
                            judgments_count, is_active, model_p_a, model_uncertainty,
-                           model_version, created_at)
+                           model_version, created_at, {counts})
        SELECT %(project)s, p.batch_id, p.id, ra.id, rb.id, '', '{{}}',
               CASE WHEN p.id %% 100 = 0 THEN 'a' ELSE '' END, '', 3,
               CASE WHEN p.id %% 10 < 7 THEN 3 WHEN p.id %% 10 < 9 THEN 1 ELSE 0 END, true,
               CASE WHEN p.id %% 2 = 0 THEN random() END,
               CASE WHEN p.id %% 2 = 0 THEN random() / 5 END,
               CASE WHEN p.id %% 2 = 0 THEN 3 END,
-              now() - make_interval(secs => %(pairs)s - p.id)
+              now() - make_interval(secs => %(pairs)s - p.id), {zeros}
        FROM {prompt} p
        JOIN {response} ra ON ra.prompt_id = p.id AND ra.content_hash = md5('a' || p.id)
        JOIN {response} rb ON rb.prompt_id = p.id AND rb.content_hash = md5('b' || p.id)
@@ -92,19 +92,6 @@ SEED_SQL = [
          RETURNING id, pair_id, rater_id)
        INSERT INTO {flag} (pair_id, rater_id, assignment_id, reason, note, created_at)
        SELECT pair_id, rater_id, id, 'broken', '', now() FROM leases""",
-    # The counts the rating engine and the flag service keep on each pair's row.
-    """UPDATE {pair} q
-       SET votes_a = c.a, votes_b = c.b, votes_tie = c.tie, votes_both_bad = c.both_bad,
-           flags_count = c.flags
-       FROM (SELECT q.id,
-                    count(j.id) FILTER (WHERE j.choice = 'a') AS a,
-                    count(j.id) FILTER (WHERE j.choice = 'b') AS b,
-                    count(j.id) FILTER (WHERE j.choice = 'tie') AS tie,
-                    count(j.id) FILTER (WHERE j.choice = 'both_bad') AS both_bad,
-                    (SELECT count(*) FROM {flag} f WHERE f.pair_id = q.id) AS flags
-             FROM {pair} q LEFT JOIN {judgment} j ON j.pair_id = q.id
-             WHERE q.project_id = %(project)s GROUP BY q.id) c
-       WHERE q.id = c.id""",
 ]
 
 
@@ -132,6 +119,7 @@ def _seed(pairs: int) -> None:
             m.__name__.lower(): m._meta.db_table
             for m in (Prompt, Response, Pair, Assignment, Judgment, Flag)
         }
+        counts = {"counts": ", ".join(COUNT_COLUMNS), "zeros": ", ".join("0" * len(COUNT_COLUMNS))}
         params = {
             "project": project.id,
             "batch": batch.id,
@@ -141,7 +129,8 @@ def _seed(pairs: int) -> None:
         }
         with connection.cursor() as cursor:
             for statement in SEED_SQL:
-                cursor.execute(statement.format(**tables), params)
+                cursor.execute(statement.format(**tables, **counts), params)
+        fill_counts(project.id)
         for table in tables.values():
             with connection.cursor() as cursor:
                 cursor.execute(f"ANALYZE {table}")

@@ -28,25 +28,31 @@ def create_database() -> None:
 
 
 # The counts a pair keeps of its own judgments and flags (migration 0017): NOT NULL, so the
-# benchmarks that COPY pairs write them as zeros, then `count_votes` fills them.
+# benchmarks that write pairs in bulk write them as zeros, then `fill_counts` fills them.
 COUNT_COLUMNS = ("votes_a", "votes_b", "votes_tie", "votes_both_bad", "flags_count")
 
 
-def count_votes(project_id: int) -> None:
-    """Set the project's pairs' vote counts from their judgments, as the engine keeps them."""
+def fill_counts(project_id: int) -> None:
+    """Set the project's pairs' vote and flag counts from their judgments and flags, as the
+    rating engine and the flag service keep them."""
     from django.db import connection
 
-    from annotation.models import Judgment, Pair
+    from annotation.models import Flag, Judgment, Pair
 
-    counts = ", ".join(
-        f"COUNT(*) FILTER (WHERE choice = '{choice}') AS {choice}"
+    votes = ", ".join(
+        f"count(j.id) FILTER (WHERE j.choice = '{choice}') AS {choice}"
         for choice in ("a", "b", "tie", "both_bad")
     )
+    pair, judgment, flag = (m._meta.db_table for m in (Pair, Judgment, Flag))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {Pair._meta.db_table} AS p SET votes_a = c.a, votes_b = c.b, "  # noqa: S608
-            f"votes_tie = c.tie, votes_both_bad = c.both_bad FROM (SELECT pair_id, {counts} "
-            f"FROM {Judgment._meta.db_table} GROUP BY pair_id) AS c "
-            "WHERE p.id = c.pair_id AND p.project_id = %s",
+            f"""UPDATE {pair} q
+                SET votes_a = c.a, votes_b = c.b, votes_tie = c.tie, votes_both_bad = c.both_bad,
+                    flags_count = c.flags
+                FROM (SELECT q.id, {votes},
+                             (SELECT count(*) FROM {flag} f WHERE f.pair_id = q.id) AS flags
+                      FROM {pair} q LEFT JOIN {judgment} j ON j.pair_id = q.id
+                      WHERE q.project_id = %s GROUP BY q.id) c
+                WHERE q.id = c.id""",  # noqa: S608 - table names from the models
             [project_id],
         )

@@ -1,8 +1,10 @@
-"""The benchmarks that COPY rows straight into the tables name every NOT NULL column themselves,
-so a new column breaks them without any other test noticing: Pair's vote and flag counts
-(migration 0017) left `benchmarks/export_speed.py` and `benchmarks/agreement.py --from-db`
-failing with a NotNullViolation until they were fixed. Their loaders run here at a tiny size,
-and the pairs' vote counts must match the judgments, as the engine keeps them."""
+"""The benchmarks that write rows straight into the tables (COPY, INSERT ... SELECT) name every
+NOT NULL column themselves, so a new column breaks them unseen by any other test: Pair's counts
+of votes and flags (migration 0017) left `benchmarks/export_speed.py`, `pairs_page.py`,
+`leaderboard.py` and `agreement.py --from-db` failing with a NotNullViolation until they were
+fixed. The loaders that take a size run here at a tiny one (the leaderboard's is fixed at
+1,000,008 judgments), and the pairs' vote counts must match the judgments, as the engine keeps
+them."""
 
 import importlib.util
 import os
@@ -57,4 +59,12 @@ def test_the_agreement_benchmark_loads_its_judgments(monkeypatch):
     arrays = agreement.synthetic_judgments(pairs=30, raters=6, per_pair=3, seed=0)
     project = agreement.load_into_database(arrays)
     assert Judgment.objects.filter(pair__project=project).count() == len(arrays)
+    _assert_votes_match_judgments(project)
+
+
+def test_the_pairs_page_benchmark_seeds_a_project(monkeypatch):
+    pairs_page = _benchmark("pairs_page", monkeypatch)
+    pairs_page._seed(30)
+    project = Project.objects.get(slug=pairs_page.SLUG)
+    assert Pair.objects.filter(project=project).count() == 30
     _assert_votes_match_judgments(project)
