@@ -25,6 +25,8 @@ install: $(STAMP)
 
 run: $(STAMP)
 	@mkdir -p var
+	@# Both ports first: a taken one is reported now, not after the migrations and the demo.
+	$(RUN_ENV) $(PY) manage.py run --host $(HOST) --port $(PORT) --check
 	$(RUN_ENV) $(PY) manage.py migrate --noinput
 	$(RUN_ENV) $(PY) manage.py demo --simulate $(SIMULATE) > var/demo.txt
 	@# manage.py run starts web, worker, beat and the score server, each in its own process group, and

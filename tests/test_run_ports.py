@@ -84,3 +84,11 @@ def test_a_port_the_last_run_left_in_time_wait_counts_as_free(settings):
     settings.SCORE_SERVER_URL = f"http://127.0.0.1:{_free_port()}"
     with pytest.raises(Started):
         call_command("run", "--port", str(port))
+
+
+def test_check_alone_starts_nothing_and_still_reports_a_taken_port(taken_port, settings):
+    """`make run` calls `run --check` before its migrations and demo, to fail at once."""
+    settings.SCORE_SERVER_URL = f"http://127.0.0.1:{_free_port()}"
+    call_command("run", "--port", str(_free_port()), "--check")  # Popen would raise Started
+    with pytest.raises(CommandError, match=f"cannot listen on 127.0.0.1:{taken_port}"):
+        call_command("run", "--port", str(taken_port), "--check")

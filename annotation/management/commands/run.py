@@ -165,10 +165,15 @@ class Command(BaseCommand):
             "--grace", type=float, default=10.0, help="seconds to exit cleanly before SIGKILL"
         )
         parser.add_argument("--banner", type=Path, help="a file to print once the web answers")
+        parser.add_argument(
+            "--check", action="store_true", help="only check that both ports are free, then exit"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         host, port, banner = options["host"], options["port"], options["banner"]
         _check_ports(host, port)
+        if options["check"]:
+            return
         supervisor = Supervisor(_commands(host, port), grace=options["grace"])
 
         def on_ready() -> bool:
