@@ -28,7 +28,7 @@ from typing import Any
 
 import krippendorff
 import numpy as np
-from pg_database import COUNT_COLUMNS, fill_counts  # benchmarks/, the script's own folder
+from pg_database import COUNT_COLUMNS, fill_counts, fresh_project  # benchmarks/
 
 from annotation.agreement.metrics import (
     BOTH_BAD,
@@ -206,11 +206,15 @@ def load_into_database(arrays: JudgmentArrays) -> Any:
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from annotation.models import Assignment, Judgment, Pair
+    from annotation.models import Assignment, Judgment, Pair, Prompt
 
     now = timezone.now().isoformat()
     with transaction.atomic():
-        project, batch, prompt, raters = _fresh_project(arrays.n_raters)
+        project, batch, raters = fresh_project(
+            slug=BENCH_SLUG, name="Agreement benchmark", raters=arrays.n_raters,
+            rater_prefix="bench-rater-", batch_format="pair",
+        )  # fmt: skip
+        prompt = Prompt.objects.create(project=project, batch=batch, content_hash="0", text="?")
         pair_ids = _copy_pairs(arrays, project, batch, prompt, now)
         user_ids = np.array([u.id for u in raters])[arrays.rater]
         _copy_judgments(arrays, pair_ids[arrays.pair], user_ids, now)
@@ -219,35 +223,6 @@ def load_into_database(arrays: JudgmentArrays) -> Any:
         for model in (Pair, Assignment, Judgment):
             cursor.execute(f"ANALYZE {model._meta.db_table}")
     return project
-
-
-def _fresh_project(n_raters: int) -> tuple[Any, Any, Any, list[Any]]:
-    """The benchmark project (an older one and every judgment table's rows deleted first), its
-    batch, its one prompt and its `n_raters` raters."""
-    from django.contrib.auth import get_user_model
-    from django.db import connection
-
-    from annotation.models import Assignment, Batch, Judgment, Membership, Pair, Project, Prompt
-    from annotation.models import Response as ModelResponse
-
-    User = get_user_model()
-    old = Project.objects.filter(slug=BENCH_SLUG).first()
-    if old is not None:
-        with connection.cursor() as cursor:  # cascades through Django would take minutes
-            for model in (Judgment, Assignment, Pair, ModelResponse, Prompt, Batch):
-                cursor.execute(f"DELETE FROM {model._meta.db_table}")  # noqa: S608
-        old.delete()
-    owner, _ = User.objects.get_or_create(username="bench-owner")
-    project = Project.objects.create(slug=BENCH_SLUG, name="Agreement benchmark")
-    raters = [
-        User.objects.get_or_create(username=f"bench-rater-{i:03d}")[0] for i in range(n_raters)
-    ]
-    Membership.objects.bulk_create(Membership(project=project, user=u) for u in raters)
-    batch = Batch.objects.create(
-        project=project, filename="bench.jsonl", sha256="0" * 64, format="pair", uploaded_by=owner
-    )
-    prompt = Prompt.objects.create(project=project, batch=batch, content_hash="0", text="?")
-    return project, batch, prompt, raters
 
 
 def _copy_pairs(

@@ -209,6 +209,54 @@ def _worker_of(master: int) -> int:
     raise RuntimeError("gunicorn started no worker")
 
 
+def _warm_up(url: str, query: dict[str, str], headers: dict[str, str]) -> None:
+    """Wait for the server, asking for the same format (empty): the libraries it loads (pyarrow
+    for Parquet) are then in the baseline, and the growth measured is the export's own."""
+    import requests
+
+    for _ in range(100):
+        try:
+            warm = requests.get(
+                url, params={**query, "since": "2999-01-01T00:00:00Z"},
+                headers=headers, timeout=600,
+            )  # fmt: skip
+            break
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    warm.raise_for_status()
+
+
+def _stream(
+    url: str, query: dict[str, str], headers: dict[str, str], worker: int
+) -> tuple[int, int, float, int, int]:
+    """Stream the export once: bytes, lines, seconds, and the worker's RSS (KiB) before and at
+    its peak, sampled every 50 ms."""
+    import requests
+
+    before = peak = _rss_kib(worker)
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.05):
+            peak = max(peak, _rss_kib(worker))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    size = lines = 0
+    started = time.perf_counter()
+    try:
+        with requests.get(url, params=query, headers=headers, stream=True, timeout=600) as response:
+            response.raise_for_status()
+            for chunk in response.iter_content(1 << 20):
+                size += len(chunk)
+                lines += chunk.count(b"\n")
+    finally:
+        done.set()
+        sampler.join()
+    return size, lines, time.perf_counter() - started, before, peak
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--judgments", type=int, default=1_000_000)
@@ -227,7 +275,6 @@ def main() -> None:
     import django
 
     django.setup()
-    import requests
     from django.core.management import call_command
     from rest_framework.authtoken.models import Token
 
@@ -252,40 +299,9 @@ def main() -> None:
         worker = _worker_of(server.pid)
         url = f"http://127.0.0.1:{args.port}/api/v1/projects/{SLUG}/export/"
         headers = {"Authorization": f"Token {token.key}"}
-        # The warm-up asks for the same format (empty), so libraries it loads (pyarrow for
-        # Parquet) are in the baseline and the growth measured is the export's own.
         query = {"format": args.format, "table": args.table, "aggregation": args.aggregation}
-        for _ in range(100):
-            try:
-                warm = requests.get(
-                    url, params={**query, "since": "2999-01-01T00:00:00Z"},
-                    headers=headers, timeout=600,
-                )  # fmt: skip
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        warm.raise_for_status()
-        before = _rss_kib(worker)
-        peak = before
-        done = threading.Event()
-
-        def sample() -> None:
-            nonlocal peak
-            while not done.wait(0.05):
-                peak = max(peak, _rss_kib(worker))
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
-        size = lines = 0
-        started = time.perf_counter()
-        with requests.get(url, params=query, headers=headers, stream=True, timeout=600) as response:
-            response.raise_for_status()
-            for chunk in response.iter_content(1 << 20):
-                size += len(chunk)
-                lines += chunk.count(b"\n")
-        seconds = time.perf_counter() - started
-        done.set()
-        sampler.join()
+        _warm_up(url, query, headers)
+        size, lines, seconds, before, peak = _stream(url, query, headers, worker)
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -35,7 +35,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-from pg_database import COUNT_COLUMNS, fill_counts  # benchmarks/, the script's own folder
+from pg_database import COUNT_COLUMNS, fill_counts, fresh_project  # benchmarks/
 from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 
@@ -128,125 +128,157 @@ def _world(rng: np.random.Generator) -> dict[str, np.ndarray]:
 
 
 def load(rng: np.random.Generator) -> Any:
-    from django.contrib.auth import get_user_model
+    """Write the benchmark's world as a fresh project: prompts, responses, pairs, judgments."""
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from annotation.models import Assignment, Batch, Judgment, Pair, Project, Prompt, Response
+    from annotation.models import Assignment, Judgment, Pair, Prompt, Response
 
     world = _world(rng)
-    User = get_user_model()
     now = timezone.now().isoformat()
     with transaction.atomic():
-        with connection.cursor() as cursor:  # cascading deletes through Django take minutes
-            for model in (Judgment, Assignment, Pair, Response, Prompt, Batch):
-                cursor.execute(f"DELETE FROM {model._meta.db_table}")  # noqa: S608
-        Project.objects.filter(slug=SLUG).delete()
-        owner, _ = User.objects.get_or_create(username="bench-owner")
-        project = Project.objects.create(slug=SLUG, name="Leaderboard benchmark")
-        raters = [
-            User.objects.get_or_create(username=f"lb-rater-{i:03d}")[0] for i in range(RATERS)
-        ]
-        batch = Batch.objects.create(
-            project=project,
-            filename="bench.jsonl",
-            sha256="0" * 64,
-            format="responses",
-            uploaded_by=owner,
-        )
-        prompt_ids = np.arange(1, PROMPTS + 1)
-        _copy(
-            Prompt._meta.db_table,
-            {
-                "id": prompt_ids,
-                "project_id": np.full(PROMPTS, project.id),
-                "batch_id": np.full(PROMPTS, batch.id),
-                "content_hash": prompt_ids,
-                "text": np.char.add("prompt ", prompt_ids.astype(str)),
-                "external_id": np.full(PROMPTS, ""),
-                "metadata": np.full(PROMPTS, "{}"),
-            },
-        )
-        n_resp = int(world["n_resp"])
-        resp_ids = np.arange(1, n_resp + 1)
-        counts = world["counts"]
-        _copy(
-            Response._meta.db_table,
-            {
-                "id": resp_ids,
-                "prompt_id": np.repeat(prompt_ids, 3),
-                "batch_id": np.full(n_resp, batch.id),
-                "content_hash": resp_ids,
-                "text": np.char.add("response ", resp_ids.astype(str)),
-                "model_name": np.char.add("model-", world["models"].astype(str)),
-                "metadata": np.full(n_resp, "{}"),
-                "style_length": counts[:, 0],
-                "style_headers": counts[:, 1],
-                "style_list_items": counts[:, 2],
-                "style_bold": counts[:, 3],
-            },
-        )
-        n_pairs = world["first"].size
-        pair_ids = np.arange(1, n_pairs + 1)
-        _copy(
-            Pair._meta.db_table,
-            {
-                "id": pair_ids,
-                "project_id": np.full(n_pairs, project.id),
-                "batch_id": np.full(n_pairs, batch.id),
-                "prompt_id": np.repeat(prompt_ids, 3),
-                "response_a_id": resp_ids[world["first"]],
-                "response_b_id": resp_ids[world["second"]],
-                "external_id": np.full(n_pairs, ""),
-                "gold_choice": np.full(n_pairs, ""),
-                "seed_choice": np.full(n_pairs, ""),
-                "metadata": np.full(n_pairs, "{}"),
-                "judgments_needed": np.full(n_pairs, 3),
-                "judgments_count": np.full(n_pairs, 3),
-                **dict.fromkeys(COUNT_COLUMNS, np.zeros(n_pairs, dtype=np.int64)),
-                "is_active": np.full(n_pairs, "t"),
-                "created_at": np.full(n_pairs, now),
-            },
-        )
-        n = world["pair"].size
-        ids = np.arange(1, n + 1)
+        project, batch, raters = fresh_project(
+            slug=SLUG, name="Leaderboard benchmark", raters=RATERS, rater_prefix="lb-rater-",
+            batch_format="responses",
+        )  # fmt: skip
+        prompt_ids, resp_ids = _copy_texts(world, project, batch)
         user_ids = np.array([u.id for u in raters])[world["rater"]]
-        _copy(
-            Assignment._meta.db_table,
-            {
-                "id": ids,
-                "pair_id": pair_ids[world["pair"]],
-                "rater_id": user_ids,
-                "swapped": np.full(n, "f"),
-                "status": np.full(n, "done"),
-                "created_at": np.full(n, now),
-                "expires_at": np.full(n, now),
-            },
-        )
-        decisive = np.isin(world["choice"], ["a", "b"])
-        _copy(
-            Judgment._meta.db_table,
-            {
-                "id": ids,
-                "pair_id": pair_ids[world["pair"]],
-                "rater_id": user_ids,
-                "assignment_id": ids,
-                "choice": world["choice"],
-                "strength": np.where(decisive, "2", "\\N"),
-                "criteria": np.full(n, "{}"),
-                "rationale": np.full(n, ""),
-                "swapped": np.full(n, "f"),
-                "duration_ms": np.full(n, 20_000),
-                "idempotency_key": np.full(n, ""),
-                "request_fingerprint": np.full(n, ""),
-                "created_at": np.full(n, now),
-            },
-        )
+        _copy_battles(world, project, batch, prompt_ids, resp_ids, user_ids, now)
         fill_counts(project.id)
     with connection.cursor() as cursor:
         for model in (Prompt, Response, Pair, Assignment, Judgment):
             cursor.execute(f"ANALYZE {model._meta.db_table}")
     return project
+
+
+def _copy_texts(world: dict[str, Any], project: Any, batch: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Write the prompts and their three responses each, with style counts; return their ids."""
+    from annotation.models import Prompt, Response
+
+    prompt_ids = np.arange(1, PROMPTS + 1)
+    _copy(
+        Prompt._meta.db_table,
+        {
+            "id": prompt_ids,
+            "project_id": np.full(PROMPTS, project.id),
+            "batch_id": np.full(PROMPTS, batch.id),
+            "content_hash": prompt_ids,
+            "text": np.char.add("prompt ", prompt_ids.astype(str)),
+            "external_id": np.full(PROMPTS, ""),
+            "metadata": np.full(PROMPTS, "{}"),
+        },
+    )
+    n_resp = int(world["n_resp"])
+    resp_ids = np.arange(1, n_resp + 1)
+    counts = world["counts"]
+    _copy(
+        Response._meta.db_table,
+        {
+            "id": resp_ids,
+            "prompt_id": np.repeat(prompt_ids, 3),
+            "batch_id": np.full(n_resp, batch.id),
+            "content_hash": resp_ids,
+            "text": np.char.add("response ", resp_ids.astype(str)),
+            "model_name": np.char.add("model-", world["models"].astype(str)),
+            "metadata": np.full(n_resp, "{}"),
+            "style_length": counts[:, 0],
+            "style_headers": counts[:, 1],
+            "style_list_items": counts[:, 2],
+            "style_bold": counts[:, 3],
+        },
+    )
+    return prompt_ids, resp_ids
+
+
+def _copy_battles(
+    world: dict[str, Any],
+    project: Any,
+    batch: Any,
+    prompt_ids: np.ndarray,
+    resp_ids: np.ndarray,
+    user_ids: np.ndarray,
+    now: str,
+) -> None:
+    """Write the pairs, then one done assignment and one judgment per battle."""
+    pair_ids = _copy_pairs(world, project, batch, prompt_ids, resp_ids, now)
+    _copy_judgments(world, pair_ids, user_ids, now)
+
+
+def _copy_pairs(
+    world: dict[str, Any],
+    project: Any,
+    batch: Any,
+    prompt_ids: np.ndarray,
+    resp_ids: np.ndarray,
+    now: str,
+) -> np.ndarray:
+    """Write the pairs (three per prompt, ids 1 to n); return their ids."""
+    from annotation.models import Pair
+
+    n_pairs = world["first"].size
+    pair_ids = np.arange(1, n_pairs + 1)
+    _copy(
+        Pair._meta.db_table,
+        {
+            "id": pair_ids,
+            "project_id": np.full(n_pairs, project.id),
+            "batch_id": np.full(n_pairs, batch.id),
+            "prompt_id": np.repeat(prompt_ids, 3),
+            "response_a_id": resp_ids[world["first"]],
+            "response_b_id": resp_ids[world["second"]],
+            "external_id": np.full(n_pairs, ""),
+            "gold_choice": np.full(n_pairs, ""),
+            "seed_choice": np.full(n_pairs, ""),
+            "metadata": np.full(n_pairs, "{}"),
+            "judgments_needed": np.full(n_pairs, 3),
+            "judgments_count": np.full(n_pairs, 3),
+            **dict.fromkeys(COUNT_COLUMNS, np.zeros(n_pairs, dtype=np.int64)),
+            "is_active": np.full(n_pairs, "t"),
+            "created_at": np.full(n_pairs, now),
+        },
+    )
+    return pair_ids
+
+
+def _copy_judgments(
+    world: dict[str, Any], pair_ids: np.ndarray, user_ids: np.ndarray, now: str
+) -> None:
+    """Write one done assignment and one judgment per battle (ids 1 to n)."""
+    from annotation.models import Assignment, Judgment
+
+    n = world["pair"].size
+    ids = np.arange(1, n + 1)
+    _copy(
+        Assignment._meta.db_table,
+        {
+            "id": ids,
+            "pair_id": pair_ids[world["pair"]],
+            "rater_id": user_ids,
+            "swapped": np.full(n, "f"),
+            "status": np.full(n, "done"),
+            "created_at": np.full(n, now),
+            "expires_at": np.full(n, now),
+        },
+    )
+    decisive = np.isin(world["choice"], ["a", "b"])
+    _copy(
+        Judgment._meta.db_table,
+        {
+            "id": ids,
+            "pair_id": pair_ids[world["pair"]],
+            "rater_id": user_ids,
+            "assignment_id": ids,
+            "choice": world["choice"],
+            "strength": np.where(decisive, "2", "\\N"),
+            "criteria": np.full(n, "{}"),
+            "rationale": np.full(n, ""),
+            "swapped": np.full(n, "f"),
+            "duration_ms": np.full(n, 20_000),
+            "idempotency_key": np.full(n, ""),
+            "request_fingerprint": np.full(n, ""),
+            "created_at": np.full(n, now),
+        },
+    )
 
 
 CPU: dict[str, float] = {}
