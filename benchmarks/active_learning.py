@@ -501,14 +501,16 @@ def fine_tuned_runs(
 
 
 def chart_title(args: argparse.Namespace) -> str:
+    seeds = f"{len(args.seeds)} seed{'' if len(args.seeds) == 1 else 's'}"
     if args.fine_tune:
+        epochs = f"{args.epochs} epoch{'' if args.epochs == 1 else 's'}"
         return (
-            f"Active learning on HH harmless ({len(args.seeds)} seeds, fine-tuned MiniLM, "
-            f"{args.epochs} epoch(s) a round, {args.heads} bootstrap heads)"
+            f"Active learning on HH harmless ({seeds}, fine-tuned MiniLM, {epochs} a round, "
+            f"{args.heads} bootstrap heads)"
         )
     return (
-        f"Active learning on HH harmless ({len(args.seeds)} seeds, frozen MiniLM {args.features} "
-        f"features, {args.heads} bootstrap heads)"
+        f"Active learning on HH harmless ({seeds}, frozen MiniLM {args.features} features, "
+        f"{args.heads} bootstrap heads)"
     )
 
 
