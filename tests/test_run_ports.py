@@ -92,3 +92,16 @@ def test_check_alone_starts_nothing_and_still_reports_a_taken_port(taken_port, s
     call_command("run", "--port", str(_free_port()), "--check")  # Popen would raise Started
     with pytest.raises(CommandError, match=f"cannot listen on 127.0.0.1:{taken_port}"):
         call_command("run", "--port", str(taken_port), "--check")
+
+
+def test_a_score_server_url_on_another_machine_is_named(settings):
+    """`make run` starts the score server here: a SCORE_SERVER_URL that names another machine
+    (192.0.2.1 is reserved for documentation, never this host) cannot be listened on."""
+    settings.SCORE_SERVER_URL = "http://192.0.2.1:8765"
+    with pytest.raises(CommandError) as raised:
+        call_command("run", "--port", str(_free_port()), "--check")
+    message = str(raised.value)
+    assert "The score server cannot listen on 192.0.2.1:8765" in message
+    assert "Stop what holds" not in message  # no program to stop: the address is not here
+    advice = "Set SCORE_SERVER_URL to an address of this machine (e.g. http://127.0.0.1:8765)."
+    assert message.endswith(advice)

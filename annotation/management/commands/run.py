@@ -18,6 +18,7 @@ a banner for whatever program already answers on the web port.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import socket
@@ -113,10 +114,10 @@ def _answers(host: str, port: int) -> bool:
     return True
 
 
-def _cannot_listen(host: str, port: int) -> str | None:
-    """Why a server could not listen on host:port now, in the system's words; None if it could.
-    Binds and closes at once, with SO_REUSEADDR as both servers bind, so that a port left in
-    TIME_WAIT by the last run counts as free."""
+def _cannot_listen(host: str, port: int) -> OSError | None:
+    """Why a server could not listen on host:port now; None if it could. Binds and closes at
+    once, with SO_REUSEADDR as both servers bind, so that a port left in TIME_WAIT by the last
+    run counts as free."""
     try:
         family, kind, protocol, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM
@@ -125,7 +126,7 @@ def _cannot_listen(host: str, port: int) -> str | None:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(address)
     except OSError as error:
-        return error.strerror or str(error)
+        return error
     return None
 
 
@@ -139,19 +140,27 @@ def _check_ports(host: str, port: int) -> None:
             f"The web server and the score server would share port {port} (SCORE_SERVER_URL is "
             f"{settings.SCORE_SERVER_URL}): choose another web port ({other_web_port})."
         )
+    # (server, host, port, what to change if the port is taken, if the host is not this machine's)
     checks = (
-        ("web server", host, port, f"choose another port ({other_web_port})"),
+        (
+            "web server", host, port, f"choose another port ({other_web_port})",
+            "Choose a host of this machine (manage.py run --host 127.0.0.1)",
+        ),
         (
             "score server", score_host, score_port,
             f"set SCORE_SERVER_URL to a free port (e.g. http://{score_host}:{score_port + 1})",
+            f"Set SCORE_SERVER_URL to an address of this machine (e.g. "
+            f"http://127.0.0.1:{score_port})",
         ),
     )  # fmt: skip
-    for server, server_host, server_port, advice in checks:
-        why = _cannot_listen(server_host, server_port)
-        if why is not None:
+    for server, server_host, server_port, other_port, other_host in checks:
+        error = _cannot_listen(server_host, server_port)
+        if error is not None:
+            taken = error.errno == errno.EADDRINUSE
             raise CommandError(
-                f"The {server} cannot listen on {server_host}:{server_port} ({why}). "
-                f"Stop what holds that port, or {advice}."
+                f"The {server} cannot listen on {server_host}:{server_port} "
+                f"({error.strerror or error}). "
+                + (f"Stop what holds that port, or {other_port}." if taken else f"{other_host}.")
             )
 
 
